@@ -1,0 +1,284 @@
+"""Compact canonical CBOR (RFC 8949) for MicroPython: an encoder that writes into a reusable buffer, a small decoder for
+downlinks, and `encode_reading`, which turns a reading into its payload through the generated schema table."""
+import struct
+from math import copysign, frexp, isinf, isnan
+
+_FALSE, _TRUE, _NULL = 0xF4, 0xF5, 0xF6
+_MAX_DEPTH = 16
+
+
+class CborError(ValueError):
+    """Bad CBOR input or a value CBOR cannot carry; `reason` is a short snake_case label."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(reason + (": " + detail if detail else ""))
+        self.reason = reason
+
+
+class Writer:
+    """Appends CBOR items to a bytearray it owns, growing it only when an item does not fit."""
+
+    def __init__(self, size=64):
+        self.buf = bytearray(size)
+        self.pos = 0
+
+    def _room(self, count):
+        need = self.pos + count
+        if need > len(self.buf):
+            grown = bytearray(max(need, 2 * len(self.buf)))
+            grown[:self.pos] = memoryview(self.buf)[:self.pos]
+            self.buf = grown
+
+    def byte(self, value):
+        self._room(1)
+        self.buf[self.pos] = value
+        self.pos += 1
+
+    def head(self, major, n):
+        """Major type + argument in the shortest form."""
+        if n < 24:
+            self.byte(major << 5 | n)
+            return
+        if n < 0x100:
+            size, info = 1, 24
+        elif n < 0x10000:
+            size, info = 2, 25
+        elif n < 0x100000000:
+            size, info = 4, 26
+        elif n < 0x10000000000000000:
+            size, info = 8, 27
+        else:
+            raise CborError("int_too_big")
+        self._room(1 + size)
+        buf, pos = self.buf, self.pos
+        buf[pos] = major << 5 | info
+        for i in range(size, 0, -1):
+            buf[pos + i] = n & 0xFF
+            n >>= 8
+        self.pos = pos + 1 + size
+
+    def raw(self, data):
+        self._room(len(data))
+        self.buf[self.pos:self.pos + len(data)] = data
+        self.pos += len(data)
+
+    def signed(self, value):
+        if value >= 0:
+            self.head(0, value)
+        else:
+            self.head(1, -1 - value)
+
+    def real(self, value):
+        bits = _half_bits(value)
+        if bits is not None:
+            self.byte(0xF9)
+            self.byte(bits >> 8)
+            self.byte(bits & 0xFF)
+            return
+        single = struct.pack(">f", value)
+        if struct.unpack(">f", single)[0] == value:
+            self.byte(0xFA)
+            self.raw(single)
+        else:
+            self.byte(0xFB)
+            self.raw(struct.pack(">d", value))
+
+    def value(self, value, depth=0):
+        if depth > _MAX_DEPTH:
+            raise CborError("too_deep")
+        kind = type(value)
+        if kind is int:
+            self.signed(value)
+        elif kind is bool:
+            self.byte(_TRUE if value else _FALSE)
+        elif value is None:
+            self.byte(_NULL)
+        elif kind is float:
+            self.real(value)
+        elif kind is str:
+            data = value.encode()
+            self.head(3, len(data))
+            self.raw(data)
+        elif kind is bytes or kind is bytearray or kind is memoryview:
+            self.head(2, len(value))
+            self.raw(value)
+        elif kind is list or kind is tuple:
+            self.head(4, len(value))
+            for item in value:
+                self.value(item, depth + 1)
+        elif kind is dict:
+            self._map(value, depth)
+        else:
+            raise CborError("unsupported_type", kind.__name__)
+
+    def _map(self, value, depth):
+        # Canonical order: keys sorted by their encoded form, shorter first, then bytewise.
+        pairs = []
+        for key, item in value.items():
+            key_writer = Writer(16)
+            key_writer.value(key, depth + 1)
+            encoded = bytes(memoryview(key_writer.buf)[:key_writer.pos])
+            pairs.append((len(encoded), encoded, item))
+        pairs.sort(key=lambda pair: (pair[0], pair[1]))
+        self.head(5, len(pairs))
+        for _, encoded, item in pairs:
+            self.raw(encoded)
+            self.value(item, depth + 1)
+
+    def getvalue(self):
+        return bytes(memoryview(self.buf)[:self.pos])
+
+
+def _half_bits(value):
+    """IEEE 754 half-precision bits of `value` if it is exactly representable there, else None."""
+    if isnan(value):
+        return 0x7E00
+    sign = 0x8000 if copysign(1.0, value) < 0 else 0
+    if isinf(value):
+        return sign | 0x7C00
+    if value == 0:
+        return sign
+    mantissa, exponent = frexp(abs(value))  # abs(value) = mantissa * 2**exponent, 0.5 <= mantissa < 1
+    if exponent > 16:
+        return None
+    if exponent >= -13:  # normal: 11 significant bits
+        scaled = mantissa * 2048
+        if scaled != int(scaled):
+            return None
+        return sign | (exponent + 14) << 10 | (int(scaled) - 1024)
+    scaled = abs(value) * 16777216  # subnormal: a multiple of 2**-24
+    if scaled != int(scaled):
+        return None
+    return sign | int(scaled)
+
+
+def dumps(value):
+    """Canonical CBOR bytes of `value` (None, bool, int within 64 bits, float, str, bytes, list/tuple, dict)."""
+    writer = Writer()
+    writer.value(value)
+    return writer.getvalue()
+
+
+_reading_writer = Writer(128)
+
+
+def encode_reading(kind, message, values):
+    """(fport, payload) for `values` ({field name: engineering value}) of `message` of node `kind`.
+
+    Uses the generated table schema_v1.MESSAGES: raw = round(value * factor), keys ascending, bools as CBOR bools. Fields
+    missing from `values` (or None) are left out. The payload is built in a reused buffer."""
+    from schema_v1 import MESSAGES
+
+    try:
+        fport, fields = MESSAGES[kind][message]
+    except KeyError:
+        raise CborError("unknown_message", kind + "/" + message) from None
+    used = 0
+    for name, _key, _factor, _code in fields:
+        if values.get(name) is not None:
+            used += 1
+    if used != len(values):
+        for name in values:
+            if not any(field[0] == name for field in fields):
+                raise CborError("unknown_field", name)
+    writer = _reading_writer
+    writer.pos = 0
+    writer.head(5, used)
+    for name, key, factor, code in fields:
+        value = values.get(name)
+        if value is None:
+            continue
+        writer.head(0, key)
+        if code == "b":
+            writer.byte(_TRUE if value else _FALSE)
+            continue
+        raw = round(value * factor)
+        if code == "u" and raw < 0:
+            raise CborError("negative_uint", name)
+        writer.signed(raw)
+    return fport, writer.getvalue()
+
+
+class _Reader:
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def take(self, count):
+        end = self.pos + count
+        if end > len(self.data):
+            raise CborError("truncated")
+        chunk = self.data[self.pos:end]
+        self.pos = end
+        return chunk
+
+    def item(self, depth=0):
+        if depth > _MAX_DEPTH:
+            raise CborError("too_deep")
+        initial = self.take(1)[0]
+        major, info = initial >> 5, initial & 0x1F
+        if major == 7:
+            return self._simple(info)
+        if info < 24:
+            n = info
+        elif info <= 27:
+            n = int.from_bytes(self.take(1 << (info - 24)), "big")
+        else:
+            raise CborError("unsupported_length")
+        if major == 0:
+            return n
+        if major == 1:
+            return -1 - n
+        if major == 2:
+            return bytes(self.take(n))
+        if major == 3:
+            try:
+                return str(bytes(self.take(n)), "utf-8")
+            except UnicodeError:
+                raise CborError("bad_utf8") from None
+        if major == 4:
+            return [self.item(depth + 1) for _ in range(n)]
+        if major == 5:
+            result = {}
+            for _ in range(n):
+                key = self.item(depth + 1)
+                if type(key) in (list, dict):
+                    raise CborError("unhashable_key")
+                result[key] = self.item(depth + 1)
+            return result
+        raise CborError("unsupported_tag")
+
+    def _simple(self, info):
+        if info == 20:
+            return False
+        if info == 21:
+            return True
+        if info == 22:
+            return None
+        if info == 25:
+            return _half_value(int.from_bytes(self.take(2), "big"))
+        if info == 26:
+            return struct.unpack(">f", self.take(4))[0]
+        if info == 27:
+            return struct.unpack(">d", self.take(8))[0]
+        raise CborError("unsupported_simple")
+
+
+def _half_value(bits):
+    exponent, mantissa = bits >> 10 & 0x1F, bits & 0x3FF
+    if exponent == 0x1F:
+        value = float("nan") if mantissa else float("inf")
+    elif exponent:
+        value = (1024 + mantissa) * 2.0 ** (exponent - 25)
+    else:
+        value = mantissa * 2.0 ** -24
+    return -value if bits & 0x8000 else value
+
+
+def loads(data):
+    """The value in `data`, which must hold exactly one CBOR item (definite lengths, no tags); else CborError."""
+    reader = _Reader(memoryview(data))
+    value = reader.item()
+    if reader.pos != len(data):
+        raise CborError("trailing_bytes")
+    return value
