@@ -1,0 +1,118 @@
+"""The uplink event: the JSON document the agent publishes for every accepted application uplink.
+
+Every key is always present (null when unknown). A payload that does not decode still gives an event, with `readings`
+{} and the reason in `decode_error`, so no data is lost; decoder warnings are always carried in `warnings`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from dos_codecs.errors import CodecError
+from dos_codecs.schema import Schema, load_schema
+
+from dos_agent.session import UplinkAccepted
+
+#: The keys of an uplink event, in the order they are written.
+EVENT_KEYS = (
+    "event_id",
+    "asset_id",
+    "dev_eui",
+    "kind",
+    "schema_version",
+    "fcnt",
+    "fport",
+    "received_at",
+    "gateway_id",
+    "rssi",
+    "snr",
+    "frequency",
+    "sf",
+    "bw",
+    "gateway_time",
+    "readings",
+    "warnings",
+    "payload_hex",
+    "decode_error",
+)
+
+#: Namespace of event ids: uuid5(EVENT_NAMESPACE, "<dev_eui>/<session_id>/<fcnt>").
+EVENT_NAMESPACE = uuid.UUID("6f1c2a52-9d7e-5b8a-a3c4-0d05e2030000")
+
+
+def event_id(dev_eui: str, session_id: str | None, fcnt: int) -> str:
+    """A stable id of one uplink: the same frame received twice (or replayed after a crash) gets the same id."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{dev_eui}/{session_id}/{fcnt}"))
+
+
+def iso_utc(timestamp: float) -> str:
+    """Unix seconds as ISO 8601 UTC with milliseconds, e.g. 2026-11-22T08:30:00.123Z."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SchemaBook:
+    """The payload schemas by node kind, loaded on first use; a kind without a schema is remembered as missing."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[str, Schema | CodecError] = {}
+
+    def get(self, kind: str) -> Schema:
+        """The kind's schema; raises the codecs' SchemaError ('unknown_kind') when there is none."""
+        found = self._schemas.get(kind)
+        if found is None:
+            try:
+                found = load_schema(kind)
+            except CodecError as exc:
+                found = exc
+            self._schemas[kind] = found
+        if isinstance(found, CodecError):
+            raise found
+        return found
+
+
+def uplink_event(accepted: UplinkAccepted, schemas: SchemaBook) -> dict[str, Any]:
+    """The event of an accepted uplink, with its payload decoded under the device kind's schema."""
+    device = accepted.device
+    reception = accepted.reception
+    readings: dict[str, Any] = {}
+    warnings: list[str] = []
+    schema_version = None
+    decode_error = None
+    try:
+        schema = schemas.get(device.kind)
+        schema_version = schema.version
+        decoded = schema.decode(accepted.fport, accepted.payload)
+    except CodecError as exc:
+        decode_error = f"{exc.reason}: {exc.detail}"
+    else:
+        readings = decoded.readings
+        warnings = decoded.warnings
+    return {
+        "event_id": event_id(device.dev_eui, device.session_id, accepted.fcnt),
+        "asset_id": device.asset_id,
+        "dev_eui": device.dev_eui,
+        "kind": device.kind,
+        "schema_version": schema_version,
+        "fcnt": accepted.fcnt,
+        "fport": accepted.fport,
+        "received_at": iso_utc(accepted.received_at),
+        "gateway_id": reception.gateway_eui,
+        "rssi": reception.rssi,
+        "snr": reception.snr,
+        "frequency": reception.freq,
+        "sf": reception.sf,
+        "bw": reception.bw,
+        "gateway_time": reception.time,
+        "readings": readings,
+        "warnings": warnings,
+        "payload_hex": accepted.payload.hex(),
+        "decode_error": decode_error,
+    }
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """The event as compact UTF-8 JSON (units such as µε and °C kept as characters)."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

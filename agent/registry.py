@@ -1,0 +1,407 @@
+"""The device registry: one SQLite file (created 0600, WAL) holding every device, its keys and its frame counters.
+
+The agent is the registry's hot reader: devices are cached in memory by DevAddr, and the cache is reloaded when another
+process (`dos-edge devices import`) commits a change (`reload_if_changed`). Frame counter updates are written at once and
+committed in small groups (`record_uplink`, `flush`): a crash may lose the last few counters, which at worst lets a replay
+of those frames through again, and those carry the same `event_id` as the first time.
+
+Keys are stored as hex in the file (protected by its mode) and never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+#: Version of the table layout; `meta.schema_version`. Each entry of _MIGRATIONS moves the file one version up.
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: devices
+    """
+    CREATE TABLE devices (
+        dev_eui TEXT PRIMARY KEY,
+        asset_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        activation TEXT NOT NULL,
+        dev_addr TEXT,
+        nwk_s_key TEXT,
+        app_s_key TEXT,
+        app_key TEXT,
+        join_eui TEXT,
+        fcnt_up INTEGER,
+        fcnt_down INTEGER NOT NULL DEFAULT 0,
+        session_id TEXT,
+        fcnt_reset_policy TEXT NOT NULL DEFAULT 'reject',
+        state TEXT NOT NULL DEFAULT 'active'
+    );
+    CREATE INDEX devices_dev_addr ON devices (dev_addr);
+    """,
+)
+
+#: Uncommitted frame counter updates are committed once this many have piled up (and on every `flush`).
+COMMIT_EVERY = 64
+
+ACTIVATIONS = ("abp", "otaa")
+FCNT_RESET_POLICIES = ("reject",)
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
+#: An asset id is one MQTT topic level: no '/', '+', '#', no spaces.
+_ASSET_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+_REQUIRED = ("dev_eui", "asset_id", "kind", "activation")
+_OPTIONAL = ("dev_addr", "nwk_s_key", "app_s_key", "app_key", "join_eui", "fcnt_reset_policy")
+_KEY_FIELDS = ("nwk_s_key", "app_s_key", "app_key")
+
+
+class RegistryError(Exception):
+    """The registry file cannot be used (wrong layout version, not a registry)."""
+
+
+class ProvisioningError(ValueError):
+    """A provisioning file that does not validate. `problems` lists every problem, each naming the device and field."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """One device. EUIs, DevAddr and keys are lowercase hex; keys are None when not provisioned.
+
+    `fcnt_up` is the last 32-bit uplink counter accepted in this session (None before the first uplink);
+    `session_id` changes whenever the device's session (DevAddr or keys) changes.
+    """
+
+    dev_eui: str
+    asset_id: str
+    kind: str
+    activation: str
+    dev_addr: str | None = None
+    nwk_s_key: str | None = None
+    app_s_key: str | None = None
+    app_key: str | None = None
+    join_eui: str | None = None
+    fcnt_up: int | None = None
+    fcnt_down: int = 0
+    session_id: str | None = None
+    fcnt_reset_policy: str = "reject"
+    state: str = "active"
+
+    def __repr__(self) -> str:
+        shown = []
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if name in _KEY_FIELDS:
+                shown.append(f"{name}={'<set>' if value else None}")
+            else:
+                shown.append(f"{name}={value!r}")
+        return f"DeviceRecord({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    def public_view(self) -> dict[str, Any]:
+        """Everything but the keys (for listings): key fields become booleans saying whether they are set."""
+        view: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            view[name] = bool(value) if name in _KEY_FIELDS else value
+        return view
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """What an import did, by DevEUI."""
+
+    added: tuple[str, ...]
+    updated: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+
+_COLUMNS = DeviceRecord.__slots__
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM devices"
+
+
+def _create_private(path: Path) -> None:
+    """Create the file with mode 0600 before SQLite opens it (SQLite gives its -wal/-shm files the same mode)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+class Registry:
+    """The SQLite registry. Use as a context manager, or call `close()`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            _create_private(self.path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        try:
+            self._db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise RegistryError(f"{self.path} is not a registry: {exc}") from None
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._migrate()
+        self._pending = 0
+        self._by_eui: dict[str, DeviceRecord] = {}
+        self._by_addr: dict[int, list[DeviceRecord]] = {}
+        self._data_version = -1
+        self._reload()
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Commit pending counters and close the file."""
+        self.flush()
+        self._db.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise RegistryError(
+                f"{self.path} has registry layout version {version}; this dos-edge knows up to {SCHEMA_VERSION}"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(target),)
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        """The layout version of the open file."""
+        return int(self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+
+    # --- reads --------------------------------------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        records = [DeviceRecord(*row) for row in self._db.execute(_SELECT + " ORDER BY dev_eui")]
+        self._by_eui = {r.dev_eui: r for r in records}
+        by_addr: dict[int, list[DeviceRecord]] = {}
+        for record in records:
+            if record.dev_addr is not None and record.state == "active":
+                by_addr.setdefault(int(record.dev_addr, 16), []).append(record)
+        self._by_addr = by_addr
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    def reload_if_changed(self) -> bool:
+        """Reload the cache when another connection committed since the last load; True when it did."""
+        if self._db.execute("PRAGMA data_version").fetchone()[0] == self._data_version:
+            return False
+        self.flush()
+        self._reload()
+        return True
+
+    def devices_by_dev_addr(self, dev_addr: int) -> list[DeviceRecord]:
+        """Active devices currently holding this DevAddr (usually one; ABP address collisions give several)."""
+        return self._by_addr.get(dev_addr, [])
+
+    def get(self, dev_eui: str) -> DeviceRecord | None:
+        """The device with this DevEUI (hex, any case), or None."""
+        return self._by_eui.get(dev_eui.lower())
+
+    def devices(self) -> list[DeviceRecord]:
+        """Every device, ordered by DevEUI."""
+        return list(self._by_eui.values())
+
+    # --- frame counters -----------------------------------------------------------------------------------------------
+
+    def record_uplink(self, device: DeviceRecord, fcnt_up: int) -> DeviceRecord:
+        """Store the last accepted 32-bit uplink counter of the device's current session; returns the updated record.
+
+        Committed with the next group (see COMMIT_EVERY and `flush`). A session that changed meanwhile is left alone.
+        """
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN")
+        self._db.execute(
+            "UPDATE devices SET fcnt_up = ? WHERE dev_eui = ? AND session_id IS ?",
+            (fcnt_up, device.dev_eui, device.session_id),
+        )
+        updated = replace(device, fcnt_up=fcnt_up)
+        self._by_eui[device.dev_eui] = updated
+        if device.dev_addr is not None:
+            holders = self._by_addr.get(int(device.dev_addr, 16), [])
+            for i, held in enumerate(holders):
+                if held.dev_eui == device.dev_eui:
+                    holders[i] = updated
+        self._pending += 1
+        if self._pending >= COMMIT_EVERY:
+            self.flush()
+        return updated
+
+    def flush(self) -> None:
+        """Commit pending counter updates."""
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Counter updates written but not committed yet."""
+        return self._pending
+
+    # --- provisioning -------------------------------------------------------------------------------------------------
+
+    def import_file(self, path: str | os.PathLike[str]) -> ImportReport:
+        """Import a provisioning file (.toml or .json) holding a `device` list; all or nothing.
+
+        Raises ProvisioningError naming every bad device and field, or OSError when the file cannot be read.
+        """
+        path = Path(path)
+        raw = path.read_bytes()
+        try:
+            if path.suffix.lower() == ".json":
+                document = json.loads(raw)
+            else:
+                document = tomllib.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProvisioningError(str(path), [f"not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}"]) from None
+        if not isinstance(document, dict) or not isinstance(document.get("device"), list):
+            raise ProvisioningError(str(path), ["expected a `device` list ([[device]] tables in TOML)"])
+        return self.import_devices(document["device"], source=str(path))
+
+    def import_devices(self, entries: Iterable[object], source: str = "import") -> ImportReport:
+        """Validate and store device entries (dicts of the provisioning fields); all or nothing."""
+        records, problems = validate_devices(list(entries))
+        if problems:
+            raise ProvisioningError(source, problems)
+        self.flush()
+        added: list[str] = []
+        updated: list[str] = []
+        unchanged: list[str] = []
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for record in records:
+                row = self._db.execute(_SELECT + " WHERE dev_eui = ?", (record.dev_eui,)).fetchone()
+                old = DeviceRecord(*row) if row else None
+                new = _merge(old, record)
+                if old is None:
+                    added.append(new.dev_eui)
+                elif new == old:
+                    unchanged.append(new.dev_eui)
+                    continue
+                else:
+                    updated.append(new.dev_eui)
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO devices ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                    tuple(getattr(new, name) for name in _COLUMNS),
+                )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self._reload()
+        return ImportReport(tuple(added), tuple(updated), tuple(unchanged))
+
+
+def _merge(old: DeviceRecord | None, new: DeviceRecord) -> DeviceRecord:
+    """The stored record after importing `new` over `old`: a changed session (DevAddr or keys) starts counters afresh."""
+    if old is None:
+        return replace(new, session_id=_new_session_id() if new.dev_addr else None)
+    same_session = (old.dev_addr, old.nwk_s_key, old.app_s_key) == (new.dev_addr, new.nwk_s_key, new.app_s_key)
+    if same_session:
+        return replace(new, fcnt_up=old.fcnt_up, fcnt_down=old.fcnt_down, session_id=old.session_id, state=old.state)
+    return replace(new, session_id=_new_session_id() if new.dev_addr else None, state=old.state)
+
+
+def _new_session_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _hex_field(entry: dict[str, Any], name: str, digits: int, where: str, problems: list[str]) -> str | None:
+    value = entry.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != digits or not _HEX.fullmatch(value):
+        problems.append(f"{where}: {name}: expected {digits} hex digits")
+        return None
+    return value.lower()
+
+
+def validate_devices(entries: list[object]) -> tuple[list[DeviceRecord], list[str]]:
+    """Check provisioning entries; returns the records and a list of problems (each naming device and field)."""
+    records: list[DeviceRecord] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            problems.append(f"device #{number}: expected a table of fields")
+            continue
+        eui = entry.get("dev_eui")
+        where = f"device #{number} (dev_eui {eui})" if isinstance(eui, str) else f"device #{number}"
+        before = len(problems)
+        for name in sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL)):
+            problems.append(f"{where}: {name}: unknown field")
+        for name in _REQUIRED:
+            if entry.get(name) is None:
+                problems.append(f"{where}: {name}: missing")
+        dev_eui = _hex_field(entry, "dev_eui", 16, where, problems)
+        join_eui = _hex_field(entry, "join_eui", 16, where, problems)
+        dev_addr = _hex_field(entry, "dev_addr", 8, where, problems)
+        keys = {name: _hex_field(entry, name, 32, where, problems) for name in _KEY_FIELDS}
+        asset_id = entry.get("asset_id")
+        if asset_id is not None and (not isinstance(asset_id, str) or not _ASSET_ID.fullmatch(asset_id)):
+            problems.append(f"{where}: asset_id: expected 1-64 characters of A-Z a-z 0-9 . _ : -")
+        kind = entry.get("kind")
+        if kind is not None and (not isinstance(kind, str) or not _KIND.fullmatch(kind)):
+            problems.append(f"{where}: kind: expected a lowercase name such as streetlight")
+        activation = entry.get("activation")
+        if activation is not None and activation not in ACTIVATIONS:
+            problems.append(f"{where}: activation: expected one of {', '.join(ACTIVATIONS)}")
+        policy = entry.get("fcnt_reset_policy", "reject")
+        if policy not in FCNT_RESET_POLICIES:
+            problems.append(f"{where}: fcnt_reset_policy: expected one of {', '.join(FCNT_RESET_POLICIES)}")
+        if activation == "abp":
+            for name in ("dev_addr", "nwk_s_key", "app_s_key"):
+                if entry.get(name) is None:
+                    problems.append(f"{where}: {name}: required for ABP")
+        elif activation == "otaa":
+            for name in ("app_key", "join_eui"):
+                if entry.get(name) is None:
+                    problems.append(f"{where}: {name}: required for OTAA")
+        if dev_eui is not None:
+            if dev_eui in seen:
+                problems.append(f"{where}: dev_eui: also given for device #{seen[dev_eui]}")
+            seen.setdefault(dev_eui, number)
+        if len(problems) == before:
+            records.append(
+                DeviceRecord(
+                    dev_eui=dev_eui,
+                    asset_id=asset_id,
+                    kind=kind,
+                    activation=activation,
+                    dev_addr=dev_addr,
+                    join_eui=join_eui,
+                    fcnt_reset_policy=policy,
+                    **keys,
+                )
+            )
+    return records, problems
