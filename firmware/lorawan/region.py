@@ -1,0 +1,132 @@
+"""EU868 regional parameters for the MAC: channels, data rates, payload limits, RX2, radio settings, pseudo-random channel
+choice, per-sub-band duty-cycle bookkeeping and time on air. Pure state; times are plain millisecond counts from the caller."""
+from drivers.lora_airtime import symbol_us, time_on_air_us
+
+# DR -> (spreading factor, bandwidth kHz)
+DATA_RATES = ((12, 125), (11, 125), (10, 125), (9, 125), (8, 125), (7, 125), (7, 250))
+# DR -> max FRMPayload + FOpts bytes (repeater-compatible values)
+MAX_PAYLOAD = (51, 51, 51, 115, 222, 222, 222)
+DEFAULT_CHANNELS = (868100, 868300, 868500)
+MAX_CHANNELS = 16
+RX2_FREQ_KHZ = 869525
+RX2_DR = 0
+MAX_EIRP_DBM = 16
+DEFAULT_TX_POWER_DBM = 14
+SYNC_WORD = 0x34
+PREAMBLE_LEN = 8
+CODING_RATE = 5  # 4/5
+# Sub-bands (ETSI EN 300 220 as LoRaWAN EU868 uses them): (low kHz, high kHz, duty-cycle divisor: 100 means 1 %)
+SUB_BANDS = ((863000, 865000, 1000), (865000, 868000, 100), (868000, 868600, 100), (868700, 869200, 1000),
+             (869400, 869650, 10), (869700, 870000, 100))
+_BW_NAMES = {125: "125", 250: "250", 500: "500"}
+
+
+class RegionError(ValueError):
+    """A request the region cannot honour; `reason` is a short snake_case label."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def sub_band(freq_khz):
+    """Index into SUB_BANDS of the sub-band holding `freq_khz`."""
+    for index, (low, high, _) in enumerate(SUB_BANDS):
+        if low <= freq_khz < high:
+            return index
+    raise RegionError("frequency_outside_band")
+
+
+class EU868:
+    """Channel plan and duty-cycle state of one EU868 node."""
+
+    RX2_FREQ_KHZ = RX2_FREQ_KHZ
+    RX2_DR = RX2_DR
+
+    def __init__(self, seed=1):
+        # channel index -> [freq_khz, min_dr, max_dr] or None
+        self.channels = [[f, 0, 5] for f in DEFAULT_CHANNELS] + [None] * (MAX_CHANNELS - len(DEFAULT_CHANNELS))
+        self.channel_mask = (1 << len(DEFAULT_CHANNELS)) - 1
+        self.band_free_at = [0] * len(SUB_BANDS)
+        self.aggregate_free_at = 0
+        self.aggregate_divisor = 1  # DutyCycleReq: 1 / 2^MaxDCycle, 1 = no extra limit
+        self._rand = (seed & 0xFFFFFFFF) or 1
+
+    def random(self, below):
+        """Pseudo-random int in [0, below) (xorshift32, seeded at construction)."""
+        x = self._rand
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self._rand = x
+        return x % below
+
+    def usable(self, index, dr):
+        channel = self.channels[index]
+        return channel is not None and self.channel_mask >> index & 1 and channel[1] <= dr <= channel[2]
+
+    def next_channel(self, dr, now_ms):
+        """(freq_khz, 0) for a pseudo-randomly chosen channel that may transmit at DR `dr` now, or (None, ms when one
+        frees up)."""
+        free = []
+        earliest = None
+        for index in range(MAX_CHANNELS):
+            if not self.usable(index, dr):
+                continue
+            freq = self.channels[index][0]
+            free_at = max(self.band_free_at[sub_band(freq)], self.aggregate_free_at)
+            if free_at <= now_ms:
+                free.append(freq)
+            elif earliest is None or free_at < earliest:
+                earliest = free_at
+        if free:
+            return free[self.random(len(free))], 0
+        if earliest is None:
+            raise RegionError("no_channel_for_dr")
+        return None, earliest
+
+    def note_transmission(self, freq_khz, end_ms, airtime_us):
+        """Close the transmission's sub-band for (divisor - 1) x time on air after it ended."""
+        band = sub_band(freq_khz)
+        self.band_free_at[band] = end_ms + -(-airtime_us * (SUB_BANDS[band][2] - 1) // 1000)
+        self.aggregate_free_at = end_ms + -(-airtime_us * (self.aggregate_divisor - 1) // 1000)
+
+    @staticmethod
+    def valid_dr(dr):
+        return 0 <= dr < len(DATA_RATES)
+
+    @staticmethod
+    def max_payload(dr):
+        return MAX_PAYLOAD[dr]
+
+    @staticmethod
+    def airtime_us(phy_len, dr, crc=True):
+        """Time on air of a PHYPayload of `phy_len` bytes at data rate `dr` (uplinks carry a CRC, downlinks do not)."""
+        sf, bw = DATA_RATES[dr]
+        return time_on_air_us(phy_len, sf, bw, CODING_RATE, PREAMBLE_LEN, crc)
+
+    @staticmethod
+    def symbol_us(dr):
+        sf, bw = DATA_RATES[dr]
+        return symbol_us(sf, bw)
+
+    @staticmethod
+    def tx_power_dbm(index):
+        """LinkADRReq TXPower index -> EIRP dBm (MaxEIRP - 2 dB per step), None if not a valid index."""
+        return MAX_EIRP_DBM - 2 * index if 0 <= index <= 7 else None
+
+    @staticmethod
+    def radio_config(freq_khz, dr, output_power, uplink):
+        """Settings for the modem's configure(): uplinks plain IQ with CRC, downlink windows inverted IQ without CRC."""
+        sf, bw = DATA_RATES[dr]
+        return {"freq_khz": freq_khz, "sf": sf, "bw": _BW_NAMES[bw], "coding_rate": CODING_RATE,
+                "preamble_len": PREAMBLE_LEN, "output_power": output_power, "syncword": SYNC_WORD,
+                "invert_iq_tx": False, "invert_iq_rx": not uplink, "crc_en": uplink}
+
+    @staticmethod
+    def rx1_dr(dr, offset):
+        return max(0, dr - offset)
+
+    @staticmethod
+    def valid_frequency(freq_khz):
+        return 863000 <= freq_khz <= 870000
