@@ -1,0 +1,68 @@
+"""Small persistent state for the node (one JSON file, written atomically: temp file + rename).
+
+Frame counters use a flash-friendly lease: the file holds a limit above every FCntUp ever sent. At boot the node resumes at
+that limit and moves it ahead by FCNT_STEP; while running it writes only when a counter reaches the limit, so the flash sees
+one write per FCNT_STEP uplinks (plus one per boot) and a reboot never reuses a counter. App state (e.g. energy) rides along.
+"""
+import json
+import os
+
+FCNT_STEP = 32
+
+
+class Store:
+    """Key/value state kept in `path` (default state.json in the board's root)."""
+
+    def __init__(self, path="state.json", fcnt_step=FCNT_STEP):
+        self.path = path
+        self.fcnt_step = fcnt_step
+        self.writes = 0
+        self.problem = None  # what went wrong reading the file, for one log line
+        self.data = self._read()
+
+    def _read(self):
+        for candidate in (self.path, self.path + ".tmp"):
+            try:
+                with open(candidate) as f:
+                    data = json.load(f)
+            except OSError:
+                continue
+            except ValueError:
+                self.problem = candidate + " is not valid JSON"
+                continue
+            if isinstance(data, dict):
+                return data
+            self.problem = candidate + " does not hold an object"
+        return {}
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    def put(self, key, value):
+        """Change a value in memory; flush() writes it."""
+        self.data[key] = value
+
+    def flush(self):
+        """Write the whole state atomically."""
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.data, f)
+        try:
+            os.rename(tmp, self.path)
+        except OSError:  # a filesystem that will not rename over an existing file
+            os.remove(self.path)
+            os.rename(tmp, self.path)
+        self.writes += 1
+
+    def boot_fcnt_up(self):
+        """The FCntUp to resume from at boot (past any counter used before), with the lease moved ahead and saved."""
+        start = self.data.get("fcnt_up_limit", 0)
+        self.data["fcnt_up_limit"] = start + self.fcnt_step
+        self.flush()
+        return start
+
+    def reserve_fcnt_up(self, fcnt):
+        """Call before sending a frame with counter `fcnt`: extends (and saves) the lease when `fcnt` reaches it."""
+        if fcnt >= self.data.get("fcnt_up_limit", 0):
+            self.data["fcnt_up_limit"] = fcnt + self.fcnt_step
+            self.flush()
