@@ -241,11 +241,13 @@ class Registry:
         """
         if not self._db.in_transaction:
             self._db.execute("BEGIN")
-        self._db.execute(
+        written = self._db.execute(
             "UPDATE devices SET fcnt_up = ? WHERE dev_eui = ? AND session_id IS ?",
             (fcnt_up, device.dev_eui, device.session_id),
-        )
+        ).rowcount
         updated = replace(device, fcnt_up=fcnt_up)
+        if not written:
+            return updated
         self._by_eui[device.dev_eui] = updated
         if device.dev_addr is not None:
             holders = self._by_addr.get(int(device.dev_addr, 16), [])
@@ -277,13 +279,11 @@ class Registry:
         """
         path = Path(path)
         raw = path.read_bytes()
+        is_json = path.suffix.lower() == ".json"
         try:
-            if path.suffix.lower() == ".json":
-                document = json.loads(raw)
-            else:
-                document = tomllib.loads(raw.decode("utf-8"))
+            document = json.loads(raw) if is_json else tomllib.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ProvisioningError(str(path), [f"not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}"]) from None
+            raise ProvisioningError(str(path), [f"not valid {'JSON' if is_json else 'TOML'}: {exc}"]) from None
         if not isinstance(document, dict) or not isinstance(document.get("device"), list):
             raise ProvisioningError(str(path), ["expected a `device` list ([[device]] tables in TOML)"])
         return self.import_devices(document["device"], source=str(path))

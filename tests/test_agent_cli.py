@@ -1,0 +1,155 @@
+"""The `dos-edge` command line: usage errors exit 2, device import and listing (never a key), the firmware table check,
+pass-through commands when the rig is missing, and `agent run` as a real process stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dos_agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, default_firmware_table_path, main
+from dos_codecs.firmware_table import render_firmware_table
+from dos_codecs.gwmp import Datagram, GwmpKind, build_datagram, parse_datagram
+
+NWK = "2b7e151628aed2a6abf7158809cf4f3c"
+APP = "000102030405060708090a0b0c0d0e0f"
+DEVICES_TOML = f"""
+[[device]]
+dev_eui = "70b3d57ed0000001"
+asset_id = "lamp-0001"
+kind = "streetlight"
+activation = "abp"
+dev_addr = "26011f01"
+nwk_s_key = "{NWK}"
+app_s_key = "{APP}"
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["bogus"],
+        ["agent"],
+        ["agent", "run"],  # --registry is required
+        ["agent", "run", "--registry", "r.sqlite", "--udp", "no-port"],
+        ["agent", "run", "--registry", "r.sqlite", "--mqtt-port", "99999"],
+        ["agent", "run", "--registry", "r.sqlite", "--log-level", "loud"],
+        ["devices", "import"],
+        ["devices", "list"],
+        ["schema", "firmware-table", "--bogus"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == EXIT_USAGE
+    assert "usage: dos-edge" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("agent", "devices", "schema", "demo", "rig"))
+
+
+def test_devices_import_and_list_without_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    registry = tmp_path / "reg.sqlite"
+    provisioning = tmp_path / "devices.toml"
+    provisioning.write_text(DEVICES_TOML)
+    assert main(["devices", "import", str(provisioning), "--registry", str(registry)]) == EXIT_OK
+    assert capsys.readouterr().out.strip() == "1 added, 0 updated, 0 unchanged"
+    assert main(["devices", "list", "--registry", str(registry)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "70b3d57ed0000001" in out and "lamp-0001" in out and "26011f01" in out
+    assert NWK not in out and APP not in out
+
+
+def test_a_bad_provisioning_file_names_device_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    provisioning = tmp_path / "devices.toml"
+    provisioning.write_text(DEVICES_TOML.replace('dev_addr = "26011f01"', 'dev_addr = "nope"'))
+    registry = tmp_path / "reg.sqlite"
+    assert main(["devices", "import", str(provisioning), "--registry", str(registry)]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "nothing imported" in err
+    assert "device #1 (dev_eui 70b3d57ed0000001): dev_addr: expected 8 hex digits" in err
+    assert NWK not in err
+    assert main(["devices", "import", str(tmp_path / "missing.toml"), "--registry", str(registry)]) == EXIT_FAILURE
+
+
+def test_listing_a_missing_registry_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices", "list", "--registry", str(tmp_path / "none.sqlite")]) == EXIT_FAILURE
+    assert "no such registry" in capsys.readouterr().err
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_firmware_table_write_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "schema_v1.py"
+    assert main(["schema", "firmware-table", "--check", "--out", str(out)]) == EXIT_FAILURE
+    assert main(["schema", "firmware-table", "--out", str(out)]) == EXIT_OK
+    assert out.read_text() == render_firmware_table()
+    assert main(["schema", "firmware-table", "--check", "--out", str(out)]) == EXIT_OK
+    out.write_text(out.read_text().replace("VERSION = 1", "VERSION = 2"))
+    capsys.readouterr()
+    assert main(["schema", "firmware-table", "--check", "--out", str(out)]) == EXIT_FAILURE
+    assert "differs from the payload schema" in capsys.readouterr().err
+
+
+def test_the_default_firmware_table_is_the_repos() -> None:
+    assert default_firmware_table_path() == Path(__file__).resolve().parent.parent / "firmware" / "schema_v1.py"
+    assert main(["schema", "firmware-table", "--check"]) == EXIT_OK
+
+
+@pytest.mark.parametrize("command", ["demo", "rig"])
+def test_pass_through_without_the_rig_says_so_in_one_line(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "dos_rig", None)  # as on a gateway installed without the rig extra
+    assert main([command, "--anything"]) == EXIT_FAILURE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not installed" in err[0] and f"`{command}`" in err[0]
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_agent_run_answers_gateways_and_stops_cleanly_on_sigterm(tmp_path: Path, mosquitto) -> None:
+    registry = tmp_path / "reg.sqlite"
+    provisioning = tmp_path / "devices.toml"
+    provisioning.write_text(DEVICES_TOML)
+    assert main(["devices", "import", str(provisioning), "--registry", str(registry)]) == EXIT_OK
+    port = _free_udp_port()
+    dos_edge = Path(sys.executable).parent / "dos-edge"
+    proc = subprocess.Popen(
+        [str(dos_edge), "agent", "run", "--registry", str(registry), "--udp", f"127.0.0.1:{port}",
+         "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port), "--prefix", "cli-test"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gateway:
+            gateway.settimeout(0.2)
+            pull = build_datagram(Datagram(2, b"\x51\x52", GwmpKind.PULL_DATA, bytes.fromhex("aa555a0000000101")))
+            deadline = time.monotonic() + 10
+            ack = None
+            while ack is None and time.monotonic() < deadline and proc.poll() is None:
+                gateway.sendto(pull, ("127.0.0.1", port))
+                try:
+                    ack = parse_datagram(gateway.recv(64))
+                except TimeoutError:
+                    continue
+            assert ack is not None and (ack.kind, ack.token) == (GwmpKind.PULL_ACK, b"\x51\x52")
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    assert proc.returncode == 0, err
+    assert "agent: stopped" in err
+    assert NWK not in err and APP not in err
