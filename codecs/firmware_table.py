@@ -1,7 +1,7 @@
 """Generator of the firmware's payload encoder table (firmware/schema_v<N>.py) from the payload schema files.
 
-The output is a MicroPython module in the shape fixed by docs/architecture.md; it is deterministic, so a test can compare
-the committed file with a fresh rendering.
+The output is a MicroPython module in the shape fixed by docs/architecture.md. It is deterministic, so a test can
+compare the committed file with a fresh rendering.
 """
 
 from __future__ import annotations
@@ -42,10 +42,8 @@ def render_firmware_table(version: int = 1) -> str:
         for message in schema.messages:
             lines.append(f"        {json.dumps(message.name)}: ({message.fport}, (")
             for spec in message.fields:
-                factor = encoder_factor(spec)
-                lines.append(
-                    f"            ({json.dumps(spec.name)}, {spec.key}, {factor!r}, {json.dumps(_TYPE_CODES[spec.type])}),"
-                )
+                name, code = json.dumps(spec.name), json.dumps(_TYPE_CODES[spec.type])
+                lines.append(f"            ({name}, {spec.key}, {encoder_factor(spec)!r}, {code}),")
             lines.append("        )),")
         lines.append("    },")
     lines.append("}")

@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from construct import Bytes, GreedyBytes, Int8ul, Pass, Struct, Switch, this
+from construct import Bytes, GreedyBytes, If, Int8ul, Struct, this
 
 from dos_codecs.errors import DatagramError
 
@@ -39,23 +39,26 @@ _WITH_EUI = frozenset({GwmpKind.PUSH_DATA, GwmpKind.PULL_DATA, GwmpKind.TX_ACK})
 _WITH_JSON = frozenset({GwmpKind.PUSH_DATA, GwmpKind.PULL_RESP})
 _OPTIONAL_JSON = frozenset({GwmpKind.TX_ACK})
 
-#: One datagram: version | token (2 raw bytes) | identifier | body by identifier.
+_HAS_EUI = (
+    (this.identifier == int(GwmpKind.PUSH_DATA))
+    | (this.identifier == int(GwmpKind.PULL_DATA))
+    | (this.identifier == int(GwmpKind.TX_ACK))
+)
+_HAS_JSON = (
+    (this.identifier == int(GwmpKind.PUSH_DATA))
+    | (this.identifier == int(GwmpKind.PULL_RESP))
+    | (this.identifier == int(GwmpKind.TX_ACK))
+)
+
+#: One datagram: version | token (2 raw bytes) | identifier | then by identifier:
+#:   PUSH_DATA EUI[8] JSON | PUSH_ACK - | PULL_DATA EUI[8] | PULL_RESP JSON | PULL_ACK - | TX_ACK EUI[8] [JSON]
+#: (flat with conditions rather than a Switch of Structs: each nested Struct costs two context objects per parse).
 DatagramLayout = Struct(
     "version" / Int8ul,
     "token" / Bytes(TOKEN_LEN),
     "identifier" / Int8ul,
-    "body"
-    / Switch(
-        this.identifier,
-        {
-            int(GwmpKind.PUSH_DATA): Struct("gateway_eui" / Bytes(EUI_LEN), "json" / GreedyBytes),
-            int(GwmpKind.PUSH_ACK): Pass,
-            int(GwmpKind.PULL_DATA): Struct("gateway_eui" / Bytes(EUI_LEN)),
-            int(GwmpKind.PULL_RESP): Struct("json" / GreedyBytes),
-            int(GwmpKind.PULL_ACK): Pass,
-            int(GwmpKind.TX_ACK): Struct("gateway_eui" / Bytes(EUI_LEN), "json" / GreedyBytes),
-        },
-    ),
+    "gateway_eui" / If(_HAS_EUI, Bytes(EUI_LEN)),
+    "json" / If(_HAS_JSON, GreedyBytes),
 )
 _DATAGRAM = DatagramLayout.compile()
 
@@ -113,12 +116,10 @@ def parse_datagram(data: bytes) -> Datagram:
     if kind == GwmpKind.PULL_DATA and len(data) > HEADER_LEN + EUI_LEN:
         raise DatagramError("trailing_bytes", f"PULL_DATA with {len(data) - HEADER_LEN - EUI_LEN} bytes after the EUI")
     parsed = _DATAGRAM.parse(data)
-    body = parsed["body"]
-    gateway_eui = body["gateway_eui"] if kind in _WITH_EUI else None
     payload = None
-    if kind in _WITH_JSON or (kind in _OPTIONAL_JSON and body["json"]):
-        payload = _parse_json_object(body["json"])
-    return Datagram(parsed["version"], parsed["token"], kind, gateway_eui, payload)
+    if kind in _WITH_JSON or (kind in _OPTIONAL_JSON and parsed["json"]):
+        payload = _parse_json_object(parsed["json"])
+    return Datagram(parsed["version"], parsed["token"], kind, parsed["gateway_eui"], payload)
 
 
 def build_datagram(datagram: Datagram) -> bytes:
@@ -142,13 +143,14 @@ def build_datagram(datagram: Datagram) -> bytes:
         raise DatagramError("bad_field", f"{kind.name} carries no payload")
     if datagram.payload is not None and not isinstance(datagram.payload, dict):
         raise DatagramError("bad_field", "a payload is a JSON object")
-    body: dict = {}
-    if kind in _WITH_EUI:
-        body["gateway_eui"] = bytes(datagram.gateway_eui)
-    if kind in _WITH_JSON | _OPTIONAL_JSON:
-        body["json"] = b"" if datagram.payload is None else _dump_json(datagram.payload)
     return _DATAGRAM.build(
-        {"version": datagram.version, "token": bytes(datagram.token), "identifier": int(kind), "body": body}
+        {
+            "version": datagram.version,
+            "token": bytes(datagram.token),
+            "identifier": int(kind),
+            "gateway_eui": None if datagram.gateway_eui is None else bytes(datagram.gateway_eui),
+            "json": b"" if datagram.payload is None else _dump_json(datagram.payload),
+        }
     )
 
 

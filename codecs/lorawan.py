@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from construct import (
     Bytes,
     Computed,
-    GreedyBytes,
     If,
     Int8ul,
     Int16ul,
@@ -107,7 +106,9 @@ DataFrameLayout = Struct(
     "mhdr" / Mhdr,
     *FHDR_FIELDS,
     "fport" / If(this._params.phy_len > MIN_DATA_FRAME_LEN + this.fopts_len, Int8ul),
-    "frm_payload" / Bytes(this._params.phy_len - MIN_DATA_FRAME_LEN - this.fopts_len - (this.fport != None)),  # noqa: E711
+    # `this.fport != None` is a construct expression (1 when the FPort is present), so `is not` cannot stand in.
+    "frm_payload"
+    / Bytes(this._params.phy_len - MIN_DATA_FRAME_LEN - this.fopts_len - (this.fport != None)),  # noqa: E711
     "mic" / Bytes(MIC_LEN),
 )
 

@@ -1,7 +1,7 @@
-"""Payload schemas (codecs/schema/v<N>/<kind>.toml): strict loading, and the CBOR payload decoder and encoder.
+"""Payload schemas (codecs/schema/v<N>/<kind>.toml): strict loading, the CBOR payload decoder and encoder.
 
-A payload is a CBOR map of small unsigned int keys to raw values (ints, or bools for `bool` fields). The engineering value
-is `raw * scale`; for a scale of 10^-n it is computed as `raw / 10^n` so that 355 at scale 0.1 reads 35.5.
+A payload is a CBOR map of small unsigned int keys to raw values (ints, or bools for `bool` fields). The engineering
+value is `raw * scale`; for a scale of 10^-n it is computed as `raw / 10^n` so that 355 at scale 0.1 reads 35.5.
 """
 
 from __future__ import annotations
@@ -124,7 +124,9 @@ class Schema:
         for message in self.messages:
             if message.fport == fport and message.direction == direction:
                 return message
-        raise PayloadError("unknown_fport", f"{self.kind} v{self.version} has no {direction}link message on FPort {fport}")
+        raise PayloadError(
+            "unknown_fport", f"{self.kind} v{self.version} has no {direction}link message on FPort {fport}"
+        )
 
     def decode(self, fport: int, payload: bytes, direction: str = "up") -> Decoded:
         """Decode a plaintext FRMPayload. Malformed CBOR, a non-map, trailing bytes, non-int keys, a value of the

@@ -98,7 +98,12 @@ def test_all_six_kinds_build_parse_identity(datagram: Datagram) -> None:
         (b"\x02\xab\xcd\x03" + b'{"txpk":{}}', GwmpKind.PULL_RESP, None, {"txpk": {}}),
         (b"\x02\xab\xcd\x04", GwmpKind.PULL_ACK, None, None),
         (b"\x02\xab\xcd\x05" + EUI, GwmpKind.TX_ACK, EUI, None),
-        (b'\x02\xab\xcd\x05' + EUI + b'{"txpk_ack":{"error":"NONE"}}', GwmpKind.TX_ACK, EUI, {"txpk_ack": {"error": "NONE"}}),
+        (
+            b"\x02\xab\xcd\x05" + EUI + b'{"txpk_ack":{"error":"NONE"}}',
+            GwmpKind.TX_ACK,
+            EUI,
+            {"txpk_ack": {"error": "NONE"}},
+        ),
     ],
 )
 def test_known_datagrams(raw: bytes, kind: GwmpKind, eui: bytes | None, payload: dict | None) -> None:
@@ -176,7 +181,12 @@ def test_random_bytes_give_a_datagram_or_a_datagram_error(raw: bytes) -> None:
 
 
 @settings(max_examples=300)
-@given(st.sampled_from([1, 2]), st.binary(min_size=2, max_size=2), st.sampled_from(list(GwmpKind)), st.binary(max_size=80))
+@given(
+    st.sampled_from([1, 2]),
+    st.binary(min_size=2, max_size=2),
+    st.sampled_from(list(GwmpKind)),
+    st.binary(max_size=80),
+)
 def test_valid_header_with_garbage_gives_a_datagram_or_a_datagram_error(version, token, kind, rest) -> None:
     _parses_or_rejects(bytes([version]) + token + bytes([kind]) + rest)
 

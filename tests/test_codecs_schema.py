@@ -196,7 +196,12 @@ def test_map_headers_and_tags_with_garbage_decode_or_give_a_payload_error(kind, 
 
 
 cbor_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=5) | st.binary(max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=5)
+    | st.binary(max_size=5),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.integers(-3, 30), children, max_size=3),
     max_leaves=8,
 )
