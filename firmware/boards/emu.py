@@ -1,0 +1,33 @@
+"""The emulated board of the HIL rig (a Heltec WiFi LoRa 32 V2 in shape): pins and buses exactly as the wiring table in
+docs/architecture.md. Same interface as every board file: radio(), i2c(), lamp(), battery_volts(), BATTERY_DIVIDER."""
+from machine import ADC, I2C, PWM, SPI, Pin
+
+NAME = "emu"
+BATTERY_DIVIDER = 2  # 1:2 divider in front of the ADC pin
+
+_i2c = None
+
+
+def radio():
+    from drivers.sx1276 import SX1276
+
+    spi = SPI(1, sck=Pin(5), mosi=Pin(27), miso=Pin(19))
+    return SX1276(spi, cs=Pin(18, Pin.OUT, value=1), dio0=Pin(26, Pin.IN), reset=Pin(14, Pin.OUT, value=1),
+                  dio1=Pin(35, Pin.IN))
+
+
+def i2c():
+    global _i2c
+    if _i2c is None:
+        _i2c = I2C(0, scl=Pin(15), sda=Pin(4))
+    return _i2c
+
+
+def lamp():
+    from drivers.lamp import Lamp
+
+    return Lamp(Pin(12, Pin.OUT, value=0), PWM(Pin(25), freq=1000, duty_u16=0))
+
+
+def battery_volts(divider=BATTERY_DIVIDER):
+    return ADC(Pin(37)).read_uv() * divider / 1000000

@@ -1,0 +1,41 @@
+"""TI INA219 current/power monitor on I2C (address 0x40): big-endian 16-bit registers behind a register pointer.
+
+Calibration: the calibration register is 4096 for any shunt, which makes Current_LSB = 10 µV / R_shunt (the current
+register then equals the shunt-voltage register) and Power_LSB = 20 x Current_LSB. With the common 0.1 ohm shunt that is
+100 µA and 2 mW per bit (±3.2 A full scale, 131 W power register range); a lamp drawing more needs a smaller shunt,
+given as `shunt_ohm` (config calibration "ina219_shunt_ohm"). Configuration: 32 V bus range, PGA /8 (±320 mV), 12-bit
+conversions, shunt and bus continuous (0x399F, the reset value).
+"""
+_CONFIG, _SHUNT, _BUS, _POWER, _CURRENT, _CALIBRATION = 0, 1, 2, 3, 4, 5
+CONFIG_32V_320MV_12BIT_CONTINUOUS = 0x399F
+CALIBRATION = 4096
+
+
+class INA219:
+    def __init__(self, i2c, address=0x40, shunt_ohm=0.1):
+        if not shunt_ohm > 0:
+            raise ValueError("INA219 shunt_ohm must be > 0")
+        self._i2c, self._address = i2c, address
+        self._buf = bytearray(2)
+        self.current_lsb_a = 10e-6 / shunt_ohm
+        self.power_lsb_w = 20 * self.current_lsb_a
+        self._write(_CONFIG, CONFIG_32V_320MV_12BIT_CONTINUOUS)
+        self._write(_CALIBRATION, CALIBRATION)
+
+    def _write(self, register, value):
+        self._buf[0], self._buf[1] = value >> 8 & 0xFF, value & 0xFF
+        self._i2c.writeto_mem(self._address, register, self._buf)
+
+    def _read(self, register):
+        self._i2c.readfrom_mem_into(self._address, register, self._buf)
+        return self._buf[0] << 8 | self._buf[1]
+
+    def bus_volts(self):
+        return (self._read(_BUS) >> 3) * 0.004
+
+    def current_amps(self):
+        raw = self._read(_CURRENT)
+        return (raw - 0x10000 if raw & 0x8000 else raw) * self.current_lsb_a
+
+    def power_watts(self):
+        return self._read(_POWER) * self.power_lsb_w
