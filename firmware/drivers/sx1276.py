@@ -24,7 +24,8 @@ _MODEM_STAT_SIGNAL = 0x01  # signal detected: a packet is being received
 _CHIP_VERSION = 0x12
 _BANDWIDTHS = {"125": (125, 7), "250": (250, 8), "500": (500, 9)}
 _MAX_SYMBOL_TIMEOUT = 1023
-_MAX_TOA_MS = 10000  # a 255-byte packet at SF12/125 kHz lasts ~9.2 s
+_MAX_TOA_MS = 10000
+_MIN_PACKET_SYMBOLS = 16  # shortest packet: a 6-symbol preamble + 4.25 sync symbols + an 8-symbol header  # a 255-byte packet at SF12/125 kHz lasts ~9.2 s
 
 DEFAULT_CONFIG = {"freq_khz": 868100, "sf": 7, "bw": "125", "coding_rate": 5, "preamble_len": 8, "output_power": 14,
                   "syncword": 0x34, "invert_iq_tx": False, "invert_iq_rx": False, "crc_en": True}
@@ -190,12 +191,17 @@ class SX1276:
         started = time.ticks_ms()
         deadline_ms = None
         if timeout_ms is not None:
-            symbols = -(-timeout_ms * 1000 // symbol_us(self._cfg["sf"], self._bw_khz))
+            tsym_us = symbol_us(self._cfg["sf"], self._bw_khz)
+            symbols = -(-timeout_ms * 1000 // tsym_us)
             if symbols <= _MAX_SYMBOL_TIMEOUT:
                 self._write(_MODEM_CONFIG2, (self._read(_MODEM_CONFIG2) & 0xFC) | symbols >> 8)
                 self._write(_SYMB_TIMEOUT_LSB, symbols & 0xFF)
                 self._mode(_RXSINGLE)
                 deadline_ms = timeout_ms + _MAX_TOA_MS  # only if the chip never answers
+                # Neither RxTimeout nor RxDone (a whole packet: preamble + header) can come sooner: no need to poll.
+                quiet_ms = min(symbols, _MIN_PACKET_SYMBOLS) * tsym_us // 1000 - 1
+                if quiet_ms > 0:
+                    time.sleep_ms(quiet_ms)
             else:
                 self._mode(_RXCONTINUOUS)
                 deadline_ms = timeout_ms
