@@ -331,3 +331,16 @@ print(r.next_channel(5, 1001), sub_band(869850), sub_band(868500))
     # 99 x 61.696 ms = 6107.9 ms closed on the whole 868.0-868.6 sub-band, all three default channels
     assert out[1] == "(None, 7108) (None, 7108) True"
     assert out[2] == "(869850, 0) 5 2"
+
+
+def test_cancel_after_a_radio_failure_leaves_the_mac_idle_without_reusing_the_fcnt():
+    steps = run_steps("""
+show(mac.uplink(1, b'x', 0))
+mac.cancel()
+show(mac.uplink(1, b'y', 1000))
+show(mac.tx_done(1100))
+mac.cancel()
+show(mac.uplink(1, b'z', 20_000))
+""")
+    fcnts = [parse_data_frame(bytes.fromhex(s[0]["frame"])).fcnt16 for s in (steps[0], steps[1], steps[3])]
+    assert fcnts == [0, 1, 2]

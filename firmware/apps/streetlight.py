@@ -11,6 +11,7 @@ from cbor import encode_reading
 from config import number, section
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
+from lorawan.mac import Sent
 
 KIND = "streetlight"
 ENERGY_SAVE_EVERY = 10  # readings between energy writes to flash
@@ -57,7 +58,7 @@ class Streetlight:
 
 
 def _log_line(values, events):
-    sent = [e for e in events if type(e).__name__ == "Sent"]
+    sent = [e for e in events if isinstance(e, Sent)]
     radio = "fcnt %d %.1f MHz DR%d" % (sent[0].fcnt, sent[0].freq_khz / 1000, sent[0].dr) if sent else "not sent"
     return "reading lamp=%s dim=%d%% power=%.1fW energy=%dWh light=%dlx battery=%.2fV -> %s" % (
         "on" if values["lamp_on"] else "off", values["dim_level"], values["power"], round(values["energy"]),

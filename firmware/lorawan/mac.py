@@ -112,6 +112,7 @@ class Mac:
         self._link_check_wanted = False
         self._ack_next = False
         self._pending = None  # (fport, payload, confirmed)
+        self._attempt = 0
 
     def activate_abp(self, dev_addr, nwk_s_key, app_s_key, fcnt_up=0, fcnt_down=0):
         """Personalise: dev_addr as an int (as printed, MSB first), 16-byte session keys, counters to resume from."""
@@ -253,6 +254,13 @@ class Mac:
         self.state = _IDLE
         self._pending = None
         return [Done(self._frame_fcnt, acked if confirmed else None)]
+
+    def cancel(self):
+        """Abandon the exchange in progress (the runner's radio failed). A frame that may have left keeps its FCnt used."""
+        if self.state == _TX or self._attempt:
+            self.fcnt_up = max(self.fcnt_up, self._frame_fcnt + 1)
+        self.state = _IDLE
+        self._pending = None
 
     def wake(self, now_ms):
         """The time a Wait asked for has come."""

@@ -38,8 +38,14 @@ class Node:
             time.sleep_ms(delay)
 
     def send(self, fport, payload, confirmed=False):
-        """Send `payload` on `fport` and run the exchange (TX, RX1, RX2, retries) to its end; returns the events."""
-        return self._run(self.mac.uplink(fport, payload, self.now_ms(), confirmed))
+        """Send `payload` on `fport` and run the exchange (TX, RX1, RX2, retries) to its end; returns the events.
+        If the radio fails, the exchange is abandoned (the MAC is idle again) and the error is raised."""
+        items = self.mac.uplink(fport, payload, self.now_ms(), confirmed)
+        try:
+            return self._run(items)
+        except Exception:
+            self.mac.cancel()
+            raise
 
     def _run(self, items):
         events = []
