@@ -245,7 +245,7 @@ class Mac:
         return events + self._finish(now_ms, acked, heard=True)
 
     def _finish(self, now_ms, acked, heard=False):
-        fport, payload, confirmed = self._pending
+        confirmed = self._pending[2]
         tries = CONFIRMED_TRIES if confirmed else self.nb_trans
         if not acked and self._attempt < tries and not (heard and not confirmed):
             self.state = _WAIT
@@ -269,7 +269,8 @@ class Mac:
         return self._try_send(now_ms)
 
     def _open_downlink(self, frame, window, rssi, snr):
-        """Check and decrypt a downlink; returns (events, ack bit). Raises MacError(reason) for a frame to drop."""
+        """Check and decrypt a downlink; returns (events, ack bit). Raises MacError(reason) for a frame to drop (a
+        replayed FCntDown shows as fcnt_gap: rebuilt above the last one, it lands more than MAX_FCNT_GAP ahead)."""
         if len(frame) < 12:
             raise MacError("too_short")
         mhdr = frame[0]
