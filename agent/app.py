@@ -104,28 +104,32 @@ class Agent:
 
     def handle_event(self, event: Event) -> None:
         """Count, log and (for application uplinks) publish one session-layer event."""
+        logging_frames = log.isEnabledFor(logging.INFO)
         if not isinstance(event, UplinkAccepted):
             self.counters.count_frame(event.reason)
-            log.info(log_line(
-                "rejected", reason=event.reason, dev_addr=event.dev_addr, dev_eui=event.dev_eui,
-                gateway=event.reception.gateway_eui, rssi=event.reception.rssi, snr=event.reception.snr,
-                detail=event.detail,
-            ))
+            if logging_frames:
+                log.info(log_line(
+                    "rejected", reason=event.reason, dev_addr=event.dev_addr, dev_eui=event.dev_eui,
+                    gateway=event.reception.gateway_eui, rssi=event.reception.rssi, snr=event.reception.snr,
+                    detail=event.detail,
+                ))
             return
         self.counters.count_frame("accepted")
         device = event.device
-        fields = dict(
-            dev_eui=device.dev_eui, asset=device.asset_id, fcnt=event.fcnt, fport=event.fport,
-            gateway=event.reception.gateway_eui, rssi=event.reception.rssi, snr=event.reception.snr,
-        )
-        if not event.fport:  # no FPort, or FPort 0 (MAC commands only): no application data to publish
-            log.info(log_line("accepted", **fields, published=False))
-            return
-        document = uplink_event(event, self.schemas)
-        published = self.sink.publish_event(device.asset_id, encode_event(document))
-        if not published:
-            self.counters.count_sink("dropped")
-        log.info(log_line("accepted", **fields, decode_error=document["decode_error"], published=published))
+        published = False
+        decode_error = None
+        if event.fport:  # without FPort, or on FPort 0 (MAC commands only), there is no application data
+            document = uplink_event(event, self.schemas)
+            decode_error = document["decode_error"]
+            published = self.sink.publish_event(device.asset_id, encode_event(document))
+            if not published:
+                self.counters.count_sink("dropped")
+        if logging_frames:
+            log.info(log_line(
+                "accepted", dev_eui=device.dev_eui, asset=device.asset_id, fcnt=event.fcnt, fport=event.fport,
+                gateway=event.reception.gateway_eui, rssi=event.reception.rssi, snr=event.reception.snr,
+                decode_error=decode_error, published=published,
+            ))
 
     def _publish_counters(self) -> None:
         if self.counters.version == self._published_version:

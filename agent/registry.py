@@ -1,15 +1,17 @@
 """The device registry: one SQLite file (created 0600, WAL) holding every device, its keys and its frame counters.
 
 The agent is the registry's hot reader: devices are cached in memory by DevAddr, and the cache is reloaded when another
-process (`dos-edge devices import`) commits a change (`reload_if_changed`). Frame counter updates are written at once and
-committed in small groups (`record_uplink`, `flush`): a crash may lose the last few counters, which at worst lets a replay
-of those frames through again, and those carry the same `event_id` as the first time.
+process (`dos-edge devices import`) commits a change (`reload_if_changed`). Frame counter updates go to the cache at once
+and to the file in groups (`record_uplink`, then `flush`, which the agent calls a few times a second and which runs by
+itself every COMMIT_EVERY updates): a crash may lose the last few counters, which at worst lets a replay of those frames
+through again, and those carry the same `event_id` as the first time.
 
 Keys are stored as hex in the file (protected by its mode) and never appear in a repr or a log line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,7 +20,7 @@ import sqlite3
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 #: Version of the table layout; `meta.schema_version`. Each entry of _MIGRATIONS moves the file one version up.
 SCHEMA_VERSION = 1
@@ -46,8 +48,8 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-#: Uncommitted frame counter updates are committed once this many have piled up (and on every `flush`).
-COMMIT_EVERY = 64
+#: Frame counter updates are written and committed once this many have piled up (and on every `flush`).
+COMMIT_EVERY = 256
 
 ACTIVATIONS = ("abp", "otaa")
 FCNT_RESET_POLICIES = ("reject",)
@@ -155,6 +157,7 @@ class Registry:
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._migrate()
         self._pending = 0
+        self._unwritten: dict[tuple[str, str | None], int] = {}
         self._by_eui: dict[str, DeviceRecord] = {}
         self._by_addr: dict[int, list[DeviceRecord]] = {}
         self._data_version = -1
@@ -182,18 +185,13 @@ class Registry:
                 f"{self.path} has registry layout version {version}; this dos-edge knows up to {SCHEMA_VERSION}"
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 for statement in _MIGRATIONS[target - 1].split(";"):
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(target),)
                 )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
 
     @property
     def schema_version(self) -> int:
@@ -237,16 +235,15 @@ class Registry:
     def record_uplink(self, device: DeviceRecord, fcnt_up: int) -> DeviceRecord:
         """Store the last accepted 32-bit uplink counter of the device's current session; returns the updated record.
 
-        Committed with the next group (see COMMIT_EVERY and `flush`). A session that changed meanwhile is left alone.
+        Written with the next group (see COMMIT_EVERY and `flush`). A session that changed meanwhile is left alone.
         """
-        if not self._db.in_transaction:
-            self._db.execute("BEGIN")
-        written = self._db.execute(
-            "UPDATE devices SET fcnt_up = ? WHERE dev_eui = ? AND session_id IS ?",
-            (fcnt_up, device.dev_eui, device.session_id),
-        ).rowcount
-        updated = replace(device, fcnt_up=fcnt_up)
-        if not written:
+        updated = DeviceRecord(
+            device.dev_eui, device.asset_id, device.kind, device.activation, device.dev_addr, device.nwk_s_key,
+            device.app_s_key, device.app_key, device.join_eui, fcnt_up, device.fcnt_down, device.session_id,
+            device.fcnt_reset_policy, device.state,
+        )
+        cached = self._by_eui.get(device.dev_eui)
+        if cached is None or cached.session_id != device.session_id:
             return updated
         self._by_eui[device.dev_eui] = updated
         if device.dev_addr is not None:
@@ -254,20 +251,34 @@ class Registry:
             for i, held in enumerate(holders):
                 if held.dev_eui == device.dev_eui:
                     holders[i] = updated
+        self._unwritten[(device.dev_eui, device.session_id)] = fcnt_up
         self._pending += 1
         if self._pending >= COMMIT_EVERY:
             self.flush()
         return updated
 
     def flush(self) -> None:
-        """Commit pending counter updates."""
-        if self._db.in_transaction:
-            self._db.execute("COMMIT")
+        """Write and commit pending counter updates (only where the device is still in the same session)."""
+        if self._unwritten:
+            rows = [(fcnt, eui, session) for (eui, session), fcnt in self._unwritten.items()]
+            self._unwritten = {}
+            with self._transaction():
+                self._db.executemany("UPDATE devices SET fcnt_up = ? WHERE dev_eui = ? AND session_id IS ?", rows)
         self._pending = 0
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @property
     def pending(self) -> int:
-        """Counter updates written but not committed yet."""
+        """Counter updates recorded but not written to the file yet."""
         return self._pending
 
     # --- provisioning -------------------------------------------------------------------------------------------------
@@ -297,8 +308,7 @@ class Registry:
         added: list[str] = []
         updated: list[str] = []
         unchanged: list[str] = []
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             for record in records:
                 row = self._db.execute(_SELECT + " WHERE dev_eui = ?", (record.dev_eui,)).fetchone()
                 old = DeviceRecord(*row) if row else None
@@ -314,10 +324,6 @@ class Registry:
                     f"INSERT OR REPLACE INTO devices ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                     tuple(getattr(new, name) for name in _COLUMNS),
                 )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
         self._reload()
         return ImportReport(tuple(added), tuple(updated), tuple(unchanged))
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import datetime, timezone
 
 import pytest
 
-from dos_agent.events import EVENT_KEYS, SchemaBook, encode_event, event_id, iso_utc, uplink_event
+from dos_agent.events import EVENT_KEYS, EVENT_NAMESPACE, SchemaBook, encode_event, event_id, iso_utc, uplink_event
 from dos_agent.registry import DeviceRecord
 from dos_agent.session import Reception, UplinkAccepted
 from dos_codecs.schema import load_schema
@@ -37,7 +39,7 @@ def test_a_good_payload_gives_readings_with_units(schemas: SchemaBook) -> None:
         "temperature": {"value": 21.5, "unit": "°C"},
     }
     assert (event["schema_version"], event["decode_error"], event["warnings"]) == (1, None, [])
-    assert event["received_at"] == "2026-11-18T11:06:40.250Z" == iso_utc(1_795_000_000.25)
+    assert event["received_at"] == "2026-11-18T11:06:40.250Z"
     assert (event["rssi"], event["frequency"], event["gateway_time"]) == (None, None, None)  # unknown stays null
     text = encode_event(event).decode("utf-8")
     assert "µε" in text and json.loads(text) == event
@@ -72,7 +74,14 @@ def test_an_unknown_kind_or_port_is_a_decode_error(schemas: SchemaBook) -> None:
 
 def test_event_ids_are_stable_per_device_session_and_counter() -> None:
     first = event_id("70b3d57ed0000003", "0123456789abcdef", 41)
+    assert first == str(uuid.uuid5(EVENT_NAMESPACE, "70b3d57ed0000003/0123456789abcdef/41"))
     assert first == event_id("70b3d57ed0000003", "0123456789abcdef", 41)
     assert len({first, event_id("70b3d57ed0000003", "0123456789abcdef", 42),
                 event_id("70b3d57ed0000003", "fedcba9876543210", 41),
                 event_id("70b3d57ed0000004", "0123456789abcdef", 41)}) == 4
+
+
+@pytest.mark.parametrize("timestamp", [0.0, 1_795_000_000.25, 1_795_000_000.9994, 1_700_000_059.0005, 4_102_444_800.5])
+def test_received_at_is_iso_8601_utc_with_milliseconds(timestamp: float) -> None:
+    expected = datetime.fromtimestamp(int(timestamp * 1000) / 1000, timezone.utc).isoformat(timespec="milliseconds")
+    assert iso_utc(timestamp) == expected.replace("+00:00", "Z")
