@@ -296,6 +296,7 @@ class LinkServer:
         self.rejected: dict[str, int] = {}
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
+        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
 
     async def start(self, host: str = "127.0.0.1") -> int:
         self._server = await asyncio.start_server(self._handle, host, 0)
@@ -303,9 +304,14 @@ class LinkServer:
         return self.port
 
     async def close(self) -> None:
+        """Stop listening and end every connection (their tasks finish on their own)."""
         if self._server is not None:
             self._server.close()
             self._server = None
+        for writer in self._connections.values():
+            writer.close()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=2.0)
 
     def _reject(self, reason: str, detail: str, writer: asyncio.StreamWriter) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -313,6 +319,14 @@ class LinkServer:
         writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._connections[task] = writer
+        try:
+            await self._serve_connection(reader, writer)
+        finally:
+            del self._connections[task]
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             body = await asyncio.wait_for(read_frame(reader), timeout=5.0)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):

@@ -271,6 +271,17 @@ class Rig:
     def air_log(self) -> list[dict]:
         return self.air.log_entries()
 
+    def counters(self) -> dict:
+        """What the rig counted: rejected link connections, per board requests/protocol errors/restarts, per gateway."""
+        return self.call(lambda: {
+            "link_rejected": dict(self._server.rejected),
+            "boards": {b.board_id: {"requests": b.rom.requests, "protocol_errors": dict(b.rom.protocol_errors),
+                                    "restarts": b.process.restarts, "interrupts": b.process.interrupts_sent}
+                       for b in self.boards.values()},
+            "gateways": {g.receiver_id: {**g.counters, "malformed": dict(g.malformed)} for g in self.gateways.values()},
+            "holds_expired": self.clock.holds_expired,
+        })
+
     def set_scenario(self, board_id: str, **changes) -> None:
         """Change a board's scenario values from now on (e.g. lux=5)."""
         scenario = self.boards[board_id].scenario
