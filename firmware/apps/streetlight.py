@@ -5,6 +5,8 @@ LoRaWAN every `interval_s` through the payload schema. One short log line per re
 Settings (config "settings"): dusk_lux (50): on below it; hysteresis_lux (20): off above dusk_lux + hysteresis_lux;
 dim_level (100, percent). Calibration (config "calibration"): ina219_shunt_ohm (0.1), battery_divider (the board's).
 """
+import os
+
 import machine
 
 from cbor import encode_reading
@@ -16,6 +18,7 @@ from lorawan.mac import Sent
 KIND = "streetlight"
 ENERGY_SAVE_EVERY = 10  # readings between energy writes to flash
 RESET_AFTER_FAILURES = 5  # consecutive failed readings before the board resets itself
+BOOT_SPREAD_MS = 30000  # the first reading comes within this long after boot
 _MS_PER_HOUR = 3600000
 
 
@@ -65,13 +68,21 @@ def _log_line(values, events):
         round(values["ambient_light"]), values["battery"], radio)
 
 
+def _random_below(n):
+    return int.from_bytes(os.urandom(4), "big") % n if n > 0 else 0
+
+
 def run(board, config, node, store):
-    """The app's loop: a reading every interval_s, forever. A failed reading is logged and the loop goes on."""
+    """The app's loop, forever: one reading per interval_s slot, at a random instant in the first half of the slot (the
+    first within BOOT_SPREAD_MS of boot) so that nodes powered up together do not keep colliding on the air. A failed
+    reading is logged and the loop goes on; RESET_AFTER_FAILURES in a row reset the board."""
     interval_ms = int(number(config, "interval_s", 60, 1, 86400, "config") * 1000)
     app = Streetlight(board, config, store)
     failures = 0
-    next_ms = node.now_ms()
+    slot_ms = node.now_ms()
+    spread_ms = min(interval_ms // 2, BOOT_SPREAD_MS)
     while True:
+        node.sleep_until(slot_ms + _random_below(spread_ms))
         try:
             values = app.reading(node.now_ms())
             fport, payload = encode_reading(KIND, "reading", values)
@@ -83,8 +94,8 @@ def run(board, config, node, store):
             if failures >= RESET_AFTER_FAILURES:
                 print("resetting after %d failed readings" % failures)
                 machine.reset()
-        next_ms += interval_ms
+        spread_ms = interval_ms // 2
+        slot_ms += interval_ms
         now = node.now_ms()
-        while next_ms <= now:  # the exchange outlasted the interval (duty cycle): keep the cadence, skip the missed slot
-            next_ms += interval_ms
-        node.sleep_until(next_ms)
+        while slot_ms + spread_ms <= now:  # the exchange outlasted whole slots (duty cycle): skip them
+            slot_ms += interval_ms
