@@ -147,21 +147,27 @@ class Registry:
         self.path = Path(path)
         if not self.path.exists():
             _create_private(self.path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout = 5000")
-        try:
-            self._db.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise RegistryError(f"{self.path} is not a registry: {exc}") from None
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
         self._pending = 0
         self._unwritten: dict[tuple[str, str | None], int] = {}
         self._by_eui: dict[str, DeviceRecord] = {}
         self._by_addr: dict[int, list[DeviceRecord]] = {}
         self._data_version = -1
-        self._reload()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot open {self.path}: {exc}") from None
+        try:
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+            self._reload()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise RegistryError(f"{self.path} is not a registry: {exc}") from None
+        except RegistryError:
+            self._db.close()
+            raise
 
     # --- lifecycle ----------------------------------------------------------------------------------------------------
 
@@ -177,6 +183,9 @@ class Registry:
         self.close()
 
     def _migrate(self) -> None:
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "meta" not in tables:
+            raise RegistryError(f"{self.path} is not a registry: it holds other tables ({', '.join(sorted(tables))})")
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = int(row[0]) if row else 0

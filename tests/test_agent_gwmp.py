@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import queue
 import socket
@@ -19,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from dos_agent.app import Agent, AgentConfig
 from dos_agent.events import EVENT_KEYS
+from dos_agent.gwmp_server import RateLimitedLog
 from dos_codecs.crypto import SessionKeys
 from dos_codecs.gwmp import Datagram, GwmpKind, Rxpk, Txpk, build_datagram, parse_datagram, parse_txpk, rxpk_to_json
 from dos_codecs.lorawan import DataFrame, MType
@@ -273,7 +275,8 @@ def test_garbage_is_counted_by_reason_and_the_next_good_datagram_goes_through(ru
     assert list(counters["gateways"]) == [GATEWAY_EUI.hex()]
 
 
-def test_a_frame_with_a_bad_mic_is_rejected_and_counted(running) -> None:
+def test_a_frame_with_a_bad_mic_is_rejected_counted_and_logged(running, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dos_agent")
     agent_thread, gateway, subscriber = running
     phy = bytearray(sealed_uplink(9, {"lamp_on": True}))
     phy[-1] ^= 0x01
@@ -283,6 +286,12 @@ def test_a_frame_with_a_bad_mic_is_rejected_and_counted(running) -> None:
     assert gateway.receive().token == b"\x0a\x0c"
     assert json.loads(subscriber.get().payload)["fcnt"] == 10
     assert agent_thread.call(lambda: dict(agent_thread.agent.counters.frames)) == {"mic_failed": 1, "accepted": 1}
+    frame_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("frame=")]
+    assert frame_lines[0].startswith("frame=rejected reason=mic_failed dev_addr=26011f01 gateway=aa555a0000000101")
+    assert frame_lines[1].startswith(f"frame=accepted dev_eui={DEVICE['dev_eui']} asset={DEVICE['asset_id']} fcnt=10")
+    assert "published=True" in frame_lines[1]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert DEVICE["nwk_s_key"] not in logged and DEVICE["app_s_key"] not in logged
 
 
 def test_counters_are_published_retained(running, mosquitto, prefix: str) -> None:
@@ -318,3 +327,33 @@ def test_pull_data_is_acknowledged_and_opens_the_downlink_path(running) -> None:
     assert (resp.kind, resp.token) == (GwmpKind.PULL_RESP, token)
     assert parse_txpk(resp.payload) == txpk
     assert base64.b64decode(resp.payload["txpk"]["data"]) == b"\x60\x01\x02"
+
+
+def test_protocol_version_1_is_answered_in_version_1(running) -> None:
+    _agent_thread, gateway, _subscriber = running
+    gateway.send(build_datagram(Datagram(1, b"\x77\x78", GwmpKind.PULL_DATA, GATEWAY_EUI)))
+    ack = gateway.receive()
+    assert (ack.version, ack.kind, ack.token) == (1, GwmpKind.PULL_ACK, b"\x77\x78")
+
+
+def test_a_frame_without_application_data_is_accepted_but_not_published(running) -> None:
+    agent_thread, gateway, subscriber = running
+    keys = SessionKeys(bytes.fromhex(DEVICE["nwk_s_key"]), bytes.fromhex(DEVICE["app_s_key"]))
+    empty = keys.seal(DataFrame(mtype=MType.UNCONFIRMED_UP, dev_addr=int(DEVICE["dev_addr"], 16), fcnt16=20), 20)
+    gateway.send(push_data(b"\x20\x20", rxpk_json(empty), rxpk_json(sealed_uplink(21, {"dim_level": 5}))))
+    assert gateway.receive().token == b"\x20\x20"
+    assert json.loads(subscriber.get().payload)["fcnt"] == 21  # the first published event is the second frame
+    assert agent_thread.call(lambda: dict(agent_thread.agent.counters.frames)) == {"accepted": 2}
+
+
+def test_bad_input_logging_is_rate_limited_per_reason(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("test_agent_gwmp.rate")
+    limited = RateLimitedLog(logger, interval_s=10.0)
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        for t in (0.0, 1.0, 2.0):
+            limited.warning("bad_json", f"bad json at {t}", t)
+        limited.warning("too_short", "too short", 2.5)
+        limited.warning("bad_json", "bad json at 10.5", 10.5)
+    assert [r.getMessage() for r in caplog.records] == [
+        "bad json at 0.0", "too short", "bad json at 10.5 (2 more like it suppressed)",
+    ]

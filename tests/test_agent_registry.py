@@ -76,6 +76,16 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
         Registry(path)
 
 
+def test_another_sqlite_database_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE photos (name TEXT)")
+    with pytest.raises(RegistryError, match="not a registry"):
+        Registry(path)
+    with sqlite3.connect(path) as db:
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["photos"]
+
+
 def test_import_toml_stores_devices_in_lowercase_with_a_session(tmp_path: Path) -> None:
     with Registry(tmp_path / "reg.sqlite") as registry:
         report = registry.import_file(write_toml(tmp_path))
