@@ -142,9 +142,11 @@ class Agent:
         next_counters = loop.time()
         while True:
             await asyncio.sleep(TICK_S)
-            self.registry.flush()
-            if self.registry.reload_if_changed():
-                log.info("agent: registry changed on disk, %d device(s)", len(self.registry.devices()))
-            if loop.time() >= next_counters:
-                self._publish_counters()
-                next_counters = loop.time() + COUNTERS_EVERY_S
+            try:
+                if self.registry.flush() and self.registry.reload_if_changed():
+                    log.info("agent: registry changed on disk, %d device(s)", len(self.registry.devices()))
+                if loop.time() >= next_counters:
+                    self._publish_counters()
+                    next_counters = loop.time() + COUNTERS_EVERY_S
+            except Exception:  # housekeeping must outlive a locked file or a bug
+                log.exception("agent: housekeeping failed; retrying next tick")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -21,6 +22,8 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+log = logging.getLogger("dos_agent.registry")
 
 #: Version of the table layout; `meta.schema_version`. Each entry of _MIGRATIONS moves the file one version up.
 SCHEMA_VERSION = 1
@@ -48,6 +51,8 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+#: How long a write waits for another process's write (e.g. an import) to finish.
+BUSY_TIMEOUT_MS = 5000
 #: Frame counter updates are written and committed once this many have piled up (and on every `flush`).
 COMMIT_EVERY = 256
 
@@ -157,7 +162,7 @@ class Registry:
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot open {self.path}: {exc}") from None
         try:
-            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
@@ -173,7 +178,8 @@ class Registry:
 
     def close(self) -> None:
         """Commit pending counters and close the file."""
-        self.flush()
+        if not self.flush():
+            log.error("registry: closing with %d counter update(s) unwritten", len(self._unwritten))
         self._db.close()
 
     def __enter__(self) -> Registry:
@@ -223,7 +229,8 @@ class Registry:
         """Reload the cache when another connection committed since the last load; True when it did."""
         if self._db.execute("PRAGMA data_version").fetchone()[0] == self._data_version:
             return False
-        self.flush()
+        if not self.flush():  # reloading now would drop counters that are only in memory
+            return False
         self._reload()
         return True
 
@@ -266,14 +273,22 @@ class Registry:
             self.flush()
         return updated
 
-    def flush(self) -> None:
-        """Write and commit pending counter updates (only where the device is still in the same session)."""
+    def flush(self) -> bool:
+        """Write and commit pending counter updates (only where the device is still in the same session).
+
+        False when the file could not be written (e.g. locked by another writer for longer than the busy timeout):
+        the updates stay pending for the next flush, and the in-memory counters stay authoritative meanwhile."""
         if self._unwritten:
             rows = [(fcnt, eui, session) for (eui, session), fcnt in self._unwritten.items()]
+            try:
+                with self._transaction():
+                    self._db.executemany("UPDATE devices SET fcnt_up = ? WHERE dev_eui = ? AND session_id IS ?", rows)
+            except sqlite3.Error as exc:
+                log.warning("registry: %d counter update(s) not written yet: %s", len(rows), exc)
+                return False
             self._unwritten = {}
-            with self._transaction():
-                self._db.executemany("UPDATE devices SET fcnt_up = ? WHERE dev_eui = ? AND session_id IS ?", rows)
         self._pending = 0
+        return True
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

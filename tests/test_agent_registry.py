@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dos_agent import registry as registry_module
 from dos_agent.registry import SCHEMA_VERSION, ProvisioningError, Registry, RegistryError
 
 NWK = "2b7e151628aed2a6abf7158809cf4f3c"
@@ -213,3 +214,22 @@ def test_a_counter_of_a_replaced_session_is_not_written(tmp_path: Path) -> None:
         registry.flush()
     with Registry(path) as reopened:
         assert reopened.get("70b3d57ed00000aa").fcnt_up is None
+
+
+def test_a_locked_file_keeps_counters_pending_until_it_is_free(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_module, "BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "reg.sqlite"
+    with Registry(path) as registry:
+        registry.import_devices([abp()])
+        registry.record_uplink(registry.get("70b3d57ed00000aa"), 77)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file
+        blocker.execute("UPDATE devices SET asset_id = 'renamed'")
+        assert registry.flush() is False
+        assert registry.pending == 1 and registry.get("70b3d57ed00000aa").fcnt_up == 77
+        blocker.execute("COMMIT")
+        blocker.close()
+        assert registry.reload_if_changed()  # flushes first, then sees the other writer's change
+        assert registry.pending == 0
+        assert registry.get("70b3d57ed00000aa").asset_id == "renamed"
+        assert registry.get("70b3d57ed00000aa").fcnt_up == 77
