@@ -1,0 +1,77 @@
+"""`dos-edge rig ...`: run parts of the emulated world from the command line.
+
+    dos-edge rig board --dir DIR --tty LINK [--agent HOST:PORT]
+
+starts one emulated board (micropython in DIR, its serial port at LINK for mpremote / flash.sh) whose radio is on the air of
+a rig with one gateway forwarding to the agent over Semtech UDP; it runs until Ctrl-C or SIGTERM, then stops every process
+it started and removes the link.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import tempfile
+import threading
+from pathlib import Path
+
+from dos_rig.rig import Rig
+
+DEFAULT_GATEWAY_EUI = "0016C001FF10A235"
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def position(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y in metres, got {text!r}") from None
+    return x, y
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dos-edge rig", description="the emulated world of the HIL rig")
+    commands = parser.add_subparsers(dest="command", required=True)
+    board = commands.add_parser("board", help="run one emulated board with a gateway until Ctrl-C / SIGTERM")
+    board.add_argument("--dir", type=Path, required=True, help="the board's filesystem (created if missing)")
+    board.add_argument("--tty", type=Path, required=True, help="where to put the board's serial link (a symlink)")
+    board.add_argument("--agent", type=host_port, default=("127.0.0.1", 1700),
+                       help="the agent's Semtech UDP address (default 127.0.0.1:1700)")
+    board.add_argument("--board-id", default="board1", help="the board's id (default board1)")
+    board.add_argument("--gateway-eui", default=DEFAULT_GATEWAY_EUI, help=f"default {DEFAULT_GATEWAY_EUI}")
+    board.add_argument("--position", type=position, default=(200.0, 50.0),
+                       help="board position X,Y in metres from the gateway (default 200,50)")
+    board.add_argument("--speed", type=float, default=None,
+                       help="virtual seconds per wall second (default: as fast as the board allows)")
+    board.add_argument("--workdir", type=Path, default=None, help="console, sensor and air logs (default: a temp dir)")
+    return parser
+
+
+def run_board(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dos-rig-"))
+    try:
+        with Rig(workdir, agent_addr=args.agent, air_log=workdir / "air.jsonl", speed=args.speed) as rig:
+            rig.add_gateway(args.gateway_eui, (0.0, 0.0))
+            board = rig.add_board(args.board_id, args.dir, args.position, link=args.tty)
+            print(f"board {args.board_id}: folder {args.dir.resolve()}, serial link {board.link}; gateway "
+                  f"{args.gateway_eui} -> agent udp {args.agent[0]}:{args.agent[1]}; logs in {workdir}", flush=True)
+            print("running until Ctrl-C", flush=True)
+            while not stop.wait(0.2):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"board": run_board}[args.command](args)
