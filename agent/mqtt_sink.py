@@ -170,13 +170,18 @@ class MqttSink:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
-            self._client.loop_misc()
-            if self._client.socket() is not None:
-                backoff = RECONNECT_MIN_S
-                continue
-            if loop.time() < next_attempt:
-                continue
-            if not await self._try_connect():
+            try:
+                self._client.loop_misc()
+                if self._client.socket() is not None:
+                    backoff = RECONNECT_MIN_S
+                    continue
+                if loop.time() < next_attempt:
+                    continue
+                connected = await self._try_connect()
+            except Exception:  # keep trying whatever paho raised
+                log.exception("mqtt: housekeeping failed")
+                connected = False
+            if not connected:
                 next_attempt = loop.time() + backoff
                 backoff = min(backoff * 2, RECONNECT_MAX_S)
 

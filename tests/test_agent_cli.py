@@ -153,3 +153,13 @@ def test_agent_run_answers_gateways_and_stops_cleanly_on_sigterm(tmp_path: Path,
     assert proc.returncode == 0, err
     assert "agent: stopped" in err
     assert NWK not in err and APP not in err
+
+
+def test_agent_run_fails_cleanly_when_the_udp_port_is_taken(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        code = main(["agent", "run", "--registry", str(tmp_path / "reg.sqlite"), "--udp", f"127.0.0.1:{port}",
+                     "--mqtt-port", str(_free_udp_port()), "--log-level", "error"])
+    assert code == EXIT_FAILURE
+    assert "agent stopped" in capsys.readouterr().err
