@@ -115,6 +115,13 @@ def test_mpremote_copies_into_the_board_folder_and_interrupts_a_running_loop(rig
                                     "    time.sleep_ms(50)\n")
     board = rig.add_board("m1", folder)
     rig.run_until(lambda: rig.now_us() > 500_000, 5)  # main.py is looping
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "sub" / "deep.py").write_text("X = 1\n")
+    tree = subprocess.run([MPREMOTE, "connect", str(board.link), "resume", "fs", "cp", "-r", "pkg", ":"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=20)
+    assert tree.returncode == 0, tree.stderr  # a board VFS: stat("") is its root, as flash tools expect
+    assert (folder / "pkg" / "sub" / "deep.py").read_text() == "X = 1\n"
     source = tmp_path / "hello.py"
     source.write_text("GREETING = 'hello from mpremote'\n")
     copy = subprocess.run([MPREMOTE, "connect", str(board.link), "resume", "fs", "cp", str(source), ":hello.py"],
@@ -189,3 +196,64 @@ def test_garbage_on_the_link_tcp_port_udp_and_tty_never_kills_the_rig(tmp_path):
                                 capture_output=True, text=True, timeout=20)
         assert answer.stdout.strip() == "42", answer.stderr
         assert idle.pid is not None and pid_alive(idle.pid)
+
+
+def test_sensors_over_i2c_adc_and_pwm_from_micropython(rig, tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "main.py").write_text(
+        "import machine, time\n"
+        "i2c = machine.I2C(0, scl=machine.Pin(15), sda=machine.Pin(4))\n"
+        "print('SCAN', i2c.scan())\n"
+        "i2c.writeto(0x23, b'\\x01'); i2c.writeto(0x23, b'\\x10'); time.sleep_ms(180)\n"
+        "raw = i2c.readfrom(0x23, 2)\n"
+        "print('LUX', round((raw[0] << 8 | raw[1]) / 1.2))\n"
+        "i2c.writeto_mem(0x40, 5, b'\\x10\\x00')\n"
+        "relay = machine.Pin(12, machine.Pin.OUT, value=1)\n"
+        "pwm = machine.PWM(machine.Pin(25), freq=1000, duty_u16=65535 * 40 // 100)\n"
+        "buf = bytearray(2)\n"
+        "i2c.readfrom_mem_into(0x40, 3, buf)\n"
+        "print('POWER', round((buf[0] << 8 | buf[1]) * 0.002, 1))\n"
+        "print('BUS', (int.from_bytes(i2c.readfrom_mem(0x40, 2, 2), 'big') >> 3) * 4)\n"
+        "print('BATTERY', machine.ADC(machine.Pin(37)).read_uv() * 2 / 1000000)\n"
+        "try:\n"
+        "    i2c.writeto(0x51, b'x')\n"
+        "except OSError as e:\n"
+        "    print('ABSENT', e.errno)\n")
+    board = rig.add_board("s", folder, scenario={"lux": 321, "lamp_power_w": 50.0, "battery_v": 3.64})
+    assert result(board, "SCAN") == "[35, 64]"
+    assert result(board, "LUX") == "321"
+    assert result(board, "POWER") == "20.0"  # 50 W rated, relay on, 40 % duty
+    assert result(board, "BUS") == "24000"
+    assert result(board, "BATTERY") == "3.64"
+    assert result(board, "ABSENT") == "19"  # ENODEV
+    served = [(e["sensor"], e["value"]) for e in rig.sensor_log("s")]
+    assert served == [("bh1750", 321), ("ina219", 20.0), ("battery", 3.64)]
+
+
+def test_pin_irq_on_dio0_wakes_lightsleep_at_tx_done(rig, tmp_path):
+    board = rig.add_board("irq", install_probe(tmp_path / "irq", (
+        "import machine\n"
+        "seen = []\n"
+        "dio0.irq(lambda pin: seen.append(time.ticks_us()), machine.Pin.IRQ_RISING)\n"
+        "setup(sf=10)\n"
+        "write(0x0D, 0)\nnss(0)\nspi.write(bytes((0x80, 1, 2, 3)))\nnss(1)\n"
+        "write(0x22, 3)\nwrite(0x40, 0x40)\n"
+        "t0 = time.ticks_us()\nwrite(0x01, 0x83)\n"
+        "machine.lightsleep(10000)\n"
+        "print('WOKE', time.ticks_diff(time.ticks_us(), t0), len(seen), time.ticks_diff(seen[0], t0))\n")))
+    woke, count, at = map(int, result(board, "WOKE").split())
+    toa = time_on_air_us(3, 10, 125_000, 1)
+    assert woke == toa and count == 1 and at == toa  # woken by the edge, long before the 10 s
+
+
+def test_rom_falls_back_to_the_built_ins_without_a_rig(tmp_path):
+    from dos_rig.board import ROM_DIR, find_micropython
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DOS_RIG", "DOS_BOARD")}
+    env["MICROPYPATH"] = f":.frozen:{ROM_DIR}"
+    code = ("import machine, time, os\nt = time.ticks_ms(); time.sleep_ms(20)\n"
+            "print(hasattr(machine, 'Pin'), time.ticks_diff(time.ticks_ms(), t) >= 20, os.stat('')[0] > 0)")
+    done = subprocess.run([find_micropython(), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=10)
+    assert done.stdout.split() == ["False", "True", "True"], done.stderr
