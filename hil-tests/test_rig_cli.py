@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +20,6 @@ MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
 
 def test_rig_board_command_serves_mpremote_and_stops_cleanly_on_sigterm(tmp_path):
-    import socket
 
     agent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     agent.bind(("127.0.0.1", 0))

@@ -1,13 +1,14 @@
 """The rig's models without processes: time on air, the virtual clock, the SX1276 register model on the air, sensors."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 from dos_rig import link
-from dos_rig.air import Air, Modulation
+from dos_rig.air import Air
 from dos_rig.airtime import time_on_air_us
 from dos_rig.clock import VirtualClock
 from dos_rig.sensors import BH1750, INA219, Battery, Lamp, Scenario, SensorLog
@@ -316,7 +317,6 @@ def test_air_log_file_has_one_json_line_per_reception(tmp_path: Path):
     sender.send(b"\xab\xcd")
     run_clock(clock)
     air.close()
-    import json
     lines = [json.loads(line) for line in (tmp_path / "air.jsonl").read_text().splitlines()]
     assert len(lines) == 1
     assert lines[0]["sf"] == 8 and lines[0]["bw_khz"] == 125 and lines[0]["phy"] == "abcd"
