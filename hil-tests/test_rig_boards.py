@@ -104,7 +104,7 @@ def test_a_spinning_board_and_a_board_at_its_repl_do_not_stop_virtual_time(tmp_p
             "for i in range(5):\n    time.sleep(2)\n    print('TICK', i, time.ticks_ms())\n")))
         started = time.monotonic()
         assert result(sleeper, "TICK 4", 10).split()[0] == "10000"
-        assert time.monotonic() - started < 8
+        assert time.monotonic() - started < 3  # well below the 5 s busy limit: the polling board counts as waiting
         assert "SPINNING" in rig.board("spin").console
 
 

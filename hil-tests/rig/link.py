@@ -97,9 +97,10 @@ class RomLink:
     def blocking_until(self, wall_now: float) -> float | None:
         if not (self.connected or self.booting) or self.asleep:
             return None
-        if self.poll_streak >= SPIN_POLLS and wall_now - self.streak_start >= SPIN_WALL_S:
-            return None
-        return min(self.last_activity + self.stall_limit_s, self.awake_since + self.busy_limit_s)
+        until = min(self.last_activity + self.stall_limit_s, self.awake_since + self.busy_limit_s)
+        if self.poll_streak >= SPIN_POLLS:  # only polling: waiting by spinning, not working
+            until = min(until, self.streak_start + SPIN_WALL_S)
+        return until
 
     def _awake(self) -> None:
         self.asleep = False
@@ -181,7 +182,7 @@ class RomLink:
         if self.poll_streak == 0:
             self.streak_start = now
         self.poll_streak += 1
-        if self.poll_streak >= SPIN_POLLS:
+        if self.poll_streak == SPIN_POLLS:
             self.clock.notify()
 
     @staticmethod
