@@ -257,3 +257,15 @@ def test_rom_falls_back_to_the_built_ins_without_a_rig(tmp_path):
     done = subprocess.run([find_micropython(), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=10)
     assert done.stdout.split() == ["False", "True", "True"], done.stderr
+
+
+def test_speed_paces_virtual_time_for_a_sleeping_board(tmp_path):
+    with Rig(tmp_path / "rig", speed=10.0) as rig:
+        board = rig.add_board("paced", install_probe(tmp_path / "paced", (
+            "while True:\n    time.sleep_ms(500)\n    print('AT', time.ticks_ms())\n")))
+        result(board, "AT 500")
+        started_wall, started_virtual = time.monotonic(), rig.now_us()
+        time.sleep(1.0)
+        virtual_s = (rig.now_us() - started_virtual) / 1e6
+        wall_s = time.monotonic() - started_wall
+        assert 0.6 * 10 * wall_s <= virtual_s <= 10 * wall_s + 0.6
