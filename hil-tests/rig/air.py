@@ -21,6 +21,8 @@ from dos_rig.airtime import DEMOD_FLOOR_DB, noise_floor_dbm, time_on_air_us
 from dos_rig.clock import VirtualClock
 
 CAPTURE_THRESHOLD_DB = 6.0
+# LoRa receivers report SNR up to about +10..+13 dB however strong the signal: the estimate saturates.
+SNR_SATURATION_DB = 12.0
 SPEED_OF_LIGHT = 299_792_458.0
 
 
@@ -195,7 +197,7 @@ class Air:
             if listening is None:
                 continue
             rssi = self.rssi_at(tx, receiver.position)
-            snr = rssi - noise_floor_dbm(mod.bw_hz)
+            snr = min(rssi - noise_floor_dbm(mod.bw_hz), SNR_SATURATION_DB)
             rx = Reception(tx, receiver, listening, rssi, snr, tx.phy)
             if self._fault_for(tx, receiver.receiver_id, "drop") is not None:
                 self._record(rx, "dropped")
