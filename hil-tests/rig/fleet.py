@@ -1,0 +1,219 @@
+"""A whole emulated deployment in one object: private Mosquitto, the real agent process, the rig with a gateway and boards
+running the real firmware (installed with mpremote), and an MQTT tap that collects what the agent publishes.
+
+The demo and the HIL tests both build on it, so the demo shows exactly what the tests check.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+
+from dos_rig.broker import Mosquitto, free_port
+from dos_rig.install import install_firmware
+from dos_rig.rig import DEFAULT_EPOCH, Rig
+
+GATEWAY_EUI = "0016C001FF10A235"
+
+
+@dataclass
+class Node:
+    """One provisioned node: its identity, keys and the emulated board it runs on."""
+    board_id: str
+    kind: str
+    asset_id: str
+    dev_eui: str
+    dev_addr: str
+    nwk_s_key: str = field(repr=False)
+    app_s_key: str = field(repr=False)
+    position: tuple[float, float]
+    interval_s: int = 60
+    scenario: dict | None = None
+    board: object = None
+
+    def config(self) -> dict:
+        """The board's config.json."""
+        return {"board": "emu", "kind": self.kind, "asset_id": self.asset_id, "dev_eui": self.dev_eui,
+                "activation": "abp", "dev_addr": self.dev_addr, "nwk_s_key": self.nwk_s_key,
+                "app_s_key": self.app_s_key, "interval_s": self.interval_s, "settings": {}, "calibration": {}}
+
+
+def make_nodes(count: int, kind: str = "streetlight", interval_s: int = 60, prefix: str = "SL-DO",
+               scenario: dict | None = None) -> list[Node]:
+    """`count` ABP nodes with fresh random keys, placed 200 m apart along a street from the gateway, all in `scenario`."""
+    nodes = []
+    for i in range(1, count + 1):
+        nodes.append(Node(board_id=f"node{i}", kind=kind, asset_id=f"{prefix}-{i:04d}",
+                          dev_eui=f"70B3D57ED00500{i:02X}", dev_addr=f"2601{i:04X}",
+                          nwk_s_key=secrets.token_hex(16), app_s_key=secrets.token_hex(16),
+                          position=(200.0 * i, 50.0), interval_s=interval_s, scenario=scenario))
+    return nodes
+
+
+def write_provisioning(path: Path, nodes: list[Node]) -> None:
+    """The provisioning file `dos-edge devices import` reads; it holds keys, so it is created 0600."""
+    lines = []
+    for n in nodes:
+        lines += ["[[device]]", f'dev_eui = "{n.dev_eui}"', f'asset_id = "{n.asset_id}"', f'kind = "{n.kind}"',
+                  'activation = "abp"', f'dev_addr = "{n.dev_addr}"', f'nwk_s_key = "{n.nwk_s_key}"',
+                  f'app_s_key = "{n.app_s_key}"', ""]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines))
+
+
+def dos_edge(*args: str) -> list[str]:
+    """Command line for the project's CLI with this interpreter (no reliance on PATH)."""
+    return [sys.executable, "-c", "import sys; from dos_agent.cli import main; sys.exit(main())", *args]
+
+
+class AgentProcess:
+    """The real agent (`dos-edge agent run`) as a child process, stopped by PID."""
+
+    def __init__(self, workdir: Path, registry: Path, udp_port: int, mqtt_port: int, prefix: str = "dos"):
+        self.workdir, self.registry = workdir, registry
+        self.udp_port, self.mqtt_port, self.prefix = udp_port, mqtt_port, prefix
+        self.log_path = workdir / "agent.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "AgentProcess":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            dos_edge("agent", "run", "--registry", str(self.registry), "--udp", f"127.0.0.1:{self.udp_port}",
+                     "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port), "--prefix", self.prefix),
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class MqttTap:
+    """Subscribes to topics on the broker and keeps every message (topic, decoded JSON) in arrival order."""
+
+    def __init__(self, port: int, topics: list[str], host: str = "127.0.0.1"):
+        self.messages: list[tuple[str, object]] = []
+        self._new = threading.Condition()
+        self._ready = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"tap-{secrets.token_hex(4)}")
+        self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not self._ready.wait(10):
+            raise RuntimeError("MQTT tap could not subscribe")
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            body = msg.payload
+        with self._new:
+            self.messages.append((msg.topic, body))
+            self._new.notify_all()
+
+    def wait_for(self, predicate: Callable[[list], bool], timeout_s: float) -> bool:
+        """Wait until predicate(messages) holds; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._new:
+            while not predicate(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._new.wait(left)
+            return True
+
+    def on(self, topic_filter: Callable[[str], bool]) -> list:
+        with self._new:
+            return [body for topic, body in self.messages if topic_filter(topic)]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Fleet:
+    """Broker + agent + rig + provisioned boards, started and stopped together (every process by PID)."""
+
+    def __init__(self, workdir: Path, nodes: list[Node], speed: float | None = None, prefix: str = "dos",
+                 epoch: str = DEFAULT_EPOCH, log: Callable[[str], None] = lambda s: None):
+        self.workdir, self.nodes, self.speed, self.prefix, self.log = Path(workdir), nodes, speed, prefix, log
+        self.epoch = epoch
+        self.broker: Mosquitto | None = None
+        self.agent: AgentProcess | None = None
+        self.rig: Rig | None = None
+        self.tap: MqttTap | None = None
+
+    def start(self) -> "Fleet":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.broker = Mosquitto(self.workdir / "mosquitto").start()
+        self.log(f"mosquitto listening on 127.0.0.1:{self.broker.port}")
+        provisioning = self.workdir / "provisioning.toml"
+        registry = self.workdir / "registry.sqlite"
+        registry.unlink(missing_ok=True)
+        write_provisioning(provisioning, self.nodes)
+        subprocess.run(dos_edge("devices", "import", str(provisioning), "--registry", str(registry)),
+                       check=True, capture_output=True)
+        self.tap = MqttTap(self.broker.port, [f"{self.prefix}/#"])
+        udp_port = free_port(kind=2)  # SOCK_DGRAM
+        self.agent = AgentProcess(self.workdir, registry, udp_port, self.broker.port, self.prefix).start()
+        self.log(f"agent listening on udp 127.0.0.1:{udp_port} (log {self.agent.log_path})")
+        self.rig = Rig(self.workdir / "rig", agent_addr=("127.0.0.1", udp_port),
+                       air_log=self.workdir / "air.jsonl", speed=self.speed, epoch=self.epoch)
+        self.rig.start()
+        self.rig.add_gateway(GATEWAY_EUI, (0.0, 0.0))
+        for node in self.nodes:
+            node.board = self.rig.add_board(node.board_id, self.workdir / "boards" / node.board_id, node.position,
+                                            scenario=node.scenario)
+            install_firmware(str(node.board.link), "emu", node.kind, node.config(), log=self.log)
+            self.log(f"{node.board_id}: {node.kind} {node.asset_id} DevEUI {node.dev_eui} installed and reset")
+
+    def uplinks(self, asset_id: str | None = None) -> list[dict]:
+        """Uplink events seen on MQTT so far (for one asset, or all)."""
+        return [b for b in self.tap.on(lambda t: t.endswith("/up")) if asset_id is None or b.get("asset_id") == asset_id]
+
+    def stop(self) -> None:
+        for part in (self.tap, self.rig, self.agent, self.broker):
+            if part is not None:
+                try:
+                    (part.close if part is self.tap else part.stop)()
+                except Exception as exc:  # keep stopping the rest
+                    self.log(f"while stopping {type(part).__name__}: {exc}")
+
+    def __enter__(self) -> "Fleet":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
