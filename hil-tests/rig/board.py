@@ -2,9 +2,9 @@
 
 The process runs `micropython -i -c BOOT` (BOOT imports main.py when the board has one and prints a clear line if it raises,
 then the REPL takes over) with the board folder as cwd, MICROPYPATH = board folder, frozen modules, lib, then the ROM
-(`rom/`: machine.py and time.py talking to the rig), in a new session whose controlling tty is pty A (OPOST cleared, or
-mpremote would see "\\r\\r\\n"). Pty B's slave is symlinked at the board's *link* path and bridged byte for byte to pty A;
-board output always goes to the console log, and to B only while a client has the link open (reading B's master gives EIO
+(`rom/`: machine.py and time.py talking to the rig), in a new session whose controlling tty is pty A (raw, like a UART:
+no output processing, no echo, no signals from the line discipline). Pty B's slave is symlinked at the board's *link* path
+and bridged byte for byte to pty A; board output always goes to the console log, and to B only while a client has the link open (reading B's master gives EIO
 while nobody does; the supervisor then re-checks every 100 ms).
 
 The unix port does not turn a 0x03 byte into an interrupt while it runs code from the raw REPL, so the supervisor emulates
@@ -128,9 +128,10 @@ class BoardProcess:
 
     def _spawn(self) -> None:
         master, slave = os.openpty()
-        attrs = termios.tcgetattr(slave)
-        attrs[1] &= ~termios.OPOST
-        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        # A board's UART has no line discipline: raw (no OPOST, or mpremote would see "\r\r\n"; no ECHO; no ISIG, or the
+        # kernel would raise a second SIGINT for every 0x03 besides the supervisor's, and one landing at a prompt ends the
+        # unix port).
+        tty.setraw(slave)
         try:
             self.proc = subprocess.Popen(
                 ["setsid", "--ctty", self.micropython, "-i", "-c", BOOT], stdin=slave, stdout=slave, stderr=slave,
@@ -292,8 +293,18 @@ class BoardProcess:
             self._attach_handle = self._loop.call_later(ATTACH_CHECK_S, self._check_attach)
             return
         if b"\x03" in data and not at_prompt(self._tail):
+            # Ctrl-C while the program runs: what it never read (line noise, keystrokes) is discarded with the interrupt,
+            # so a stray 0x04 in it cannot end the REPL that the KeyboardInterrupt leads to
+            self._discard_unread_input()
+            data = data[data.rindex(b"\x03"):]
             self._loop.call_later(INTERRUPT_CONFIRM_S, self._interrupt)
         self._write_to_board(data)
+
+    def _discard_unread_input(self) -> None:
+        self._to_board.clear()
+        if self._board_fd is not None:
+            self._loop.remove_writer(self._board_fd)
+            termios.tcflush(self._board_fd, termios.TCOFLUSH)  # on a pty master: the slave's unread input
 
     def _interrupt(self) -> None:
         """Send SIGINT for a client's Ctrl-C, unless the board reached a prompt meanwhile or was just interrupted."""
