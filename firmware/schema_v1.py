@@ -16,6 +16,10 @@ MESSAGES = {
             ("temperature", 9, 10, "i"),
             ("battery", 10, 100, "u"),
         )),
+        "config": (3, (
+            ("interval_s", 1, 1, "u"),
+            ("confirmed", 2, 1, "b"),
+        )),
     },
     "streetlight": {
         "reading": (1, (
@@ -26,6 +30,12 @@ MESSAGES = {
             ("ambient_light", 5, 1, "u"),
             ("battery", 6, 100, "u"),
         )),
+        "config": (3, (
+            ("interval_s", 1, 1, "u"),
+            ("confirmed", 2, 1, "b"),
+            ("dusk_lux", 3, 1, "u"),
+            ("dim_level", 4, 1, "u"),
+        )),
     },
     "waste": {
         "reading": (1, (
@@ -34,6 +44,10 @@ MESSAGES = {
             ("temperature", 3, 10, "i"),
             ("tilt", 4, 1, "u"),
             ("battery", 5, 100, "u"),
+        )),
+        "config": (3, (
+            ("interval_s", 1, 1, "u"),
+            ("confirmed", 2, 1, "b"),
         )),
     },
 }
