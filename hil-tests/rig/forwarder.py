@@ -48,7 +48,7 @@ class Gateway:
     """One emulated gateway: a receiver on the air plus its packet forwarder talking GWMP to the agent over UDP."""
 
     def __init__(self, eui_hex: str, position: tuple, clock: VirtualClock, air: Air, agent_addr: tuple[str, int],
-                 epoch_s: int = 0, hold_grace_s: float = 0.2, keepalive_s: float = 10.0, max_advance_s: float = 10.0,
+                 epoch_s: int = 0, hold_grace_s: float = 0.5, keepalive_s: float = 10.0, max_advance_s: float = 10.0,
                  channels=EU868_CHANNELS):
         self.eui = bytes.fromhex(eui_hex)
         if len(self.eui) != 8:

@@ -80,7 +80,7 @@ class Rig:
 
     def __init__(self, workdir: str | os.PathLike, agent_addr: tuple[str, int] | None = None,
                  air_log: str | os.PathLike | None = None, speed: float | None = None, epoch: str | int = DEFAULT_EPOCH,
-                 stall_limit_s: float = 1.0, busy_limit_s: float = 5.0, hold_grace_s: float = 0.2,
+                 stall_limit_s: float = 1.0, busy_limit_s: float = 5.0, hold_grace_s: float = 0.5,
                  path_loss_exponent: float = 2.7, micropython: str | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
