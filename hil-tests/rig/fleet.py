@@ -29,45 +29,70 @@ GATEWAY_EUI = "0016C001FF10A235"
 
 @dataclass
 class Node:
-    """One provisioned node: its identity, keys and the emulated board it runs on."""
+    """One provisioned node: its identity, keys, configuration and the emulated board it runs on."""
     board_id: str
     kind: str
     asset_id: str
     dev_eui: str
-    dev_addr: str
-    nwk_s_key: str = field(repr=False)
-    app_s_key: str = field(repr=False)
     position: tuple[float, float]
+    activation: str = "abp"
+    dev_addr: str | None = None
+    nwk_s_key: str | None = field(default=None, repr=False)
+    app_s_key: str | None = field(default=None, repr=False)
+    join_eui: str | None = None
+    app_key: str | None = field(default=None, repr=False)
     interval_s: int = 60
+    data_rate: int = 5
+    adr: bool = True
+    settings: dict = field(default_factory=dict)
     scenario: dict | None = None
     board: object = None
 
     def config(self) -> dict:
         """The board's config.json."""
-        return {"board": "emu", "kind": self.kind, "asset_id": self.asset_id, "dev_eui": self.dev_eui,
-                "activation": "abp", "dev_addr": self.dev_addr, "nwk_s_key": self.nwk_s_key,
-                "app_s_key": self.app_s_key, "interval_s": self.interval_s, "settings": {}, "calibration": {}}
+        config = {"board": "emu", "kind": self.kind, "asset_id": self.asset_id, "dev_eui": self.dev_eui,
+                  "activation": self.activation, "interval_s": self.interval_s, "data_rate": self.data_rate,
+                  "adr": self.adr, "settings": self.settings, "calibration": {}}
+        if self.activation == "otaa":
+            config.update(join_eui=self.join_eui, app_key=self.app_key)
+        else:
+            config.update(dev_addr=self.dev_addr, nwk_s_key=self.nwk_s_key, app_s_key=self.app_s_key)
+        return config
+
+    def provisioning(self) -> dict:
+        """The registry entry `dos-edge devices import` reads."""
+        entry = {"dev_eui": self.dev_eui, "asset_id": self.asset_id, "kind": self.kind, "activation": self.activation}
+        if self.activation == "otaa":
+            entry.update(join_eui=self.join_eui, app_key=self.app_key)
+        else:
+            entry.update(dev_addr=self.dev_addr, nwk_s_key=self.nwk_s_key, app_s_key=self.app_s_key)
+        return entry
 
 
-def make_nodes(count: int, kind: str = "streetlight", interval_s: int = 60, prefix: str = "SL-DO",
-               scenario: dict | None = None) -> list[Node]:
-    """`count` ABP nodes with fresh random keys, placed 200 m apart along a street from the gateway, all in `scenario`."""
-    nodes = []
-    for i in range(1, count + 1):
-        nodes.append(Node(board_id=f"node{i}", kind=kind, asset_id=f"{prefix}-{i:04d}",
-                          dev_eui=f"70B3D57ED00500{i:02X}", dev_addr=f"2601{i:04X}",
-                          nwk_s_key=secrets.token_hex(16), app_s_key=secrets.token_hex(16),
-                          position=(200.0 * i, 50.0), interval_s=interval_s, scenario=scenario))
-    return nodes
+def make_node(index: int, kind: str = "streetlight", activation: str = "abp", prefix: str = "SL-DO",
+              position: tuple[float, float] | None = None, **options) -> Node:
+    """Node number `index` with fresh random keys, by default 200 m further along the street from the gateway per index."""
+    node = Node(board_id=f"node{index}", kind=kind, asset_id=f"{prefix}-{index:04d}", dev_eui=f"70B3D57ED00500{index:02X}",
+                position=position or (200.0 * index, 50.0), activation=activation, **options)
+    if activation == "otaa":
+        node.join_eui, node.app_key = "70B3D57ED0000000", secrets.token_hex(16)
+    else:
+        node.dev_addr, node.nwk_s_key, node.app_s_key = f"2601{index:04X}", secrets.token_hex(16), secrets.token_hex(16)
+    return node
+
+
+def make_nodes(count: int, kind: str = "streetlight", **options) -> list[Node]:
+    """`count` nodes (see make_node), all with the same options."""
+    return [make_node(i, kind, **options) for i in range(1, count + 1)]
 
 
 def write_provisioning(path: Path, nodes: list[Node]) -> None:
     """The provisioning file `dos-edge devices import` reads; it holds keys, so it is created 0600."""
     lines = []
-    for n in nodes:
-        lines += ["[[device]]", f'dev_eui = "{n.dev_eui}"', f'asset_id = "{n.asset_id}"', f'kind = "{n.kind}"',
-                  'activation = "abp"', f'dev_addr = "{n.dev_addr}"', f'nwk_s_key = "{n.nwk_s_key}"',
-                  f'app_s_key = "{n.app_s_key}"', ""]
+    for node in nodes:
+        lines.append("[[device]]")
+        lines += [f'{key} = "{value}"' for key, value in node.provisioning().items()]
+        lines.append("")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(lines))
@@ -81,9 +106,10 @@ def dos_edge(*args: str) -> list[str]:
 class AgentProcess:
     """The real agent (`dos-edge agent run`) as a child process, stopped by PID."""
 
-    def __init__(self, workdir: Path, registry: Path, udp_port: int, mqtt_port: int, prefix: str = "dos"):
+    def __init__(self, workdir: Path, registry: Path, udp_port: int, mqtt_port: int, prefix: str = "dos",
+                 extra_args: tuple[str, ...] = ()):
         self.workdir, self.registry = workdir, registry
-        self.udp_port, self.mqtt_port, self.prefix = udp_port, mqtt_port, prefix
+        self.udp_port, self.mqtt_port, self.prefix, self.extra_args = udp_port, mqtt_port, prefix, extra_args
         self.log_path = workdir / "agent.log"
         self.proc: subprocess.Popen | None = None
 
@@ -91,7 +117,8 @@ class AgentProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             dos_edge("agent", "run", "--registry", str(self.registry), "--udp", f"127.0.0.1:{self.udp_port}",
-                     "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port), "--prefix", self.prefix),
+                     "--mqtt-host", "127.0.0.1", "--mqtt-port", str(self.mqtt_port), "--prefix", self.prefix,
+                     *self.extra_args),
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -160,9 +187,10 @@ class Fleet:
     """Broker + agent + rig + provisioned boards, started and stopped together (every process by PID)."""
 
     def __init__(self, workdir: Path, nodes: list[Node], speed: float | None = None, prefix: str = "dos",
-                 epoch: str = DEFAULT_EPOCH, log: Callable[[str], None] = lambda s: None):
+                 epoch: str = DEFAULT_EPOCH, gateways: tuple[tuple[str, tuple[float, float]], ...] = ((GATEWAY_EUI, (0.0, 0.0)),),
+                 agent_args: tuple[str, ...] = (), log: Callable[[str], None] = lambda s: None):
         self.workdir, self.nodes, self.speed, self.prefix, self.log = Path(workdir), nodes, speed, prefix, log
-        self.epoch = epoch
+        self.epoch, self.gateways, self.agent_args = epoch, gateways, agent_args
         self.broker: Mosquitto | None = None
         self.agent: AgentProcess | None = None
         self.rig: Rig | None = None
@@ -188,12 +216,13 @@ class Fleet:
                        check=True, capture_output=True)
         self.tap = MqttTap(self.broker.port, [f"{self.prefix}/#"])
         udp_port = free_port(kind=2)  # SOCK_DGRAM
-        self.agent = AgentProcess(self.workdir, registry, udp_port, self.broker.port, self.prefix).start()
+        self.agent = AgentProcess(self.workdir, registry, udp_port, self.broker.port, self.prefix, self.agent_args).start()
         self.log(f"agent listening on udp 127.0.0.1:{udp_port} (log {self.agent.log_path})")
         self.rig = Rig(self.workdir / "rig", agent_addr=("127.0.0.1", udp_port),
                        air_log=self.workdir / "air.jsonl", speed=self.speed, epoch=self.epoch)
         self.rig.start()
-        self.rig.add_gateway(GATEWAY_EUI, (0.0, 0.0))
+        for eui, position in self.gateways:
+            self.rig.add_gateway(eui, position)
         for node in self.nodes:
             node.board = self.rig.add_board(node.board_id, self.workdir / "boards" / node.board_id, node.position,
                                             scenario=node.scenario)
@@ -203,6 +232,17 @@ class Fleet:
     def uplinks(self, asset_id: str | None = None) -> list[dict]:
         """Uplink events seen on MQTT so far (for one asset, or all)."""
         return [b for b in self.tap.on(lambda t: t.endswith("/up")) if asset_id is None or b.get("asset_id") == asset_id]
+
+    def events(self, asset_id: str, kind: str) -> list[dict]:
+        """`<prefix>/assets/<asset_id>/event/<kind>` messages seen so far."""
+        return self.tap.on(lambda t: t == f"{self.prefix}/assets/{asset_id}/event/{kind}")
+
+    def downlink(self, asset_id: str, request: dict) -> None:
+        """Ask the agent for a downlink, as a city platform would: publish on the asset's down topic."""
+        self.tap.client.publish(f"{self.prefix}/assets/{asset_id}/down", json.dumps(request), qos=1).wait_for_publish(10)
+
+    def node(self, asset_id: str) -> Node:
+        return next(n for n in self.nodes if n.asset_id == asset_id)
 
     def stop(self) -> None:
         for part in (self.tap, self.rig, self.agent, self.broker):
