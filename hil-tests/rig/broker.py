@@ -33,6 +33,18 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen | None, grace_s: float = 5.0) -> None:
+    """End a child process by its PID: SIGTERM, then SIGKILL if it is still there after grace_s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
 class Mosquitto:
     """One mosquitto process listening on 127.0.0.1:<port> with anonymous access and a generated config."""
 
@@ -78,14 +90,7 @@ class Mosquitto:
     def stop(self) -> None:
         """Terminate the broker by PID (SIGTERM, then SIGKILL after 5 s)."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
     def __enter__(self) -> "Mosquitto":
         return self.start()

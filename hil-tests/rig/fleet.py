@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +18,7 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
-from dos_rig.broker import Mosquitto, free_port
+from dos_rig.broker import Mosquitto, free_port, stop_process
 from dos_rig.install import install_firmware
 from dos_rig.rig import DEFAULT_EPOCH, Rig
 
@@ -124,13 +122,7 @@ class AgentProcess:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, grace_s=10)
         if getattr(self, "_log", None):
             self._log.close()
 
