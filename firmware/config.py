@@ -52,3 +52,11 @@ def section(config, name):
     if not isinstance(value, dict):
         raise ConfigError(name + " must be a JSON object")
     return value
+
+
+def flag(table, key, default, where="settings"):
+    """table[key] (or default) as a bool."""
+    value = table.get(key, default)
+    if value is not True and value is not False:
+        raise ConfigError("%s.%s must be true or false" % (where, key))
+    return value

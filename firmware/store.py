@@ -2,7 +2,9 @@
 
 Frame counters use a flash-friendly lease: the file holds a limit above every FCntUp ever sent. At boot the node resumes at
 that limit and moves it ahead by FCNT_STEP; while running it writes only when a counter reaches the limit, so the flash sees
-one write per FCNT_STEP uplinks (plus one per boot) and a reboot never reuses a counter. App state (e.g. energy) rides along.
+one write per FCNT_STEP uplinks (plus one per boot) and a reboot never reuses a counter. An OTAA join starts the lease
+again at 0 for the new session. The next DevNonce is written before each JoinRequest leaves (one write per join attempt),
+so not even a crash between the write and the radio reuses one. App state (energy, remote settings) rides along.
 """
 import json
 import os
@@ -66,3 +68,14 @@ class Store:
         if fcnt >= self.data.get("fcnt_up_limit", 0):
             self.data["fcnt_up_limit"] = fcnt + self.fcnt_step
             self.flush()
+
+    def start_session(self):
+        """A new OTAA session begins at FCnt 0: lease its first counters and reset FCntDown, in one write."""
+        self.data["fcnt_up_limit"] = self.fcnt_step
+        self.data["fcnt_down"] = 0
+        self.flush()
+
+    def use_dev_nonce(self, dev_nonce):
+        """Call before a JoinRequest with `dev_nonce` leaves: saves dev_nonce + 1 as the next DevNonce."""
+        self.data["dev_nonce"] = dev_nonce + 1
+        self.flush()

@@ -39,8 +39,13 @@ def test_bad_config_prints_one_line_and_stops(tmp_path, config_text, expected):
     ({"nwk_s_key": NWK[:-1]}, "nwk_s_key must be 32 hex digits"),
     ({"app_s_key": "zz" + APP[2:]}, "app_s_key must be 32 hex digits"),
     ({"dev_addr": 26010001}, "dev_addr must be 8 hex digits"),
-    ({"activation": "otaa"}, "activation 'otaa' is not supported (abp)"),
+    ({"activation": "abc"}, "activation 'abc' is not supported (abp, otaa)"),
+    ({"activation": "otaa"}, "join_eui must be 16 hex digits"),
+    ({"activation": "otaa", "join_eui": "70B3D57ED0000000", "app_key": APP[:-2]}, "app_key must be 32 hex digits"),
+    ({"activation": "otaa", "join_eui": "70B3D57ED0000000", "app_key": APP, "dev_eui": "70B3"},
+     "dev_eui must be 16 hex digits"),
     ({"data_rate": 7}, "config.data_rate must be a number in [0, 5]"),
+    ({"adr": "yes"}, "config.adr must be true or false"),
 ])
 def test_lorawan_config_errors_name_the_setting_and_never_the_key(tmp_path, change, message):
     config = {**GOOD, **change}

@@ -23,6 +23,7 @@ KEYS = SessionKeys(NWK, APP)
 def prelude(dev_addr=DEV_ADDR, nwk=NWK, app=APP, fcnt_up=0, data_rate=5, seed=7) -> str:
     return f"""
 import json
+from lorawan.events import *
 from lorawan.mac import *
 from lorawan.region import EU868
 B = bytes.fromhex
@@ -171,9 +172,9 @@ print(json.dumps([dict(type='counters', **mac.counters)]))
     assert steps[2][1]["type"] == "OpenRx" and steps[2][1]["window"] == 2
     assert steps[3] == [{"type": "RxIgnored", "reason": "other_dev_addr"}, {"type": "Done", "fcnt": 0, "acked": None}]
     assert [e["type"] for e in steps[6]] == ["Downlink", "Done"]
-    assert steps[9][0] == {"type": "RxIgnored", "reason": "fcnt_gap"}  # the same downlink again is a replay
+    assert steps[9][0] == {"type": "RxIgnored", "reason": "fcnt_stale"}  # the same downlink again is a replay
     assert steps[10][0] == {"type": "RxIgnored", "reason": "too_short"}
-    assert steps[11] == [{"type": "counters", "mic_mismatch": 1, "other_dev_addr": 1, "fcnt_gap": 1, "too_short": 1}]
+    assert steps[11] == [{"type": "counters", "mic_mismatch": 1, "other_dev_addr": 1, "fcnt_stale": 1, "too_short": 1}]
 
 
 def test_confirmed_uplink_is_retried_with_the_same_fcnt_until_acked():

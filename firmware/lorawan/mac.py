@@ -1,25 +1,47 @@
 """Sans-IO LoRaWAN 1.0.4 Class A MAC (end device). Pure state: no radio, no clock, no sleeping.
 
-Inputs are method calls with the time they happen at (`now_ms`, any monotonic millisecond count): uplink(), tx_done(),
-rx(), rx_timeout(), wake(). Each returns a list holding actions for the runner (Transmit, OpenRx, Wait) and events for the
-app (Sent, Downlink, LinkCheck, RxIgnored, Done), in the order they happen. Frames are built, encrypted and MICed here;
-MAC commands in downlinks are answered in the next uplink's FOpts.
-"""
-from lorawan.crypto import Cmac, crypt_payload, data_mic
+Inputs are method calls with the time they happen at (`now_ms`, any monotonic millisecond count): join(), uplink(),
+tx_done(), rx(), rx_timeout(), wake(). Each returns a list holding actions for the runner (Transmit, OpenRx, Wait) and
+events for the app (Sent, Downlink, LinkCheck, DeviceTime, Joined, JoinFailed, NotSent, RxIgnored, Done), in the order
+they happen. Frames are built, encrypted and MICed here; MAC commands in downlinks (lorawan/commands.py) are answered in
+the next new uplink's FOpts; RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
 
+Activation is ABP (activate_abp) or OTAA (set_otaa, then join()). Each join() is one attempt with a fresh DevNonce, which
+the Transmit carries so that the runner persists the next one before the JoinRequest leaves. A failed attempt gives
+JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle (1 %, 0.1 % after an hour, 0.01 % after eleven
+hours of trying) or a random delay that doubles per failure, whichever is longer; every second failure lowers the join DR
+by one, and the session keeps the DR whose JoinRequest got through. The JoinNonce is not required to grow: 1.0.4 does not
+ask it of a device, and a join server that lost its state could otherwise never join the node again.
+
+ADR: with `adr` on, uplinks carry the ADR bit; after ADR_ACK_LIMIT new frames without any downlink they set ADRACKReq, and
+every ADR_ACK_DELAY further frames step back: TX power to the default first, then one DR lower per step down to DR0, then
+the default channels are enabled again and NbTrans returns to 1.
+
+Repetitions (NbTrans for unconfirmed frames, retries until ACK up to CONFIRMED_TRIES for confirmed ones) resend the same
+bytes with the same FCnt on a newly drawn channel. A payload longer than the DR allows gives NotSent, never a truncation.
+"""
+from lorawan.commands import STICKY, handle_commands
+from lorawan.crypto import Cmac, CryptoError, crypt_payload, data_mic, join_accept_open, join_request_mic, session_keys
+from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, OpenRx, RxIgnored, Sent, Transmit, Wait
+
+JOIN_REQUEST, JOIN_ACCEPT = 0x00, 0x20
 UNCONFIRMED_UP, CONFIRMED_UP = 0x40, 0x80
 UNCONFIRMED_DOWN, CONFIRMED_DOWN = 3, 5  # MType values
-FCTRL_ADR, FCTRL_ACK, FCTRL_FPENDING = 0x80, 0x20, 0x10
+FCTRL_ADR, FCTRL_ADR_ACK_REQ, FCTRL_ACK = 0x80, 0x40, 0x20
 RECEIVE_DELAY1_MS = 1000
+JOIN_ACCEPT_DELAY1_MS = 5000  # RX2 (and JOIN_ACCEPT_DELAY2) is 1 s after RX1
 RX_EARLY_MS = 5  # windows open this early: TX end is seen up to a poll late, and the preamble must find us listening
 RX_PREAMBLE_SYMBOLS = 8  # a window stays open this many symbols past its nominal start to catch a preamble
 MAX_FCNT_GAP = 16384
 CONFIRMED_TRIES = 8
 RETRY_BACKOFF_MS = (1000, 3000)
 MAX_FOPTS = 15
-# Downlink MAC command CID -> payload length (EU868)
-_DOWN_COMMAND_LEN = {0x02: 2, 0x03: 4, 0x04: 1, 0x05: 4, 0x06: 0, 0x07: 5, 0x08: 1, 0x0A: 4, 0x0D: 5}
-_STICKY_ANSWERS = (0x05, 0x08)  # repeated in every uplink until a downlink arrives (RXParamSetupAns, RXTimingSetupAns)
+ADR_ACK_LIMIT, ADR_ACK_DELAY = 64, 32
+JOIN_BACKOFF_FIRST_MS = 15000
+JOIN_BACKOFF_MAX_MS = 3600000
+JOIN_ATTEMPTS_PER_DR = 2
+_HOUR_MS = 3600000
+_LINK_CHECK_REQ, _DEVICE_TIME_REQ = b"\x02", b"\x0d"
 
 
 class MacError(ValueError):
@@ -30,89 +52,43 @@ class MacError(ValueError):
         self.reason = reason
 
 
-class Transmit:
-    """Action: configure the radio with `radio` and send `frame` now; then call tx_done(end time)."""
-
-    def __init__(self, frame, radio, fcnt, airtime_us):
-        self.frame, self.radio, self.fcnt, self.airtime_us = frame, radio, fcnt, airtime_us
-
-
-class OpenRx:
-    """Action: listen with `radio` from `at_ms` for a preamble during `timeout_ms`; then call rx() or rx_timeout()."""
-
-    def __init__(self, at_ms, radio, timeout_ms, window):
-        self.at_ms, self.radio, self.timeout_ms, self.window = at_ms, radio, timeout_ms, window
-
-
-class Wait:
-    """Action: nothing to do before `until_ms` (duty cycle or retry back-off); then call wake()."""
-
-    def __init__(self, until_ms, why):
-        self.until_ms, self.why = until_ms, why
-
-
-class Sent:
-    """Event: an uplink left the antenna."""
-
-    def __init__(self, fcnt, fport, freq_khz, dr, airtime_us, attempt):
-        self.fcnt, self.fport, self.freq_khz, self.dr = fcnt, fport, freq_khz, dr
-        self.airtime_us, self.attempt = airtime_us, attempt
-
-
-class Downlink:
-    """Event: application data (FPort 1..223) arrived in an RX window."""
-
-    def __init__(self, fport, payload, fcnt, window, rssi, snr):
-        self.fport, self.payload, self.fcnt, self.window, self.rssi, self.snr = fport, payload, fcnt, window, rssi, snr
-
-
-class LinkCheck:
-    """Event: LinkCheckAns (demodulation margin in dB, number of gateways)."""
-
-    def __init__(self, margin, gateways):
-        self.margin, self.gateways = margin, gateways
-
-
-class RxIgnored:
-    """Event: a frame heard in an RX window was dropped (not ours, bad MIC, replay, ...)."""
-
-    def __init__(self, reason):
-        self.reason = reason
-
-
-class Done:
-    """Event: the uplink's exchange is over and the MAC is idle. acked: True/False for confirmed uplinks, else None."""
-
-    def __init__(self, fcnt, acked):
-        self.fcnt, self.acked = fcnt, acked
-
-
 _IDLE, _TX, _RX1, _RX2, _WAIT = "idle", "tx", "rx1", "rx2", "wait"
 
 
 class Mac:
-    """One end device's MAC state. Activate it (activate_abp) before the first uplink."""
+    """One end device's MAC state. Activate it (activate_abp, or set_otaa + join) before the first uplink."""
 
     def __init__(self, region, data_rate=5, tx_power_dbm=14, adr=False):
         self.region = region
         self.data_rate = data_rate
-        self.tx_power_dbm = tx_power_dbm
+        self.default_tx_power_dbm = self.tx_power_dbm = tx_power_dbm
         self.adr = adr
+        self.battery_level = 255  # DevStatusAns: 0 external power, 1..254 level, 255 unknown
+        self.counters = {}
+        self.state = _IDLE
+        self._dev_addr = None
+        self._otaa = None
+        self.dev_nonce = 0  # next DevNonce (OTAA)
+        self.join_attempts = 0  # failed attempts since the last successful join
+        self.next_join_ms = 0
+        self._join_since = None
+        self._joining = False
+        self._pending = None  # (fport, payload, confirmed)
+        self._attempt = 0
+        self._reset_session()
+
+    def _reset_session(self):
+        region = self.region
         self.nb_trans = 1
         self.rx1_delay_ms = RECEIVE_DELAY1_MS
         self.rx1_dr_offset = 0
         self.rx2_freq_khz, self.rx2_dr = region.RX2_FREQ_KHZ, region.RX2_DR
-        self.battery_level = 255  # DevStatusAns: 0 external power, 1..254 level, 255 unknown
         self.fcnt_up = 0
         self.fcnt_down = 0  # next FCntDown this device accepts
-        self.counters = {}
-        self.state = _IDLE
-        self._dev_addr = None
-        self._answers = []  # MAC command answers (bytes) for the next uplink
-        self._link_check_wanted = False
+        self.adr_ack_cnt = 0
+        self._answers = []  # MAC command answers (bytes) for the next new uplink
+        self._link_check_wanted = self._device_time_wanted = False
         self._ack_next = False
-        self._pending = None  # (fport, payload, confirmed)
-        self._attempt = 0
 
     def activate_abp(self, dev_addr, nwk_s_key, app_s_key, fcnt_up=0, fcnt_down=0):
         """Personalise: dev_addr as an int (as printed, MSB first), 16-byte session keys, counters to resume from."""
@@ -121,63 +97,165 @@ class Mac:
         self._app_s_key = bytes(app_s_key)
         self.fcnt_up, self.fcnt_down = fcnt_up, fcnt_down
 
+    def set_otaa(self, dev_eui, join_eui, app_key, dev_nonce):
+        """OTAA credentials: 8-byte EUIs as printed (MSB first), the 16-byte AppKey, the next DevNonce to use."""
+        app_cmac = Cmac(app_key)
+        self._otaa = (bytes(reversed(join_eui)) + bytes(reversed(dev_eui)), app_cmac)
+        self.dev_nonce = dev_nonce
+
     @property
     def activated(self):
         return self._dev_addr is not None
 
+    @property
+    def dev_addr(self):
+        """The DevAddr as printed (int), None before activation."""
+        return None if self._dev_addr is None else int.from_bytes(self._dev_addr, "little")
+
     def request_link_check(self):
-        """Ask the network for LinkCheckAns in the next uplink."""
+        """Ask the network for LinkCheckAns in the next new uplink."""
         self._link_check_wanted = True
 
-    def _count(self, name):
+    def request_device_time(self):
+        """Ask the network for DeviceTimeAns in the next new uplink."""
+        self._device_time_wanted = True
+
+    def count(self, name):
+        """Add one to counter `name` (dropped frames, ignored commands, back-off steps, ...)."""
         self.counters[name] = self.counters.get(name, 0) + 1
+
+    # ---- join
+
+    def join(self, now_ms):
+        """Start one join attempt (after a Wait if the back-off of the last failed one is not over). It ends the
+        current session, if any, and ends with Joined or JoinFailed."""
+        if self._otaa is None:
+            raise MacError("not_otaa")
+        if self.state != _IDLE:
+            raise MacError("busy")
+        if self.dev_nonce > 0xFFFF:
+            raise MacError("dev_nonce_exhausted")
+        self._dev_addr = None
+        self.region.reset_channels()
+        self._reset_session()
+        self._joining = True
+        self._attempt = 0
+        if self._join_since is None:
+            self._join_since = now_ms
+        if now_ms < self.next_join_ms:
+            self.state = _WAIT
+            return [Wait(self.next_join_ms, "join_backoff")]
+        return self._try_send(now_ms)
+
+    def _join_request(self):
+        nonce = self.dev_nonce
+        euis, app_cmac = self._otaa
+        msg = bytearray(19)
+        msg[0] = JOIN_REQUEST
+        msg[1:17] = euis
+        msg[17], msg[18] = nonce & 0xFF, nonce >> 8
+        self.dev_nonce = nonce + 1  # used from now on, even if the radio fails
+        self._join_nonce = nonce
+        return bytes(msg) + join_request_mic(app_cmac, msg)
+
+    def _open_join_accept(self, frame, window):
+        if len(frame) not in (17, 33):
+            raise MacError("bad_join_accept_length")
+        if frame[0] != JOIN_ACCEPT:
+            raise MacError("not_join_accept")
+        app_cmac = self._otaa[1]
+        try:
+            msg = join_accept_open(app_cmac.key, app_cmac, frame)
+        except CryptoError as exc:
+            raise MacError(exc.reason) from None
+        nwk_s_key, self._app_s_key = session_keys(app_cmac.key, msg[1:4], msg[4:7], self._join_nonce)
+        self._nwk = Cmac(nwk_s_key)
+        self._dev_addr = bytes(msg[7:11])
+        offset, rx2_dr = msg[11] >> 4 & 0x07, msg[11] & 0x0F
+        if offset <= 5 and self.region.valid_dr(rx2_dr):
+            self.rx1_dr_offset, self.rx2_dr = offset, rx2_dr
+        else:
+            self.count("bad_dl_settings")
+        self.rx1_delay_ms = 1000 * ((msg[12] & 0x0F) or 1)
+        if len(msg) == 29 and not self.region.apply_cflist(msg[13:29]):
+            self.count("bad_cflist")
+        self.join_attempts = 0
+        self._joining = False
+        self.state = _IDLE
+        return [Joined(self.dev_addr, self._join_nonce, window, self._tx_dr)]
+
+    def _join_failed(self, now_ms):
+        self.join_attempts += 1
+        if self.join_attempts % JOIN_ATTEMPTS_PER_DR == 0 and self.data_rate > 0:
+            self.data_rate -= 1
+        trying_ms = now_ms - self._join_since
+        divisor = 100 if trying_ms < _HOUR_MS else 1000 if trying_ms < 11 * _HOUR_MS else 10000
+        duty_ms = -(-self._tx_airtime_us * (divisor - 1) // 1000)
+        cap = min(JOIN_BACKOFF_MAX_MS, JOIN_BACKOFF_FIRST_MS << min(self.join_attempts - 1, 12))
+        delay = cap // 2 + self.region.random(cap // 2 + 1)
+        self.next_join_ms = self._tx_end + max(duty_ms, delay)
+        self._joining = False
+        self.state = _IDLE
+        return [JoinFailed(self.join_attempts, self._join_nonce, self.next_join_ms)]
 
     # ---- uplink path
 
     def uplink(self, fport, payload, now_ms, confirmed=False):
-        """Start sending `payload` on `fport` (1..223)."""
+        """Start sending `payload` on `fport` (1..223); NotSent if it is longer than the data rate allows."""
         if not self.activated:
             raise MacError("not_activated")
         if self.state != _IDLE:
             raise MacError("busy")
         if not 1 <= fport <= 223:
             raise MacError("bad_fport")
-        if len(payload) + len(b"".join(self._fopts())) > self.region.max_payload(self.data_rate):
-            raise MacError("payload_too_long")
-        self._pending = (fport, bytes(payload), confirmed)
+        if self.fcnt_up > 0xFFFFFFFF:
+            raise MacError("fcnt_exhausted")
+        if self.adr:
+            self._adr_backoff()
+        limit = self.region.max_payload(self.data_rate)
+        if len(payload) > limit:
+            return [NotSent("payload_too_long", "%d bytes, DR%d takes %d" % (len(payload), self.data_rate, limit))]
+        self._pending = (fport, confirmed)
         self._attempt = 0
         self._frame_fcnt = self.fcnt_up
+        self._frame = self._build(fport, payload, confirmed, min(MAX_FOPTS, limit - len(payload)))
         return self._try_send(now_ms)
 
-    def _fopts(self):
-        """The commands (answers, then LinkCheckReq) that fit in FOpts: whole commands, at most 15 bytes."""
-        wanted = self._answers + [b"\x02"] if self._link_check_wanted else self._answers
+    def _adr_backoff(self):
+        """One step of the ADR back-off when ADR_ACK_CNT reaches LIMIT + DELAY, + 2 DELAY, ..."""
+        over = self.adr_ack_cnt - ADR_ACK_LIMIT
+        if over < ADR_ACK_DELAY or over % ADR_ACK_DELAY:
+            return
+        if self.tx_power_dbm != self.default_tx_power_dbm:
+            self.tx_power_dbm = self.default_tx_power_dbm
+        elif self.data_rate > 0:
+            self.data_rate -= 1
+        else:
+            self.region.enable_default_channels()
+            self.nb_trans = 1
+        self.count("adr_backoff")
+
+    def _fopts(self, room):
+        """The commands (answers, then requests) that fit in `room` bytes of FOpts: whole commands only."""
+        wanted = list(self._answers)
+        if self._link_check_wanted:
+            wanted.append(_LINK_CHECK_REQ)
+        if self._device_time_wanted:
+            wanted.append(_DEVICE_TIME_REQ)
         chosen, size = [], 0
         for command in wanted:
-            if size + len(command) <= MAX_FOPTS:
+            if size + len(command) <= room:
                 chosen.append(command)
                 size += len(command)
         return chosen
 
-    def _try_send(self, now_ms):
-        freq, free_at = self.region.next_channel(self.data_rate, now_ms)
-        if freq is None:
-            self.state = _WAIT
-            return [Wait(free_at, "duty_cycle")]
-        fport, payload, confirmed = self._pending
-        frame = self._build(fport, payload, confirmed)
-        self._attempt += 1
-        self._tx_freq = freq
-        self._tx_airtime_us = self.region.airtime_us(len(frame), self.data_rate)
-        self.state = _TX
-        radio = self.region.radio_config(freq, self.data_rate, self.tx_power_dbm, True)
-        return [Transmit(frame, radio, self._frame_fcnt, self._tx_airtime_us)]
-
-    def _build(self, fport, payload, confirmed):
+    def _build(self, fport, payload, confirmed, fopts_room):
         fcnt = self._frame_fcnt
-        self._fopts_sent = self._fopts()
+        self._fopts_sent = self._fopts(fopts_room)
         fopts = b"".join(self._fopts_sent)
-        fctrl = len(fopts) | (FCTRL_ADR if self.adr else 0) | (FCTRL_ACK if self._ack_next else 0)
+        fctrl = len(fopts) | (FCTRL_ACK if self._ack_next else 0)
+        if self.adr:
+            fctrl |= FCTRL_ADR | (FCTRL_ADR_ACK_REQ if self.adr_ack_cnt >= ADR_ACK_LIMIT else 0)
         body = bytearray()
         body.append(CONFIRMED_UP if confirmed else UNCONFIRMED_UP)
         body.extend(self._dev_addr)
@@ -190,22 +268,55 @@ class Mac:
         body.extend(data_mic(self._nwk, 0, self._dev_addr, fcnt, body))
         return bytes(body)
 
+    def _try_send(self, now_ms):
+        dr = self.data_rate
+        freq, free_at = self.region.next_channel(dr, now_ms)
+        if freq is None:
+            self.state = _WAIT
+            return [Wait(free_at, "duty_cycle")]
+        if self._joining:
+            frame = self._join_request()
+            fcnt, nonce = None, self._join_nonce
+        else:
+            frame, fcnt, nonce = self._frame, self._frame_fcnt, None
+        self._attempt += 1
+        self._tx_freq, self._tx_dr = freq, dr
+        self._tx_airtime_us = self.region.airtime_us(len(frame), dr)
+        self.state = _TX
+        radio = self.region.radio_config(freq, dr, self.tx_power_dbm, True)
+        return [Transmit(frame, radio, self._tx_airtime_us, fcnt, nonce)]
+
     def tx_done(self, now_ms):
         """The radio finished sending at `now_ms`."""
         if self.state != _TX:
             raise MacError("unexpected_tx_done")
         self.region.note_transmission(self._tx_freq, now_ms, self._tx_airtime_us)
-        if self._attempt == 1:
-            self.fcnt_up = self._frame_fcnt + 1
-        sent = self._fopts_sent
-        self._answers = [a for a in self._answers if a[0] in _STICKY_ANSWERS or not any(a is c for c in sent)]
-        self._link_check_wanted = self._link_check_wanted and b"\x02" not in sent
-        self._ack_next = False
         self._tx_end = now_ms
         self.state = _RX1
-        event = Sent(self._frame_fcnt, self._pending[0], self._tx_freq, self.data_rate, self._tx_airtime_us, self._attempt)
-        dr = self.region.rx1_dr(self.data_rate, self.rx1_dr_offset)
-        return [event, self._window(1, self._tx_freq, dr, now_ms + self.rx1_delay_ms)]
+        events = []
+        if self._joining:
+            self._rx1_delay_now = JOIN_ACCEPT_DELAY1_MS
+        else:
+            self._rx1_delay_now = self.rx1_delay_ms
+            if self._attempt == 1:
+                self._first_sent()
+            events.append(Sent(self._frame_fcnt, self._pending[0], self._tx_freq, self._tx_dr, self._tx_airtime_us,
+                               self._attempt))
+        dr = self.region.rx1_dr(self._tx_dr, self.rx1_dr_offset)
+        events.append(self._window(1, self.region.rx1_freq(self._tx_freq), dr, now_ms + self._rx1_delay_now))
+        return events
+
+    def _first_sent(self):
+        """Bookkeeping once a new frame has left: counters, and what its FOpts and FCtrl carried is delivered."""
+        self.fcnt_up = self._frame_fcnt + 1
+        sent = self._fopts_sent
+        self._answers = [a for a in self._answers if a[0] in STICKY or not any(a is c for c in sent)]
+        self._link_check_wanted = self._link_check_wanted and _LINK_CHECK_REQ not in sent
+        self._device_time_wanted = self._device_time_wanted and _DEVICE_TIME_REQ not in sent
+        if self._frame[5] & FCTRL_ACK:
+            self._ack_next = False
+        if self.adr:
+            self.adr_ack_cnt += 1
 
     def _window(self, number, freq, dr, nominal_ms):
         timeout_ms = 2 * RX_EARLY_MS + -(-RX_PREAMBLE_SYMBOLS * self.region.symbol_us(dr) // 1000)
@@ -223,9 +334,9 @@ class Mac:
         raise MacError("unexpected_rx_timeout")
 
     def _after_rx1(self, now_ms):
-        rx2_at = self._tx_end + self.rx1_delay_ms + 1000
+        rx2_at = self._tx_end + self._rx1_delay_now + 1000
         if now_ms > rx2_at - RX_EARLY_MS:
-            self._count("rx2_missed")
+            self.count("rx2_missed")
             return self._finish(now_ms, False)
         self.state = _RX2
         return [self._window(2, self.rx2_freq_khz, self.rx2_dr, rx2_at)]
@@ -236,16 +347,19 @@ class Mac:
             raise MacError("unexpected_rx")
         window = 1 if self.state == _RX1 else 2
         try:
+            if self._joining:
+                return self._open_join_accept(frame, window)
             events, acked = self._open_downlink(frame, window, rssi, snr)
         except MacError as exc:
-            self._count(exc.reason)
+            self.count(exc.reason)
             ignored = RxIgnored(exc.reason)
             return [ignored] + (self._after_rx1(now_ms) if window == 1 else self._finish(now_ms, False))
-        self._answers = [a for a in self._answers if a[0] not in _STICKY_ANSWERS] + self._new_answers
         return events + self._finish(now_ms, acked, heard=True)
 
     def _finish(self, now_ms, acked, heard=False):
-        confirmed = self._pending[2]
+        if self._joining:
+            return self._join_failed(now_ms)
+        confirmed = self._pending[1]
         tries = CONFIRMED_TRIES if confirmed else self.nb_trans
         if not acked and self._attempt < tries and not (heard and not confirmed):
             self.state = _WAIT
@@ -256,9 +370,11 @@ class Mac:
         return [Done(self._frame_fcnt, acked if confirmed else None)]
 
     def cancel(self):
-        """Abandon the exchange in progress (the runner's radio failed). A frame that may have left keeps its FCnt used."""
-        if self.state == _TX or self._attempt:
+        """Abandon the exchange in progress (the runner's radio failed). A frame that may have left keeps its FCnt used
+        (a DevNonce is used as soon as its JoinRequest is built)."""
+        if not self._joining and (self.state == _TX or self._attempt):
             self.fcnt_up = max(self.fcnt_up, self._frame_fcnt + 1)
+        self._joining = False
         self.state = _IDLE
         self._pending = None
 
@@ -269,8 +385,8 @@ class Mac:
         return self._try_send(now_ms)
 
     def _open_downlink(self, frame, window, rssi, snr):
-        """Check and decrypt a downlink; returns (events, ack bit). Raises MacError(reason) for a frame to drop (a
-        replayed FCntDown shows as fcnt_gap: rebuilt above the last one, it lands more than MAX_FCNT_GAP ahead)."""
+        """Check and decrypt a downlink; returns (events, ack bit). Raises MacError(reason) for a frame to drop: an
+        FCntDown not newer than the last accepted one is fcnt_stale, one more than MAX_FCNT_GAP ahead fcnt_gap."""
         if len(frame) < 12:
             raise MacError("too_short")
         mhdr = frame[0]
@@ -285,17 +401,17 @@ class Mac:
         fopts_end = 8 + (fctrl & 0x0F)
         if fopts_end > len(frame) - 4:
             raise MacError("fopts_past_end")
-        fcnt = (self.fcnt_down & ~0xFFFF) | frame[6] | frame[7] << 8
-        if fcnt < self.fcnt_down:
-            fcnt += 0x10000
-        if fcnt - self.fcnt_down > MAX_FCNT_GAP:
-            raise MacError("fcnt_gap")
+        ahead = (frame[6] | frame[7] << 8) - self.fcnt_down & 0xFFFF
+        if ahead > MAX_FCNT_GAP:
+            raise MacError("fcnt_stale" if ahead >= 0x8000 else "fcnt_gap")
+        fcnt = self.fcnt_down + ahead
         if data_mic(self._nwk, 1, self._dev_addr, fcnt, memoryview(frame)[:-4]) != bytes(frame[-4:]):
             raise MacError("mic_mismatch")
         fport = frame[fopts_end] if fopts_end < len(frame) - 4 else None
         if fport == 0 and fopts_end > 8:
             raise MacError("fopts_with_port0")
         self.fcnt_down = fcnt + 1
+        self.adr_ack_cnt = 0
         if mtype == CONFIRMED_DOWN:
             self._ack_next = True
         payload = b""
@@ -303,89 +419,8 @@ class Mac:
             key = self._nwk.key if fport == 0 else self._app_s_key
             payload = bytes(crypt_payload(key, 1, self._dev_addr, fcnt, memoryview(frame)[fopts_end + 1:-4]))
         commands = payload if fport == 0 else bytes(frame[8:fopts_end])
-        self._new_answers = []
-        events = self._mac_commands(commands, snr)
+        events, answers = handle_commands(self, commands, snr, self._tx_end)
+        self._answers = [a for a in self._answers if a[0] not in STICKY] + answers
         if fport:
             events.append(Downlink(fport, payload, fcnt, window, rssi, snr))
         return events, bool(fctrl & FCTRL_ACK)
-
-    # ---- MAC commands
-
-    def _mac_commands(self, data, snr):
-        events = []
-        pos = 0
-        while pos < len(data):
-            cid = data[pos]
-            size = _DOWN_COMMAND_LEN.get(cid)
-            if size is None or pos + 1 + size > len(data):
-                self._count("bad_mac_command")
-                break
-            args = data[pos + 1:pos + 1 + size]
-            pos += 1 + size
-            if cid == 0x02:
-                events.append(LinkCheck(args[0], args[1]))
-            elif cid == 0x03:
-                self._answer(0x03, self._link_adr(args))
-            elif cid == 0x04:
-                self.region.aggregate_divisor = 1 << (args[0] & 0x0F)
-                self._answer(0x04)
-            elif cid == 0x05:
-                self._answer(0x05, self._rx_param_setup(args))
-            elif cid == 0x06:
-                margin = max(-32, min(31, int(snr))) & 0x3F
-                self._answer(0x06, self.battery_level, margin)
-            elif cid == 0x07:
-                self._answer(0x07, self._new_channel(args))
-            elif cid == 0x08:
-                self.rx1_delay_ms = 1000 * ((args[0] & 0x0F) or 1)
-                self._answer(0x08)
-            else:
-                self._count("unhandled_mac_command")  # DlChannelReq, DeviceTimeAns: not supported yet
-        return events
-
-    def _answer(self, cid, *args):
-        self._new_answers.append(bytes((cid,) + args))
-
-    def _link_adr(self, args):
-        dr, power_index = args[0] >> 4, args[0] & 0x0F
-        mask = args[1] | args[2] << 8
-        mask_control, nb_trans = args[3] >> 4 & 0x07, args[3] & 0x0F
-        region = self.region
-        if mask_control == 6:
-            mask = sum(1 << i for i in range(len(region.channels)) if region.channels[i] is not None)
-        mask_ok = mask_control in (0, 6) and mask != 0 and all(
-            region.channels[i] is not None for i in range(len(region.channels)) if mask >> i & 1)
-        new_dr = self.data_rate if dr == 0x0F else dr
-        dr_ok = region.valid_dr(new_dr) and mask_ok and any(region.channels[i][1] <= new_dr <= region.channels[i][2]
-                                          for i in range(len(region.channels)) if mask >> i & 1)
-        power = self.tx_power_dbm if power_index == 0x0F else region.tx_power_dbm(power_index)
-        power_ok = power is not None
-        if mask_ok and dr_ok and power_ok:
-            region.channel_mask = mask
-            self.data_rate, self.tx_power_dbm = new_dr, power
-            self.nb_trans = nb_trans or 1
-        return (4 if power_ok else 0) | (2 if dr_ok else 0) | (1 if mask_ok else 0)
-
-    def _rx_param_setup(self, args):
-        offset, rx2_dr = args[0] >> 4 & 0x07, args[0] & 0x0F
-        freq_khz = (args[1] | args[2] << 8 | args[3] << 16) // 10
-        offset_ok, dr_ok, freq_ok = offset <= 5, self.region.valid_dr(rx2_dr), self.region.valid_frequency(freq_khz)
-        if offset_ok and dr_ok and freq_ok:
-            self.rx1_dr_offset, self.rx2_dr, self.rx2_freq_khz = offset, rx2_dr, freq_khz
-        return (4 if offset_ok else 0) | (2 if dr_ok else 0) | (1 if freq_ok else 0)
-
-    def _new_channel(self, args):
-        index = args[0]
-        freq_khz = (args[1] | args[2] << 8 | args[3] << 16) // 10
-        min_dr, max_dr = args[4] & 0x0F, args[4] >> 4
-        region = self.region
-        fixed = index < 3 or index >= len(region.channels)
-        freq_ok = not fixed and (freq_khz == 0 or region.valid_frequency(freq_khz))
-        dr_ok = not fixed and min_dr <= max_dr and region.valid_dr(max_dr)
-        if freq_ok and dr_ok:
-            region.channels[index] = [freq_khz, min_dr, max_dr] if freq_khz else None
-            if freq_khz:
-                region.channel_mask |= 1 << index
-            else:
-                region.channel_mask &= ~(1 << index)
-        return (2 if dr_ok else 0) | (1 if freq_ok else 0)

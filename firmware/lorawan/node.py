@@ -1,17 +1,24 @@
 """The runner between the sans-IO MAC and the world: it executes the MAC's actions with a radio (micropython-lib `lora`
-modem shape: configure/send/recv/sleep) and `time` (ticks_ms/sleep_ms), feeds the results back, and keeps the frame
-counters persistent through the store. Receive windows open at the times the MAC gives (RX1 1 s and RX2 2 s after the
-end of the uplink, a few ms early)."""
+modem shape: configure/send/recv/sleep) and `time` (ticks_ms/sleep_ms), feeds the results back, and keeps what must
+survive a reboot in the store: the FCntUp lease, FCntDown after an exchange that changed it, and the next DevNonce,
+written before each JoinRequest leaves. Receive windows open at the times the MAC gives (a few ms early).
+
+OTAA across reboots: the node joins again after every boot, with the next persisted DevNonce; session keys are never
+written to the store. That costs one JoinRequest per boot, keeps no key on flash beyond config.json, and a node whose
+network lost the session is back at its next boot. The join happens in the first send(); a send() while the join back-off
+runs returns NotSent("not_joined") at once instead of sleeping through it, so the app's own work (the lamp) goes on.
+"""
 import os
 import time
 
-from config import ConfigError, hex_bytes, number
-from lorawan.mac import Mac, OpenRx, Transmit, Wait
+from config import ConfigError, flag, hex_bytes, number
+from lorawan.events import DeviceTime, Joined, NotSent, OpenRx, Transmit, Wait
+from lorawan.mac import Mac
 from lorawan.region import EU868
 
 
 class Node:
-    """A LoRaWAN end device: `send()` runs one uplink's whole exchange and returns the MAC's events."""
+    """A LoRaWAN end device: `send()` runs one uplink's whole exchange (joining first if needed) and returns the events."""
 
     def __init__(self, radio, mac, store=None):
         self.radio, self.mac, self.store = radio, mac, store
@@ -19,6 +26,7 @@ class Node:
         self._ticks = time.ticks_ms()
         self._now = 0
         self._saved_fcnt_down = mac.fcnt_down
+        self._gps_offset_ms = None
 
     def now_ms(self):
         """Milliseconds since this node started (monotonic; ticks_ms wrap-around handled)."""
@@ -37,10 +45,25 @@ class Node:
         if delay > 0:
             time.sleep_ms(delay)
 
+    def gps_time_ms(self):
+        """GPS time now (ms since 1980-01-06) from the last DeviceTimeAns; None before one arrived."""
+        return None if self._gps_offset_ms is None else self.now_ms() + self._gps_offset_ms
+
     def send(self, fport, payload, confirmed=False):
-        """Send `payload` on `fport` and run the exchange (TX, RX1, RX2, retries) to its end; returns the events.
+        """Send `payload` on `fport` and run the exchange (join, TX, RX1, RX2, retries) to its end; returns the events.
         If the radio fails, the exchange is abandoned (the MAC is idle again) and the error is raised."""
-        items = self.mac.uplink(fport, payload, self.now_ms(), confirmed)
+        mac = self.mac
+        events = []
+        if not mac.activated:
+            now = self.now_ms()
+            if now >= mac.next_join_ms:
+                events = self._exchange(mac.join(now))
+            if not mac.activated:
+                wait_s = max(0, mac.next_join_ms - self.now_ms() + 999) // 1000
+                return events + [NotSent("not_joined", "next join attempt in %d s" % wait_s)]
+        return events + self._exchange(mac.uplink(fport, payload, self.now_ms(), confirmed))
+
+    def _exchange(self, items):
         try:
             return self._run(items)
         except Exception:
@@ -49,12 +72,15 @@ class Node:
 
     def _run(self, items):
         events = []
-        radio, mac = self.radio, self.mac
+        radio, mac, store = self.radio, self.mac, self.store
         while items:
             item = items.pop(0)
             if isinstance(item, Transmit):
-                if self.store is not None:
-                    self.store.reserve_fcnt_up(item.fcnt)
+                if store is not None:
+                    if item.dev_nonce is None:
+                        store.reserve_fcnt_up(item.fcnt)
+                    else:
+                        store.use_dev_nonce(item.dev_nonce)
                 radio.configure(item.radio)
                 items.extend(mac.tx_done(self._at(radio.send(item.frame))))
             elif isinstance(item, OpenRx):
@@ -72,26 +98,45 @@ class Node:
                 self.sleep_until(item.until_ms)
                 items.extend(mac.wake(self.now_ms()))
             else:
+                if isinstance(item, Joined) and store is not None:
+                    store.start_session()
+                    self._saved_fcnt_down = 0
+                elif isinstance(item, DeviceTime):
+                    self._gps_offset_ms = item.gps_ms - item.at_ms
                 events.append(item)
         radio.sleep()
-        if self.store is not None and mac.fcnt_down != self._saved_fcnt_down:
-            self.store.put("fcnt_down", mac.fcnt_down)
-            self.store.flush()
+        if store is not None and mac.fcnt_down != self._saved_fcnt_down:
+            store.put("fcnt_down", mac.fcnt_down)
+            store.flush()
             self._saved_fcnt_down = mac.fcnt_down
         return events
 
 
 def node_from_config(config, make_radio, store):
-    """The Node a config.json describes (ABP for now), resuming its frame counters from the store. The config is checked
-    (ConfigError) before make_radio() brings the radio up."""
+    """The Node a config.json describes: ABP resumes its frame counters from the store, OTAA gets its credentials and
+    the next DevNonce (it joins in its first send). The config is checked (ConfigError) before make_radio() brings the
+    radio up. Keys: activation, data_rate (0..5, default 5), adr (default true); ABP dev_addr, nwk_s_key, app_s_key;
+    OTAA dev_eui, join_eui, app_key."""
     activation = config.get("activation")
-    if activation != "abp":
-        raise ConfigError("activation %r is not supported (abp)" % (activation,))
-    dev_addr = int.from_bytes(hex_bytes(config, "dev_addr", 4), "big")
-    nwk_s_key = hex_bytes(config, "nwk_s_key", 16)
-    app_s_key = hex_bytes(config, "app_s_key", 16)
+    if activation not in ("abp", "otaa"):
+        raise ConfigError("activation %r is not supported (abp, otaa)" % (activation,))
     data_rate = int(number(config, "data_rate", 5, 0, 5, "config"))
+    adr = flag(config, "adr", True, "config")
+    if activation == "abp":
+        dev_addr = int.from_bytes(hex_bytes(config, "dev_addr", 4), "big")
+        nwk_s_key, app_s_key = hex_bytes(config, "nwk_s_key", 16), hex_bytes(config, "app_s_key", 16)
+        seed = dev_addr
+    else:
+        dev_eui, join_eui = hex_bytes(config, "dev_eui", 8), hex_bytes(config, "join_eui", 8)
+        app_key = hex_bytes(config, "app_key", 16)
+        dev_nonce = store.get("dev_nonce", 0)
+        if type(dev_nonce) is not int or dev_nonce < 0:
+            raise ConfigError("state.json holds a damaged dev_nonce; a DevNonce must never be reused")
+        seed = int.from_bytes(dev_eui[4:], "big")
     radio = make_radio()
-    mac = Mac(EU868(seed=int.from_bytes(os.urandom(4), "big") ^ dev_addr), data_rate=data_rate)
-    mac.activate_abp(dev_addr, nwk_s_key, app_s_key, fcnt_up=store.boot_fcnt_up(), fcnt_down=store.get("fcnt_down", 0))
+    mac = Mac(EU868(seed=int.from_bytes(os.urandom(4), "big") ^ seed), data_rate=data_rate, adr=adr)
+    if activation == "abp":
+        mac.activate_abp(dev_addr, nwk_s_key, app_s_key, fcnt_up=store.boot_fcnt_up(), fcnt_down=store.get("fcnt_down", 0))
+    else:
+        mac.set_otaa(dev_eui, join_eui, app_key, dev_nonce)
     return Node(radio, mac, store)

@@ -1,5 +1,7 @@
-"""EU868 regional parameters for the MAC: channels, data rates, payload limits, RX2, radio settings, pseudo-random channel
-choice, per-sub-band duty-cycle bookkeeping and time on air. Pure state; times are plain millisecond counts from the caller."""
+"""EU868 regional parameters for the MAC: channels (the three defaults, CFList and NewChannelReq ones, DlChannelReq RX1
+frequencies, the enabled mask), data rates, payload limits, RX2, radio settings, pseudo-random channel choice among the
+enabled channels, per-sub-band duty-cycle bookkeeping and time on air. Pure state; times are plain millisecond counts
+from the caller."""
 from drivers.lora_airtime import symbol_us, time_on_air_us
 
 # DR -> (spreading factor, bandwidth kHz)
@@ -40,17 +42,62 @@ def sub_band(freq_khz):
 class EU868:
     """Channel plan and duty-cycle state of one EU868 node."""
 
+    DEFAULT_CHANNELS = DEFAULT_CHANNELS
     RX2_FREQ_KHZ = RX2_FREQ_KHZ
     RX2_DR = RX2_DR
 
     def __init__(self, seed=1):
+        self.band_free_at = [0] * len(SUB_BANDS)
+        self.aggregate_free_at = 0
+        self._rand = (seed & 0xFFFFFFFF) or 1
+        self.reset_channels()
+
+    def reset_channels(self):
+        """The channel plan of a device that has not joined: the default channels only, no DutyCycleReq limit."""
         # channel index -> [freq_khz, min_dr, max_dr] or None
         self.channels = [[f, 0, 5] for f in DEFAULT_CHANNELS] + [None] * (MAX_CHANNELS - len(DEFAULT_CHANNELS))
         self.channel_mask = (1 << len(DEFAULT_CHANNELS)) - 1
-        self.band_free_at = [0] * len(SUB_BANDS)
-        self.aggregate_free_at = 0
+        self.dl_freq = {}  # channel index -> RX1 frequency set by DlChannelReq
         self.aggregate_divisor = 1  # DutyCycleReq: 1 / 2^MaxDCycle, 1 = no extra limit
-        self._rand = (seed & 0xFFFFFFFF) or 1
+
+    def set_channel(self, index, freq_khz, min_dr=0, max_dr=5):
+        """Define (freq_khz > 0) and enable, or remove (0), channel `index`; its RX1 frequency becomes its own again."""
+        self.channels[index] = [freq_khz, min_dr, max_dr] if freq_khz else None
+        self.dl_freq.pop(index, None)
+        if freq_khz:
+            self.channel_mask |= 1 << index
+        else:
+            self.channel_mask &= ~(1 << index)
+
+    def apply_cflist(self, cflist):
+        """A JoinAccept's CFList (type 0: five frequencies for channels 3..7); False if it was not usable."""
+        if len(cflist) != 16 or cflist[15] != 0:
+            return False
+        freqs = [(cflist[i] | cflist[i + 1] << 8 | cflist[i + 2] << 16) // 10 for i in range(0, 15, 3)]
+        if any(f and not self.valid_frequency(f) for f in freqs):
+            return False
+        for i, freq_khz in enumerate(freqs):
+            self.set_channel(len(DEFAULT_CHANNELS) + i, freq_khz)
+        return True
+
+    def enable_default_channels(self):
+        self.channel_mask |= (1 << len(DEFAULT_CHANNELS)) - 1
+
+    def defined_mask(self):
+        """Bit i set for every channel i that is defined."""
+        return sum(1 << i for i in range(MAX_CHANNELS) if self.channels[i] is not None)
+
+    def serves(self, mask, dr):
+        """Whether a channel in `mask` can carry data rate `dr`."""
+        return any(mask >> i & 1 and self.channels[i][1] <= dr <= self.channels[i][2]
+                   for i in range(MAX_CHANNELS) if self.channels[i] is not None)
+
+    def rx1_freq(self, tx_freq_khz):
+        """The RX1 frequency after an uplink on tx_freq_khz: the same, unless DlChannelReq set another."""
+        for index, freq in self.dl_freq.items():
+            if self.channels[index][0] == tx_freq_khz:
+                return freq
+        return tx_freq_khz
 
     def random(self, below):
         """Pseudo-random int in [0, below) (xorshift32, seeded at construction)."""

@@ -1,0 +1,128 @@
+"""Downlink MAC commands of LoRaWAN 1.0.4 (EU868) for the sans-IO MAC: handle_commands() walks a FOpts or FPort 0 command
+string, applies each request to the MAC's and the region's state and returns the answers for the next new uplink;
+LinkCheckAns and DeviceTimeAns become events. A contiguous block of LinkADRReq is applied as one, as 1.0.4 asks: channel
+masks in order, DR, TX power and NbTrans from the last one, all or nothing, and one LinkADRAns per request with the same
+status. A CID this device does not know ends the walk (its length is unknown) and is counted."""
+from math import floor
+
+from lorawan.events import DeviceTime, LinkCheck
+
+LINK_CHECK, LINK_ADR, DUTY_CYCLE, RX_PARAM_SETUP, DEV_STATUS = 0x02, 0x03, 0x04, 0x05, 0x06
+NEW_CHANNEL, RX_TIMING_SETUP, DL_CHANNEL, DEVICE_TIME = 0x07, 0x08, 0x0A, 0x0D
+_REQUEST_LEN = {LINK_CHECK: 2, LINK_ADR: 4, DUTY_CYCLE: 1, RX_PARAM_SETUP: 4, DEV_STATUS: 0, NEW_CHANNEL: 5,
+                RX_TIMING_SETUP: 1, DL_CHANNEL: 4, DEVICE_TIME: 5}
+STICKY = (RX_PARAM_SETUP, RX_TIMING_SETUP, DL_CHANNEL)  # answers repeated in every uplink until a downlink arrives
+
+
+def battery_level(volts, empty_v, full_v):
+    """DevStatusAns battery byte for a battery at `volts`: 1 (empty_v or less) .. 254 (full_v or more); 255 if unknown."""
+    if volts is None:
+        return 255
+    level = 1 + round(253 * (volts - empty_v) / (full_v - empty_v))
+    return max(1, min(254, level))
+
+
+def _freq_khz(data, at):
+    """A 3-byte little-endian frequency in 100 Hz steps, in kHz."""
+    return (data[at] | data[at + 1] << 8 | data[at + 2] << 16) // 10
+
+
+def handle_commands(mac, data, snr, tx_end_ms):
+    """Apply the requests in `data` (a downlink heard with `snr` dB after an uplink that ended at tx_end_ms).
+    Returns (events, answers)."""
+    events, answers, adr_block = [], [], []
+    pos = 0
+    while pos < len(data):
+        cid = data[pos]
+        size = _REQUEST_LEN.get(cid)
+        if size is None or pos + 1 + size > len(data):
+            mac.count("bad_mac_command")
+            break
+        args = data[pos + 1:pos + 1 + size]
+        pos += 1 + size
+        if cid == LINK_ADR:
+            adr_block.append(args)
+            if pos < len(data) and data[pos] == LINK_ADR:
+                continue
+            status = _link_adr(mac, adr_block)
+            answers.extend(bytes((LINK_ADR, status)) for _ in adr_block)
+            adr_block = []
+        elif cid == LINK_CHECK:
+            events.append(LinkCheck(args[0], args[1]))
+        elif cid == DEVICE_TIME:
+            seconds = args[0] | args[1] << 8 | args[2] << 16 | args[3] << 24
+            events.append(DeviceTime(seconds * 1000 + args[4] * 125 // 32, tx_end_ms))
+        elif cid == DUTY_CYCLE:
+            mac.region.aggregate_divisor = 1 << (args[0] & 0x0F)
+            answers.append(bytes((DUTY_CYCLE,)))
+        elif cid == RX_PARAM_SETUP:
+            answers.append(bytes((RX_PARAM_SETUP, _rx_param_setup(mac, args))))
+        elif cid == DEV_STATUS:
+            margin = max(-32, min(31, floor(snr + 0.5)))
+            answers.append(bytes((DEV_STATUS, mac.battery_level, margin & 0x3F)))
+        elif cid == NEW_CHANNEL:
+            answers.append(bytes((NEW_CHANNEL, _new_channel(mac.region, args))))
+        elif cid == RX_TIMING_SETUP:
+            mac.rx1_delay_ms = 1000 * ((args[0] & 0x0F) or 1)
+            answers.append(bytes((RX_TIMING_SETUP,)))
+        else:
+            answers.append(bytes((DL_CHANNEL, _dl_channel(mac.region, args))))
+    if adr_block:  # a LinkADRReq block cut short by a broken command after it
+        status = _link_adr(mac, adr_block)
+        answers.extend(bytes((LINK_ADR, status)) for _ in adr_block)
+    return events, answers
+
+
+def _link_adr(mac, block):
+    region = mac.region
+    defined = region.defined_mask()
+    mask, mask_ok = region.channel_mask, True
+    for args in block:
+        control = args[3] >> 4 & 0x07
+        if control == 0:
+            mask = args[1] | args[2] << 8
+        elif control == 6:
+            mask = defined
+        else:
+            mask_ok = False
+    mask_ok = mask_ok and mask != 0 and not mask & ~defined
+    last = block[-1]
+    dr, power_index = last[0] >> 4, last[0] & 0x0F
+    new_dr = mac.data_rate if dr == 0x0F else dr
+    dr_ok = region.valid_dr(new_dr) and region.serves(mask & defined, new_dr)
+    power = mac.tx_power_dbm if power_index == 0x0F else region.tx_power_dbm(power_index)
+    if mask_ok and dr_ok and power is not None:
+        region.channel_mask = mask
+        mac.data_rate, mac.tx_power_dbm = new_dr, power
+        mac.nb_trans = (last[3] & 0x0F) or 1
+    return (4 if power is not None else 0) | (2 if dr_ok else 0) | (1 if mask_ok else 0)
+
+
+def _rx_param_setup(mac, args):
+    offset, rx2_dr = args[0] >> 4 & 0x07, args[0] & 0x0F
+    freq_khz = _freq_khz(args, 1)
+    region = mac.region
+    offset_ok, dr_ok, freq_ok = offset <= 5, region.valid_dr(rx2_dr), region.valid_frequency(freq_khz)
+    if offset_ok and dr_ok and freq_ok:
+        mac.rx1_dr_offset, mac.rx2_dr, mac.rx2_freq_khz = offset, rx2_dr, freq_khz
+    return (4 if offset_ok else 0) | (2 if dr_ok else 0) | (1 if freq_ok else 0)
+
+
+def _new_channel(region, args):
+    index, freq_khz = args[0], _freq_khz(args, 1)
+    min_dr, max_dr = args[4] & 0x0F, args[4] >> 4
+    fixed = index < len(region.DEFAULT_CHANNELS) or index >= len(region.channels)
+    freq_ok = not fixed and (freq_khz == 0 or region.valid_frequency(freq_khz))
+    dr_ok = not fixed and min_dr <= max_dr and region.valid_dr(max_dr)
+    if freq_ok and dr_ok:
+        region.set_channel(index, freq_khz, min_dr, max_dr)
+    return (2 if dr_ok else 0) | (1 if freq_ok else 0)
+
+
+def _dl_channel(region, args):
+    index, freq_khz = args[0], _freq_khz(args, 1)
+    exists = index < len(region.channels) and region.channels[index] is not None
+    freq_ok = region.valid_frequency(freq_khz)
+    if exists and freq_ok:
+        region.dl_freq[index] = freq_khz
+    return (2 if exists else 0) | (1 if freq_ok else 0)
