@@ -8,6 +8,9 @@ Frequencies travel as 24-bit little-endian multiples of 100 Hz and are `frequenc
 
 `parse_mac_commands(data, uplink)` raises only `FrameError` (`unknown_mac_command`, `truncated_mac_command`) on any bytes;
 `build_mac_commands(commands)` raises `FrameError('bad_field')` for a field out of range.
+
+The EU868 CFList of a JoinAccept (five channel frequencies in the same 100 Hz unit, then CFListType 0) is here too:
+`build_cf_list` / `parse_cf_list`.
 """
 
 from __future__ import annotations
@@ -17,12 +20,31 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from construct import Computed, Construct, ExprAdapter, Int8ul, Int16ul, Int24ul, Int32ul, Rebuild, Struct, this
+from construct import (
+    Array,
+    Computed,
+    Const,
+    Construct,
+    ConstructError,
+    ExprAdapter,
+    Int8ul,
+    Int16ul,
+    Int24ul,
+    Int32ul,
+    Rebuild,
+    Struct,
+    Terminated,
+    this,
+)
 
 from dos_codecs.errors import FrameError
+from dos_codecs.lorawan import CFLIST_LEN
 
-#: Frequencies in MAC commands are counted in steps of this many Hz.
+#: Frequencies in MAC commands and the CFList are counted in steps of this many Hz.
 FREQUENCY_STEP_HZ = 100
+MAX_FREQUENCY_HZ = 0xFFFFFF * FREQUENCY_STEP_HZ
+#: Channels a CFList of type 0 defines (channels 3..7).
+CFLIST_CHANNELS = 5
 
 # --- construct layouts (payload after the CID) ------------------------------------------------------------------------
 
@@ -110,6 +132,13 @@ RXTimingSetupReqLayout = Struct(
 
 #: DeviceTimeAns: seconds since the GPS epoch (4, LE) | fractional second in 1/256 s.
 DeviceTimeAnsLayout = Struct("gps_seconds" / Int32ul, "fraction" / Int8ul)
+
+#: CFList of type 0 (EU868): Freq(3) x 5 for channels 3..7 (0 = no channel) | CFListType 0.
+CFListLayout = Struct(
+    "frequencies_hz" / Array(CFLIST_CHANNELS, Frequency),
+    "cf_list_type" / Const(0, Int8ul),
+    Terminated,
+)
 
 # --- typed commands ---------------------------------------------------------------------------------------------------
 
@@ -227,7 +256,7 @@ class RXParamSetupReq(MacCommand):
     UPLINK: ClassVar[bool] = False
     LAYOUT: ClassVar[Construct] = RXParamSetupReqLayout
     LIMITS: ClassVar[tuple[tuple[str, int, int], ...]] = (
-        ("rx1_dr_offset", 0, 7), ("rx2_data_rate", 0, 15), ("frequency_hz", 0, 0xFFFFFF * FREQUENCY_STEP_HZ),
+        ("rx1_dr_offset", 0, 7), ("rx2_data_rate", 0, 15), ("frequency_hz", 0, MAX_FREQUENCY_HZ),
     )
 
     rx1_dr_offset: int
@@ -284,7 +313,7 @@ class NewChannelReq(MacCommand):
     UPLINK: ClassVar[bool] = False
     LAYOUT: ClassVar[Construct] = NewChannelReqLayout
     LIMITS: ClassVar[tuple[tuple[str, int, int], ...]] = (
-        ("ch_index", 0, 255), ("frequency_hz", 0, 0xFFFFFF * FREQUENCY_STEP_HZ), ("min_dr", 0, 15), ("max_dr", 0, 15),
+        ("ch_index", 0, 255), ("frequency_hz", 0, MAX_FREQUENCY_HZ), ("min_dr", 0, 15), ("max_dr", 0, 15),
     )
 
     ch_index: int
@@ -434,3 +463,28 @@ def build_mac_commands(commands: Iterable[MacCommand]) -> bytes:
 def commands_size(commands: Iterable[MacCommand]) -> int:
     """Bytes the commands take on the wire."""
     return sum(command.size for command in commands)
+
+
+# --- CFList -----------------------------------------------------------------------------------------------------------
+
+
+def build_cf_list(frequencies_hz: Iterable[int]) -> bytes:
+    """A type 0 CFList of up to five frequencies (Hz, multiples of 100; missing ones are 0 = no channel)."""
+    frequencies = list(frequencies_hz)
+    if len(frequencies) > CFLIST_CHANNELS:
+        raise FrameError("bad_field", f"a CFList holds at most {CFLIST_CHANNELS} frequencies, not {len(frequencies)}")
+    for hz in frequencies:
+        if not isinstance(hz, int) or isinstance(hz, bool) or not 0 <= hz <= MAX_FREQUENCY_HZ or hz % FREQUENCY_STEP_HZ:
+            raise FrameError("bad_field", f"CFList frequency {hz!r} is not a multiple of 100 Hz in range")
+    frequencies += [0] * (CFLIST_CHANNELS - len(frequencies))
+    return CFListLayout.build({"frequencies_hz": frequencies})
+
+
+def parse_cf_list(cf_list: bytes) -> list[int]:
+    """The five frequencies (Hz; 0 = no channel) of a type 0 CFList; FrameError 'bad_cf_list' otherwise."""
+    if len(cf_list) != CFLIST_LEN:
+        raise FrameError("bad_cf_list", f"a CFList is {CFLIST_LEN} bytes, not {len(cf_list)}")
+    try:
+        return list(CFListLayout.parse(bytes(cf_list)).frequencies_hz)
+    except ConstructError:
+        raise FrameError("bad_cf_list", f"CFListType {cf_list[-1]} is not 0 (EU868 channel frequencies)") from None

@@ -28,9 +28,11 @@ from dos_codecs.mac_commands import (
     RXParamSetupReq,
     RXTimingSetupAns,
     RXTimingSetupReq,
+    build_cf_list,
     build_mac_command,
     build_mac_commands,
     commands_size,
+    parse_cf_list,
     parse_mac_commands,
 )
 
@@ -216,3 +218,30 @@ def test_random_bytes_raise_only_codec_errors(data: bytes, uplink: bool) -> None
     rebuilt = build_mac_commands(commands)
     assert len(rebuilt) == len(data)
     assert parse_mac_commands(rebuilt, uplink) == commands
+
+
+def test_cf_list_layout() -> None:
+    # 867.1 MHz = 0x844f18 x 100 Hz, little-endian; CFListType 0 last.
+    cf_list = build_cf_list([867_100_000, 867_300_000])
+    assert cf_list.hex() == "184f84" + "e85684" + "000000" * 3 + "00"
+    assert parse_cf_list(cf_list) == [867_100_000, 867_300_000, 0, 0, 0]
+
+
+@pytest.mark.parametrize("cf_list", ["00" * 15, "00" * 17, "00" * 15 + "01"])
+def test_cf_list_rejects(cf_list: str) -> None:
+    with pytest.raises(FrameError) as caught:
+        parse_cf_list(bytes.fromhex(cf_list))
+    assert caught.value.reason == "bad_cf_list"
+
+
+@pytest.mark.parametrize("frequencies", [[1] * 6, [867_100_050], [-100], [0x1000000 * 100]])
+def test_cf_list_build_rejects(frequencies: list[int]) -> None:
+    with pytest.raises(FrameError) as caught:
+        build_cf_list(frequencies)
+    assert caught.value.reason == "bad_field"
+
+
+@settings(max_examples=200)
+@given(st.lists(frequencies, max_size=5))
+def test_cf_list_identity(frequencies_hz: list[int]) -> None:
+    assert parse_cf_list(build_cf_list(frequencies_hz)) == frequencies_hz + [0] * (5 - len(frequencies_hz))
