@@ -1,8 +1,11 @@
 """The agent: registry, GWMP server, session layer, schema decode, events and the MQTT sink, on one asyncio loop.
 
-Every accepted or rejected frame gets one structured log line (key=value; never a key, never payload bytes). A
-housekeeping tick commits frame counters, picks up registry changes made by other processes, and publishes the
-counters (retained) at most once per second when they changed.
+This is the session layer's I/O edge: it runs the dedup timers the session layer asks for (`CollectAt`), sends its
+`Transmit`s as PULL_RESP and hands the gateways' TX_ACKs back, feeds it the downlink requests from MQTT, and counts,
+logs and publishes its events. Every frame gets one structured log line (key=value; never a key, never payload
+bytes), as does every downlink step. A housekeeping tick commits frame counters, picks up registry changes made by
+other processes, ends downlinks whose TX_ACK never came, and publishes the counters (retained) at most once per second
+when they changed.
 """
 
 from __future__ import annotations
@@ -11,20 +14,37 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dos_agent.counters import Counters
-from dos_agent.events import SchemaBook, encode_event, uplink_event
+from dos_agent.events import SchemaBook, asset_event, encode_event, uplink_event
 from dos_agent.gwmp_server import GwmpServer
 from dos_agent.mqtt_sink import DEFAULT_INFLIGHT, MqttSink
 from dos_agent.registry import Registry
-from dos_agent.session import Event, SessionLayer, UplinkAccepted
+from dos_agent.session import (
+    CollectAt,
+    DownlinkDropped,
+    DownlinkStatus,
+    FcntReset,
+    JoinAccepted,
+    JoinRejected,
+    MacEvent,
+    Output,
+    SessionLayer,
+    Transmit,
+    UplinkAccepted,
+    UplinkRejected,
+    UplinkRepeated,
+)
 
 log = logging.getLogger("dos_agent")
 
 TICK_S = 0.25
 COUNTERS_EVERY_S = 1.0
+#: A PULL_RESP token is forgotten this long after it was sent (its TX_ACK is not coming any more).
+TX_TOKEN_TTL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +58,9 @@ class AgentConfig:
     mqtt_port: int = 1883
     prefix: str = "dos"
     max_inflight: int = DEFAULT_INFLIGHT
+    dedup_ms: int = 200
+    net_id: int = 0
+    adr_margin_db: float = 10.0
 
 
 def _fmt(value: object) -> str:
@@ -45,9 +68,9 @@ def _fmt(value: object) -> str:
     return f'"{text}"' if " " in text or not text else text
 
 
-def log_line(outcome: str, **fields: object) -> str:
-    """`frame=<outcome> key=value ...` with None fields left out."""
-    return " ".join([f"frame={outcome}"] + [f"{k}={_fmt(v)}" for k, v in fields.items() if v is not None])
+def log_line(outcome: str, what: str = "frame", **fields: object) -> str:
+    """`<what>=<outcome> key=value ...` with None fields left out."""
+    return " ".join([f"{what}={outcome}"] + [f"{k}={_fmt(v)}" for k, v in fields.items() if v is not None])
 
 
 class Agent:
@@ -57,14 +80,20 @@ class Agent:
         self.config = config
         self.registry = Registry(config.registry)
         self.counters = Counters()
-        self.session = SessionLayer(self.registry)
         self.schemas = SchemaBook()
+        self.clock = time.time
+        self.session = SessionLayer(self.registry, self.schemas, config.net_id, config.dedup_ms / 1000,
+                                    config.adr_margin_db)
         self.sink = MqttSink(config.mqtt_host, config.mqtt_port, config.prefix, config.max_inflight)
-        self.server = GwmpServer(self.session, self.counters, self.handle_event)
+        self.sink.subscribe_downlinks(self.handle_downlink_request)
+        self.server = GwmpServer(self.session, self.counters, self.handle_event, self.handle_tx_ack, self.clock)
         self.udp_address: tuple[str, int] | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._tick: asyncio.Task[None] | None = None
         self._published_version = -1
+        self._collect_timer: asyncio.TimerHandle | None = None
+        self._collect_at: float | None = None
+        self._tx_tokens: dict[tuple[str, bytes], tuple[int, float]] = {}
 
     async def start(self) -> None:
         """Bind the UDP port, connect to the broker (reconnecting in the background), start housekeeping."""
@@ -97,24 +126,47 @@ class Agent:
             self._tick.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
+        if self._collect_timer is not None:
+            self._collect_timer.cancel()
+        # frames still gathering copies are handled, not lost
+        for output in self.session.collect(self.clock() + self.session.dedup.window_s):
+            if not isinstance(output, Transmit):
+                self.handle_event(output)
         self._publish_counters()
         await self.sink.stop()
         self.registry.close()
         log.info("agent: stopped")
 
-    def handle_event(self, event: Event) -> None:
-        """Count, log and (for application uplinks) publish one session-layer event."""
-        logging_frames = log.isEnabledFor(logging.INFO)
-        if not isinstance(event, UplinkAccepted):
-            self.counters.count_frame(event.reason)
-            if logging_frames:
+    def handle_event(self, output: Output) -> None:
+        """Count, log, publish or carry out one session-layer output."""
+        if isinstance(output, UplinkAccepted):
+            self._accepted(output)
+        elif isinstance(output, CollectAt):
+            self._arm_collect(output.deadline)
+        elif isinstance(output, Transmit):
+            self._transmit(output)
+        elif isinstance(output, UplinkRejected):
+            self.counters.count_frame(output.reason)
+            self.counters.count_frame_copies(output.duplicates)
+            if log.isEnabledFor(logging.INFO):
                 log.info(log_line(
-                    "rejected", reason=event.reason, dev_addr=event.dev_addr, dev_eui=event.dev_eui,
-                    gateway=event.reception.gateway_eui, rssi=event.reception.rssi, snr=event.reception.snr,
-                    detail=event.detail,
+                    "rejected", reason=output.reason, dev_addr=output.dev_addr, dev_eui=output.dev_eui,
+                    gateway=output.reception.gateway_eui, rssi=output.reception.rssi, snr=output.reception.snr,
+                    detail=output.detail,
                 ))
-            return
+        elif isinstance(output, UplinkRepeated):
+            self.counters.count_frame("retransmission")
+            self.counters.count_frame_copies(output.duplicates)
+            log.info(log_line("retransmission", dev_eui=output.device.dev_eui, asset=output.device.asset_id,
+                              fcnt=output.fcnt, gateway=output.reception.gateway_eui))
+        elif isinstance(output, DownlinkStatus):
+            self._downlink_status(output)
+        else:
+            self._device_event(output)
+
+    def _accepted(self, event: UplinkAccepted) -> None:
         self.counters.count_frame("accepted")
+        self.counters.count_frame_copies(event.duplicates)
         device = event.device
         published = False
         decode_error = None
@@ -124,12 +176,113 @@ class Agent:
             published = self.sink.publish_event(device.asset_id, encode_event(document))
             if not published:
                 self.counters.count_sink("dropped")
-        if logging_frames:
+        if log.isEnabledFor(logging.INFO):
             log.info(log_line(
                 "accepted", dev_eui=device.dev_eui, asset=device.asset_id, fcnt=event.fcnt, fport=event.fport,
                 gateway=event.reception.gateway_eui, rssi=event.reception.rssi, snr=event.reception.snr,
-                decode_error=decode_error, published=published,
+                gateways=len(event.receptions) or 1, confirmed=event.confirmed or None, decode_error=decode_error,
+                published=published,
             ))
+
+    def _device_event(self, output: JoinAccepted | JoinRejected | FcntReset | DownlinkDropped | MacEvent) -> None:
+        """Joins, refused joins, counter resets, dropped downlinks and MAC reports: counted, logged, published."""
+        if isinstance(output, JoinAccepted):
+            device = output.device
+            self.counters.count_frame("joined")
+            self.counters.count_frame_copies(output.duplicates)
+            log.info(log_line("joined", dev_eui=device.dev_eui, asset=device.asset_id, dev_addr=device.dev_addr,
+                              dev_nonce=output.dev_nonce, gateway=output.reception.gateway_eui))
+            self._publish_asset_event(asset_event("join", device.asset_id, device.dev_eui, output.received_at,
+                                                  dev_addr=device.dev_addr, dev_nonce=output.dev_nonce))
+        elif isinstance(output, JoinRejected):
+            self.counters.count_frame(f"join_{output.reason}")
+            self.counters.count_frame_copies(output.duplicates)
+            log.info(log_line("join_rejected", reason=output.reason, dev_eui=output.dev_eui,
+                              dev_nonce=output.dev_nonce, gateway=output.reception.gateway_eui, detail=output.detail))
+            if output.device is not None:
+                self._publish_asset_event(asset_event(
+                    "join_rejected", output.device.asset_id, output.dev_eui, output.received_at, reason=output.reason,
+                    detail=output.detail, dev_nonce=output.dev_nonce, last_dev_nonce=output.last_dev_nonce,
+                ))
+        elif isinstance(output, FcntReset):
+            device = output.device
+            log.warning(log_line("fcnt_reset", dev_eui=device.dev_eui, asset=device.asset_id,
+                                 last_fcnt=output.last_fcnt, fcnt16=output.fcnt16, policy=output.policy,
+                                 accepted=output.accepted))
+            self._publish_asset_event(asset_event(
+                "fcnt_reset", device.asset_id, device.dev_eui, output.at, last_fcnt=output.last_fcnt,
+                fcnt16=output.fcnt16, accepted=output.accepted, policy=output.policy,
+            ))
+        elif isinstance(output, DownlinkDropped):
+            self.counters.count_downlink(output.reason)
+            log.info(log_line("dropped", "downlink", dev_eui=output.dev_eui, reason=output.reason,
+                              detail=output.detail))
+        else:
+            device = output.device
+            log.info(log_line(output.kind, "mac", dev_eui=device.dev_eui, asset=device.asset_id,
+                              **{k: v for k, v in output.fields.items() if isinstance(v, (int, float, str))}))
+            self._publish_asset_event(asset_event(output.kind, device.asset_id, device.dev_eui, output.at,
+                                                  **output.fields))
+
+    def _downlink_status(self, status: DownlinkStatus) -> None:
+        self.counters.count_downlink(status.status)
+        log.info(log_line(status.status, "downlink", asset=status.asset_id, dev_eui=status.dev_eui,
+                          id=status.downlink_id, fport=status.fport, fcnt_down=status.fcnt_down, reason=status.reason))
+        self._publish_asset_event(asset_event(
+            "downlink", status.asset_id, status.dev_eui, status.at, id=status.downlink_id, status=status.status,
+            reason=status.reason, fcnt_down=status.fcnt_down, fport=status.fport,
+        ))
+
+    def _publish_asset_event(self, document: dict) -> None:
+        if not self.sink.publish_asset_event(document["asset_id"], document["type"], encode_event(document)):
+            self.counters.count_sink("dropped")
+
+    def handle_downlink_request(self, asset_id: str, payload: bytes) -> None:
+        """A downlink request from MQTT (`<prefix>/assets/<asset_id>/down`)."""
+        for output in self.session.request_downlink(asset_id, payload, self.clock()):
+            self.handle_event(output)
+
+    def handle_tx_ack(self, gateway_eui: str, token: bytes, error: str) -> None:
+        """A gateway's TX_ACK: matched to its PULL_RESP by token, handed to the session layer."""
+        entry = self._tx_tokens.pop((gateway_eui, token), None)
+        if entry is None:
+            self.counters.count_downlink("tx_ack_unknown_token")
+            return
+        self.counters.count_downlink(f"tx_{error.lower()}")
+        for output in self.session.tx_ack(entry[0], error, self.clock()):
+            self.handle_event(output)
+
+    def _transmit(self, transmit: Transmit) -> None:
+        try:
+            token = self.server.send_pull_resp(transmit.gateway_eui, transmit.txpk)
+        except LookupError:
+            self.counters.count_downlink("tx_no_downlink_path")
+            for output in self.session.tx_ack(transmit.ref, "NO_DOWNLINK_PATH", self.clock()):
+                self.handle_event(output)
+            return
+        self._tx_tokens[(transmit.gateway_eui, token)] = (transmit.ref, self.clock())
+        log.debug("downlink: PULL_RESP to %s tmst=%s freq=%s %s size=%d", transmit.gateway_eui, transmit.txpk.tmst,
+                  transmit.txpk.freq, transmit.txpk.datr, transmit.txpk.size)
+
+    def _arm_collect(self, deadline: float) -> None:
+        """Run `collect` at `deadline` (session clock) unless an earlier run is already set."""
+        if self._collect_at is not None and self._collect_at <= deadline:
+            return
+        if self._collect_timer is not None:
+            self._collect_timer.cancel()
+        self._collect_at = deadline
+        self._collect_timer = asyncio.get_running_loop().call_later(max(0.0, deadline - self.clock()), self._collect)
+
+    def _collect(self) -> None:
+        self._collect_timer = self._collect_at = None
+        try:
+            for output in self.session.collect(self.clock()):
+                self.handle_event(output)
+        except Exception:  # the timer must outlive a bug in one frame's handling
+            log.exception("agent: handling collected frames failed")
+        deadline = self.session.next_deadline()
+        if deadline is not None:
+            self._arm_collect(deadline)
 
     def _publish_counters(self) -> None:
         if self.counters.version == self._published_version:
@@ -143,6 +296,10 @@ class Agent:
         while True:
             await asyncio.sleep(TICK_S)
             try:
+                now = self.clock()
+                for output in self.session.expire(now):
+                    self.handle_event(output)
+                self._tx_tokens = {k: v for k, v in self._tx_tokens.items() if now - v[1] < TX_TOKEN_TTL_S}
                 if self.registry.flush() and self.registry.reload_if_changed():
                     log.info("agent: registry changed on disk, %d device(s)", len(self.registry.devices()))
                 if loop.time() >= next_counters:

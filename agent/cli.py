@@ -37,6 +37,29 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _dedup_ms(text: str) -> int:
+    if not text.isdigit() or int(text) > 10_000:
+        raise argparse.ArgumentTypeError(f"expected milliseconds 0..10000, got {text!r}")
+    return int(text)
+
+
+def _net_id(text: str) -> int:
+    digits = text.removeprefix("0x")
+    if not 1 <= len(digits) <= 6 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise argparse.ArgumentTypeError(f"expected a NetID of up to 6 hex digits, got {text!r}")
+    return int(digits, 16)
+
+
+def _margin_db(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 30:
+        raise argparse.ArgumentTypeError(f"expected a margin of 0..30 dB, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `dos-edge`."""
     parser = argparse.ArgumentParser(prog="dos-edge", description="DOS Edge: LoRaWAN edge agent and tools")
@@ -50,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mqtt-host", default="127.0.0.1", help="MQTT broker host (default 127.0.0.1)")
     run.add_argument("--mqtt-port", type=_port, default=1883, help="MQTT broker port (default 1883)")
     run.add_argument("--prefix", default="dos", help="MQTT topic prefix (default dos)")
+    run.add_argument("--dedup-ms", type=_dedup_ms, default=200, metavar="MS",
+                     help="window gathering copies of one frame from several gateways (default 200)")
+    run.add_argument("--net-id", type=_net_id, default=0, metavar="HEX",
+                     help="NetID of this network, the DevAddr block OTAA joins get (default 000000)")
+    run.add_argument("--adr-margin-db", type=_margin_db, default=10.0, metavar="DB",
+                     help="SNR margin ADR keeps above the demodulation floor (default 10)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     devices = commands.add_parser("devices", help="the device registry").add_subparsers(dest="action", required=True)
@@ -111,7 +140,8 @@ def _agent_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = AgentConfig(
         registry=args.registry, udp_host=args.udp[0], udp_port=args.udp[1],
-        mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, prefix=args.prefix,
+        mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, prefix=args.prefix, dedup_ms=args.dedup_ms,
+        net_id=args.net_id, adr_margin_db=args.adr_margin_db,
     )
     try:
         agent = Agent(config)

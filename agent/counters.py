@@ -1,5 +1,5 @@
-"""The agent's counters: frames by outcome, datagrams by kind or rejection reason, gateways by last seen, and
-what the MQTT sink had to drop.
+"""The agent's counters: frames by outcome, datagrams by kind or rejection reason, downlinks by status or reason,
+gateways by last seen, and what the MQTT sink had to drop.
 
 `version` moves on every change, so a publisher can tell cheaply whether there is anything new to publish.
 """
@@ -16,6 +16,7 @@ class Counters:
     def __init__(self) -> None:
         self.frames: Counter[str] = Counter()
         self.datagrams: Counter[str] = Counter()
+        self.downlinks: Counter[str] = Counter()
         self.gateways: dict[str, str] = {}
         self.sink: Counter[str] = Counter()
         self.version = 0
@@ -30,6 +31,18 @@ class Counters:
         self.datagrams[outcome] += 1
         self.version += 1
 
+    def count_frame_copies(self, copies: int) -> None:
+        """Receptions folded into a frame another reception already counted (multi-gateway duplicates)."""
+        if copies:
+            self.frames["duplicate"] += copies
+            self.version += 1
+
+    def count_downlink(self, outcome: str) -> None:
+        """A downlink moved (queued, sent, acked, failed), a gateway answered a PULL_RESP (tx_<error>), or a frame
+        for a device could not go (its reason)."""
+        self.downlinks[outcome] += 1
+        self.version += 1
+
     def count_sink(self, outcome: str) -> None:
         """An event the sink could not take (`dropped`: its queue was full)."""
         self.sink[outcome] += 1
@@ -41,10 +54,12 @@ class Counters:
         self.version += 1
 
     def snapshot(self) -> dict[str, Any]:
-        """{"frames": {...}, "datagrams": {...}, "gateways": {eui: last_seen}, "sink": {...}}, keys sorted."""
+        """{"frames": {...}, "datagrams": {...}, "downlinks": {...}, "gateways": {eui: last_seen}, "sink": {...}},
+        keys sorted."""
         return {
             "frames": dict(sorted(self.frames.items())),
             "datagrams": dict(sorted(self.datagrams.items())),
+            "downlinks": dict(sorted(self.downlinks.items())),
             "gateways": dict(sorted(self.gateways.items())),
             "sink": dict(sorted(self.sink.items())),
         }

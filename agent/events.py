@@ -1,4 +1,5 @@
-"""The uplink event: the JSON document the agent publishes for every accepted application uplink.
+"""The agent's JSON documents: the uplink event published for every accepted application uplink (one per frame,
+however many gateways heard it), and the asset events (join, join_rejected, downlink, fcnt_reset, ...).
 
 Every key is always present (null when unknown). A payload that does not decode still gives an event, with `readings`
 {} and the reason in `decode_error`, so no data is lost; decoder warnings are always carried in `warnings`.
@@ -10,12 +11,15 @@ import hashlib
 import json
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dos_codecs.errors import CodecError
 from dos_codecs.schema import Schema, load_schema
 
-from dos_agent.session import UplinkAccepted
+from dos_agent.eu868 import data_rate
+
+if TYPE_CHECKING:
+    from dos_agent.session import Reception, UplinkAccepted
 
 #: The keys of an uplink event, in the order they are written.
 EVENT_KEYS = (
@@ -26,6 +30,9 @@ EVENT_KEYS = (
     "schema_version",
     "fcnt",
     "fport",
+    "confirmed",
+    "adr",
+    "dr",
     "received_at",
     "gateway_id",
     "rssi",
@@ -34,6 +41,7 @@ EVENT_KEYS = (
     "sf",
     "bw",
     "gateway_time",
+    "receptions",
     "readings",
     "warnings",
     "payload_hex",
@@ -93,8 +101,23 @@ class SchemaBook:
         return found
 
 
+def reception_view(reception: Reception) -> dict[str, Any]:
+    """One gateway's reception as listed in an event's `receptions`."""
+    return {
+        "gateway_id": reception.gateway_eui,
+        "rssi": reception.rssi,
+        "snr": reception.snr,
+        "tmst": reception.tmst,
+        "time": reception.time,
+        "frequency": reception.freq,
+        "sf": reception.sf,
+        "bw": reception.bw,
+    }
+
+
 def uplink_event(accepted: UplinkAccepted, schemas: SchemaBook) -> dict[str, Any]:
-    """The event of an accepted uplink, with its payload decoded under the device kind's schema."""
+    """The event of an accepted uplink, with its payload decoded under the device kind's schema. The top-level
+    gateway fields are those of the best reception (highest SNR); `receptions` lists every gateway's."""
     device = accepted.device
     reception = accepted.reception
     readings: dict[str, Any] = {}
@@ -118,6 +141,9 @@ def uplink_event(accepted: UplinkAccepted, schemas: SchemaBook) -> dict[str, Any
         "schema_version": schema_version,
         "fcnt": accepted.fcnt,
         "fport": accepted.fport,
+        "confirmed": accepted.confirmed,
+        "adr": accepted.adr,
+        "dr": data_rate(reception.sf, reception.bw),
         "received_at": iso_utc(accepted.received_at),
         "gateway_id": reception.gateway_eui,
         "rssi": reception.rssi,
@@ -126,11 +152,17 @@ def uplink_event(accepted: UplinkAccepted, schemas: SchemaBook) -> dict[str, Any
         "sf": reception.sf,
         "bw": reception.bw,
         "gateway_time": reception.time,
+        "receptions": [reception_view(r) for r in accepted.receptions or (reception,)],
         "readings": readings,
         "warnings": warnings,
         "payload_hex": accepted.payload.hex(),
         "decode_error": decode_error,
     }
+
+
+def asset_event(event_type: str, asset_id: str, dev_eui: str | None, at: float, **fields: Any) -> dict[str, Any]:
+    """An asset event for `<prefix>/assets/<asset_id>/event/<type>`: {type, asset_id, dev_eui, time, ...fields}."""
+    return {"type": event_type, "asset_id": asset_id, "dev_eui": dev_eui, "time": iso_utc(at), **fields}
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

@@ -1,9 +1,10 @@
 """The Semtech UDP (GWMP) server: acknowledges packet forwarders and feeds every received frame to the session layer.
 
 PUSH_DATA is answered with PUSH_ACK and PULL_DATA with PULL_ACK (same version and token bytes). Each gateway's address
-from its last PULL_DATA is remembered for PULL_RESP. Every rxpk with a good CRC goes to the session layer; its events go
-to `on_event`. Malformed datagrams and rxpk objects are counted by reason and logged (rate-limited); nothing a
-datagram holds can stop the server.
+from its last PULL_DATA is remembered for PULL_RESP. Every rxpk with a good CRC goes to the session layer
+(`SessionLayer.receive`); its outputs go to `on_output`. A TX_ACK's error goes to `on_tx_ack(gateway, token, error)`.
+Malformed datagrams and rxpk objects are counted by reason and logged (rate-limited); nothing a datagram holds can
+stop the server.
 """
 
 from __future__ import annotations
@@ -16,11 +17,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dos_codecs.errors import DatagramError
-from dos_codecs.gwmp import Datagram, GwmpKind, Rxpk, Txpk, build_datagram, parse_datagram, parse_rxpk, txpk_to_json
+from dos_codecs.gwmp import (
+    Datagram,
+    GwmpKind,
+    Rxpk,
+    Txpk,
+    build_datagram,
+    parse_datagram,
+    parse_rxpk,
+    parse_tx_ack_error,
+    txpk_to_json,
+)
 
 from dos_agent.counters import Counters
 from dos_agent.events import iso_utc
-from dos_agent.session import Event, Reception, SessionLayer
+from dos_agent.session import Output, Reception, SessionLayer
 
 log = logging.getLogger("dos_agent.gwmp")
 
@@ -58,7 +69,7 @@ class GatewayState:
     pull_version: int = 2
 
 
-def reception_of(rxpk: Rxpk, gateway_eui: str) -> Reception:
+def reception_of(rxpk: Rxpk, gateway_eui: str, can_transmit: bool = True) -> Reception:
     """The session layer's reception metadata of an rxpk (frequency and bandwidth in Hz)."""
     return Reception(
         gateway_eui=gateway_eui,
@@ -69,6 +80,7 @@ def reception_of(rxpk: Rxpk, gateway_eui: str) -> Reception:
         rssi=rxpk.rssi,
         snr=rxpk.lsnr,
         time=rxpk.time,
+        can_transmit=can_transmit,
     )
 
 
@@ -79,12 +91,14 @@ class GwmpServer(asyncio.DatagramProtocol):
         self,
         session: SessionLayer,
         counters: Counters,
-        on_event: Callable[[Event], None],
+        on_output: Callable[[Output], None],
+        on_tx_ack: Callable[[str, bytes, str], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.session = session
         self.counters = counters
-        self.on_event = on_event
+        self.on_output = on_output
+        self.on_tx_ack = on_tx_ack
         self.clock = clock
         self.gateways: dict[str, GatewayState] = {}
         self.transport: asyncio.DatagramTransport | None = None
@@ -124,9 +138,15 @@ class GwmpServer(asyncio.DatagramProtocol):
             self._send(Datagram(datagram.version, datagram.token, GwmpKind.PULL_ACK), addr)
         elif datagram.kind == GwmpKind.PUSH_DATA:
             self._send(Datagram(datagram.version, datagram.token, GwmpKind.PUSH_ACK), addr)
-            self._push_data(datagram, gateway.eui, addr, now)
+            self._push_data(datagram, gateway, now)
         else:
-            log.debug("gwmp: TX_ACK from %s: %s", gateway.eui, datagram.payload)
+            try:
+                error = parse_tx_ack_error(datagram.payload)
+            except DatagramError as exc:
+                self.counters.count_datagram(exc.reason)
+                self._bad_input_log.warning(exc.reason, f"gwmp: bad TX_ACK from {gateway.eui}: {exc}", now)
+                return
+            self.on_tx_ack(gateway.eui, datagram.token, error)
 
     def _gateway_seen(self, eui: str, now: float) -> GatewayState:
         gateway = self.gateways.get(eui)
@@ -137,7 +157,8 @@ class GwmpServer(asyncio.DatagramProtocol):
         self.counters.gateway_seen(eui, iso_utc(now))
         return gateway
 
-    def _push_data(self, datagram: Datagram, gateway_eui: str, addr: tuple[str, int], now: float) -> None:
+    def _push_data(self, datagram: Datagram, gateway: GatewayState, now: float) -> None:
+        gateway_eui = gateway.eui
         rxpks = datagram.payload.get("rxpk", [])
         if not isinstance(rxpks, list):
             self.counters.count_datagram("rxpk_not_list")
@@ -153,8 +174,9 @@ class GwmpServer(asyncio.DatagramProtocol):
             if rxpk.stat != 1:
                 self.counters.count_frame("crc_error")
                 continue
-            for event in self.session.handle_uplink(rxpk.data, reception_of(rxpk, gateway_eui), now):
-                self.on_event(event)
+            reception = reception_of(rxpk, gateway_eui, gateway.pull_addr is not None)
+            for output in self.session.receive(rxpk.data, reception, now):
+                self.on_output(output)
 
     def _send(self, datagram: Datagram, addr: tuple[str, int]) -> None:
         if self.transport is not None:

@@ -3,6 +3,8 @@
 paho's socket callbacks register its socket with the event loop (`loop_read` when readable, `loop_write` while it has
 bytes to send); a housekeeping task calls `loop_misc` every second for keepalive and reconnects with back-off while
 the broker is away. Messages published while disconnected wait in paho's queue (bounded) and go out on reconnect.
+Downlink requests (`<prefix>/assets/+/down`) are subscribed at QoS 1 on every connect, so a reconnect (to a broker
+that lost the session) never loses the subscription; they reach the callback on the event loop.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import logging
 import secrets
 import socket
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -32,6 +35,16 @@ HOUSEKEEPING_S = 1.0
 def event_topic(prefix: str, asset_id: str) -> str:
     """Topic of an asset's uplink events."""
     return f"{prefix}/assets/{asset_id}/up"
+
+
+def asset_event_topic(prefix: str, asset_id: str, event_type: str) -> str:
+    """Topic of an asset's other events (join, downlink, fcnt_reset, ...)."""
+    return f"{prefix}/assets/{asset_id}/event/{event_type}"
+
+
+def downlink_topic(prefix: str, asset_id: str = "+") -> str:
+    """Topic of an asset's downlink requests (with the default "+", the filter for every asset)."""
+    return f"{prefix}/assets/{asset_id}/down"
 
 
 def counters_topic(prefix: str) -> str:
@@ -67,6 +80,7 @@ class MqttSink:
         self._housekeeping: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._stopping = False
+        self._on_downlink: Callable[[str, bytes], None] | None = None
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"dos-edge-{secrets.token_hex(4)}",
@@ -78,6 +92,7 @@ class MqttSink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
         self._client.on_socket_open = self._on_socket_open
         self._client.on_socket_close = self._on_socket_close
         self._client.on_socket_register_write = self._on_socket_register_write
@@ -111,6 +126,16 @@ class MqttSink:
     def publish_event(self, asset_id: str, payload: bytes) -> bool:
         """Queue one event on the asset's topic at QoS 1; False (and counted in `dropped`) when the queue is full."""
         return self._publish(event_topic(self.prefix, asset_id), payload, retain=False)
+
+    def publish_asset_event(self, asset_id: str, event_type: str, payload: bytes) -> bool:
+        """Queue one asset event on `<prefix>/assets/<asset_id>/event/<type>` at QoS 1; False when the queue is full."""
+        return self._publish(asset_event_topic(self.prefix, asset_id, event_type), payload, retain=False)
+
+    def subscribe_downlinks(self, on_downlink: Callable[[str, bytes], None]) -> None:
+        """Deliver every downlink request as on_downlink(asset_id, payload), from now on and after every reconnect."""
+        self._on_downlink = on_downlink
+        if self.connected:
+            self._client.subscribe(downlink_topic(self.prefix), qos=1)
 
     def publish_counters(self, payload: bytes) -> bool:
         """Publish the agent's counters, retained, at QoS 1."""
@@ -190,6 +215,8 @@ class MqttSink:
             log.warning("mqtt: broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
             return
         log.info("mqtt: connected to %s:%d", self.host, self.port)
+        if self._on_downlink is not None:
+            client.subscribe(downlink_topic(self.prefix), qos=1)
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
@@ -199,6 +226,16 @@ class MqttSink:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
         self.acked += 1
+
+    def _on_message(self, client, userdata, message) -> None:  # noqa: ANN001
+        levels = message.topic.split("/")
+        prefix_levels = self.prefix.count("/") + 1
+        if self._on_downlink is None or len(levels) != prefix_levels + 3 or levels[-1] != "down":
+            return
+        try:
+            self._on_downlink(levels[-2], message.payload)
+        except Exception:  # a bad request or a bug must not take the MQTT client down
+            log.exception("mqtt: handling a downlink request on %s failed", message.topic)
 
     def _on_socket_open(self, client, userdata, sock: socket.socket) -> None:  # noqa: ANN001
         self._loop.add_reader(sock, client.loop_read)

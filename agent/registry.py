@@ -1,10 +1,13 @@
-"""The device registry: one SQLite file (created 0600, WAL) holding every device, its keys and its frame counters.
+"""The device registry: one SQLite file (created 0600, WAL) holding every device, its keys, its frame counters, the join
+server's state (DevNonce, JoinNonce, the session it made), each device's MAC state and the queue of downlinks.
 
 The agent is the registry's hot reader: devices are cached in memory by DevAddr, and the cache is reloaded when another
-process (`dos-edge devices import`) commits a change (`reload_if_changed`). Frame counter updates go to the cache at once
-and to the file in groups (`record_uplink`, then `flush`, which the agent calls a few times a second and which runs by
-itself every COMMIT_EVERY updates): a crash may lose the last few counters, which at worst lets a replay of those frames
-through again, and those carry the same `event_id` as the first time.
+process (`dos-edge devices import`) commits a change (`reload_if_changed`). Uplink counter and MAC state updates go to the
+cache at once and to the file in groups (`record_uplink`, then `flush`, which the agent calls a few times a second and
+which runs by itself every COMMIT_EVERY updates): a crash may lose the last few counters, which at worst lets a replay of
+those frames through again, and those carry the same `event_id` as the first time. Whatever must never be reused or lost
+is committed before it is used: a join's session and nonces (`store_join`), each FCntDown (`reserve_fcnt_down`), and
+every change to the downlink queue.
 
 Keys are stored as hex in the file (protected by its mode) and never appear in a repr or a log line.
 """
@@ -26,7 +29,7 @@ from typing import Any, Iterable, Iterator
 log = logging.getLogger("dos_agent.registry")
 
 #: Version of the table layout; `meta.schema_version`. Each entry of _MIGRATIONS moves the file one version up.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1: devices
@@ -49,6 +52,23 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX devices_dev_addr ON devices (dev_addr);
     """,
+    # 1 -> 2: join server state, MAC state, downlink queue
+    """
+    ALTER TABLE devices ADD COLUMN last_dev_nonce INTEGER;
+    ALTER TABLE devices ADD COLUMN join_nonce INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN mac_state TEXT;
+    CREATE TABLE downlinks (
+        id TEXT PRIMARY KEY,
+        dev_eui TEXT NOT NULL,
+        fport INTEGER NOT NULL,
+        confirmed INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL,
+        fcnt_down INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX downlinks_dev_eui ON downlinks (dev_eui);
+    """,
 )
 
 #: How long a write waits for another process's write (e.g. an import) to finish.
@@ -57,7 +77,9 @@ BUSY_TIMEOUT_MS = 5000
 COMMIT_EVERY = 256
 
 ACTIVATIONS = ("abp", "otaa")
-FCNT_RESET_POLICIES = ("reject",)
+FCNT_RESET_POLICIES = ("reject", "accept")
+#: States of a queued downlink: waiting for an uplink to answer, or sent confirmed and waiting for the device's ACK.
+DOWNLINK_STATES = ("queued", "awaiting_ack")
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
 #: An asset id is one MQTT topic level: no '/', '+', '#', no spaces.
@@ -85,8 +107,10 @@ class ProvisioningError(ValueError):
 class DeviceRecord:
     """One device. EUIs, DevAddr and keys are lowercase hex; keys are None when not provisioned.
 
-    `fcnt_up` is the last 32-bit uplink counter accepted in this session (None before the first uplink);
-    `session_id` changes whenever the device's session (DevAddr or keys) changes.
+    `fcnt_up` is the last 32-bit uplink counter accepted in this session (None before the first uplink), `fcnt_down`
+    the next FCntDown to use; `session_id` changes whenever the device's session (DevAddr or keys) changes.
+    OTAA: `last_dev_nonce` is the highest DevNonce accepted (None before the first join), `join_nonce` the last
+    JoinNonce used. `mac_state` is the MAC layer's state of this session as JSON (None: the defaults).
     """
 
     dev_eui: str
@@ -103,6 +127,9 @@ class DeviceRecord:
     session_id: str | None = None
     fcnt_reset_policy: str = "reject"
     state: str = "active"
+    last_dev_nonce: int | None = None
+    join_nonce: int = 0
+    mac_state: str | None = None
 
     def __repr__(self) -> str:
         shown = []
@@ -123,6 +150,22 @@ class DeviceRecord:
             value = getattr(self, name)
             view[name] = bool(value) if name in _KEY_FIELDS else value
         return view
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDownlink:
+    """One application downlink waiting in a device's queue (`state` one of DOWNLINK_STATES). `payload` is the
+    plaintext FRMPayload; `fcnt_down` is the FCntDown it was last sent with and `attempts` how many uplinks passed
+    without the device's ACK (confirmed downlinks)."""
+
+    id: str
+    dev_eui: str
+    fport: int
+    confirmed: bool
+    payload: bytes
+    state: str = "queued"
+    fcnt_down: int | None = None
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +196,10 @@ class Registry:
         if not self.path.exists():
             _create_private(self.path)
         self._pending = 0
-        self._unwritten: dict[tuple[str, str | None], int] = {}
+        self._unwritten: dict[tuple[str, str | None], tuple[int, str | None]] = {}
         self._by_eui: dict[str, DeviceRecord] = {}
         self._by_addr: dict[int, list[DeviceRecord]] = {}
+        self._by_asset: dict[str, DeviceRecord] = {}
         self._data_version = -1
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -223,6 +267,11 @@ class Registry:
             if record.dev_addr is not None and record.state == "active":
                 by_addr.setdefault(int(record.dev_addr, 16), []).append(record)
         self._by_addr = by_addr
+        self._by_asset = {}
+        for record in records:  # an active device wins over a retired one holding the same asset
+            held = self._by_asset.get(record.asset_id)
+            if held is None or held.state != "active":
+                self._by_asset[record.asset_id] = record
         self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
 
     def reload_if_changed(self) -> bool:
@@ -246,32 +295,136 @@ class Registry:
         """Every device, ordered by DevEUI."""
         return list(self._by_eui.values())
 
+    def device_for_asset(self, asset_id: str) -> DeviceRecord | None:
+        """The device bound to an asset (the active one when there are several), or None."""
+        device = self._by_asset.get(asset_id)
+        return None if device is None else self._by_eui.get(device.dev_eui)
+
+    def dev_addrs_in_use(self) -> set[int]:
+        """Every DevAddr held by a device of the registry (active or not)."""
+        return {int(d.dev_addr, 16) for d in self._by_eui.values() if d.dev_addr is not None}
+
+    def _put(self, updated: DeviceRecord) -> None:
+        """Replace a device's cached record (same DevAddr) with `updated`."""
+        self._by_eui[updated.dev_eui] = updated
+        if self._by_asset.get(updated.asset_id, updated).dev_eui == updated.dev_eui:
+            self._by_asset[updated.asset_id] = updated
+        if updated.dev_addr is not None:
+            holders = self._by_addr.get(int(updated.dev_addr, 16), [])
+            for i, held in enumerate(holders):
+                if held.dev_eui == updated.dev_eui:
+                    holders[i] = updated
+
     # --- frame counters -----------------------------------------------------------------------------------------------
 
-    def record_uplink(self, device: DeviceRecord, fcnt_up: int) -> DeviceRecord:
-        """Store the last accepted 32-bit uplink counter of the device's current session; returns the updated record.
+    def record_uplink(self, device: DeviceRecord, fcnt_up: int | None, mac_state: str | None = None) -> DeviceRecord:
+        """Store the last accepted 32-bit uplink counter of the device's current session (and its MAC state as JSON,
+        when given); returns the updated record.
 
         Written with the next group (see COMMIT_EVERY and `flush`). A session that changed meanwhile is left alone.
         """
         updated = DeviceRecord(
             device.dev_eui, device.asset_id, device.kind, device.activation, device.dev_addr, device.nwk_s_key,
             device.app_s_key, device.app_key, device.join_eui, fcnt_up, device.fcnt_down, device.session_id,
-            device.fcnt_reset_policy, device.state,
+            device.fcnt_reset_policy, device.state, device.last_dev_nonce, device.join_nonce,
+            device.mac_state if mac_state is None else mac_state,
         )
-        cached = self._by_eui.get(device.dev_eui)
-        if cached is None or cached.session_id != device.session_id:
+        if not self._same_session(device):
             return updated
-        self._by_eui[device.dev_eui] = updated
-        if device.dev_addr is not None:
-            holders = self._by_addr.get(int(device.dev_addr, 16), [])
-            for i, held in enumerate(holders):
-                if held.dev_eui == device.dev_eui:
-                    holders[i] = updated
-        self._unwritten[(device.dev_eui, device.session_id)] = fcnt_up
+        self._put(updated)
+        self._unwritten[(device.dev_eui, device.session_id)] = (fcnt_up, updated.mac_state)
         self._pending += 1
         if self._pending >= COMMIT_EVERY:
             self.flush()
         return updated
+
+    def record_mac_state(self, device: DeviceRecord, mac_state: str) -> DeviceRecord:
+        """Store the device's MAC state (JSON) of its current session, written with the next group."""
+        cached = self._by_eui.get(device.dev_eui, device)
+        return self.record_uplink(cached, cached.fcnt_up, mac_state)
+
+    def _same_session(self, device: DeviceRecord) -> bool:
+        cached = self._by_eui.get(device.dev_eui)
+        return cached is not None and cached.session_id == device.session_id
+
+    def reserve_fcnt_down(self, device: DeviceRecord) -> DeviceRecord:
+        """Take the device's next FCntDown (`device.fcnt_down`) for a downlink: the following value is committed to
+        the file before this returns, so no FCntDown is ever used twice. Returns the record holding the following
+        value. Raises LookupError when the device's session changed meanwhile, sqlite3.Error when the file cannot
+        be written (then nothing may be sent)."""
+        cached = self._by_eui.get(device.dev_eui)
+        if cached is None or cached.session_id != device.session_id:
+            raise LookupError(f"device {device.dev_eui} is no longer in that session")
+        updated = replace(cached, fcnt_down=cached.fcnt_down + 1)
+        with self._transaction():
+            self._db.execute(
+                "UPDATE devices SET fcnt_down = ? WHERE dev_eui = ? AND session_id IS ?",
+                (updated.fcnt_down, updated.dev_eui, updated.session_id),
+            )
+        self._put(updated)
+        return updated
+
+    def store_join(
+        self, device: DeviceRecord, dev_addr: int, nwk_s_key: bytes, app_s_key: bytes, dev_nonce: int, join_nonce: int,
+        mac_state: str | None,
+    ) -> DeviceRecord:
+        """Start the session an OTAA join made (new DevAddr and keys, counters afresh, the nonces recorded) and commit
+        it before this returns. Raises sqlite3.Error when the file cannot be written (then no JoinAccept may go)."""
+        cached = self._by_eui.get(device.dev_eui, device)
+        updated = replace(
+            cached, dev_addr=f"{dev_addr:08x}", nwk_s_key=nwk_s_key.hex(), app_s_key=app_s_key.hex(), fcnt_up=None,
+            fcnt_down=0, session_id=_new_session_id(), last_dev_nonce=dev_nonce, join_nonce=join_nonce,
+            mac_state=mac_state,
+        )
+        with self._transaction():
+            self._db.execute(
+                "UPDATE devices SET dev_addr = ?, nwk_s_key = ?, app_s_key = ?, fcnt_up = NULL, fcnt_down = 0, "
+                "session_id = ?, last_dev_nonce = ?, join_nonce = ?, mac_state = ? WHERE dev_eui = ?",
+                (updated.dev_addr, updated.nwk_s_key, updated.app_s_key, updated.session_id, dev_nonce, join_nonce,
+                 mac_state, updated.dev_eui),
+            )
+        if cached.dev_addr is not None:
+            old_holders = self._by_addr.get(int(cached.dev_addr, 16), [])
+            old_holders[:] = [held for held in old_holders if held.dev_eui != cached.dev_eui]
+        self._by_eui[updated.dev_eui] = updated
+        if self._by_asset.get(updated.asset_id, updated).dev_eui == updated.dev_eui:
+            self._by_asset[updated.asset_id] = updated
+        if updated.state == "active":
+            self._by_addr.setdefault(dev_addr, []).append(updated)
+        return updated
+
+    # --- downlink queue -----------------------------------------------------------------------------------------------
+
+    def queued_downlinks(self) -> dict[str, list[QueuedDownlink]]:
+        """Every queued downlink by DevEUI, oldest first."""
+        queues: dict[str, list[QueuedDownlink]] = {}
+        rows = self._db.execute(
+            "SELECT id, dev_eui, fport, confirmed, payload, state, fcnt_down, attempts FROM downlinks ORDER BY rowid"
+        )
+        for id_, eui, fport, confirmed, payload, state, fcnt_down, attempts in rows:
+            item = QueuedDownlink(id_, eui, fport, bool(confirmed), bytes.fromhex(payload), state, fcnt_down, attempts)
+            queues.setdefault(eui, []).append(item)
+        return queues
+
+    def save_downlink(self, item: QueuedDownlink) -> None:
+        """Add a downlink to the queue or update it in place (committed at once; sqlite3.Error if it cannot be)."""
+        with self._transaction():
+            updated = self._db.execute(
+                "UPDATE downlinks SET state = ?, fcnt_down = ?, attempts = ? WHERE id = ?",
+                (item.state, item.fcnt_down, item.attempts, item.id),
+            ).rowcount
+            if not updated:
+                self._db.execute(
+                    "INSERT INTO downlinks (id, dev_eui, fport, confirmed, payload, state, fcnt_down, attempts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (item.id, item.dev_eui, item.fport, int(item.confirmed), item.payload.hex(), item.state,
+                     item.fcnt_down, item.attempts),
+                )
+
+    def delete_downlink(self, downlink_id: str) -> None:
+        """Take a downlink off the queue (committed at once)."""
+        with self._transaction():
+            self._db.execute("DELETE FROM downlinks WHERE id = ?", (downlink_id,))
 
     def flush(self) -> bool:
         """Write and commit pending counter updates (only where the device is still in the same session).
@@ -279,10 +432,12 @@ class Registry:
         False when the file could not be written (e.g. locked by another writer for longer than the busy timeout):
         the updates stay pending for the next flush, and the in-memory counters stay authoritative meanwhile."""
         if self._unwritten:
-            rows = [(fcnt, eui, session) for (eui, session), fcnt in self._unwritten.items()]
+            rows = [(fcnt, mac, eui, session) for (eui, session), (fcnt, mac) in self._unwritten.items()]
             try:
                 with self._transaction():
-                    self._db.executemany("UPDATE devices SET fcnt_up = ? WHERE dev_eui = ? AND session_id IS ?", rows)
+                    self._db.executemany(
+                        "UPDATE devices SET fcnt_up = ?, mac_state = ? WHERE dev_eui = ? AND session_id IS ?", rows
+                    )
             except sqlite3.Error as exc:
                 log.warning("registry: %d counter update(s) not written yet: %s", len(rows), exc)
                 return False
@@ -353,13 +508,28 @@ class Registry:
 
 
 def _merge(old: DeviceRecord | None, new: DeviceRecord) -> DeviceRecord:
-    """The stored record after importing `new` over `old`: a changed session (DevAddr or keys) starts counters afresh."""
+    """The stored record after importing `new` over `old`: a changed session (DevAddr or keys) starts counters afresh.
+
+    An OTAA device keeps the session its last join made while its AppKey and JoinEUI stay the same; a new AppKey
+    needs a new join, and DevNonces start over (old JoinRequests do not verify under the new key)."""
     if old is None:
         return replace(new, session_id=_new_session_id() if new.dev_addr else None)
+    if old.activation == new.activation == "otaa":
+        if (old.app_key, old.join_eui) == (new.app_key, new.join_eui):
+            return replace(
+                new, dev_addr=old.dev_addr, nwk_s_key=old.nwk_s_key, app_s_key=old.app_s_key, fcnt_up=old.fcnt_up,
+                fcnt_down=old.fcnt_down, session_id=old.session_id, state=old.state,
+                last_dev_nonce=old.last_dev_nonce, join_nonce=old.join_nonce, mac_state=old.mac_state,
+            )
+        return replace(new, state=old.state, join_nonce=old.join_nonce)
     same_session = (old.dev_addr, old.nwk_s_key, old.app_s_key) == (new.dev_addr, new.nwk_s_key, new.app_s_key)
     if same_session:
-        return replace(new, fcnt_up=old.fcnt_up, fcnt_down=old.fcnt_down, session_id=old.session_id, state=old.state)
-    return replace(new, session_id=_new_session_id() if new.dev_addr else None, state=old.state)
+        return replace(
+            new, fcnt_up=old.fcnt_up, fcnt_down=old.fcnt_down, session_id=old.session_id, state=old.state,
+            join_nonce=old.join_nonce, mac_state=old.mac_state,
+        )
+    return replace(new, session_id=_new_session_id() if new.dev_addr else None, state=old.state,
+                   join_nonce=old.join_nonce)
 
 
 def _new_session_id() -> str:

@@ -236,10 +236,11 @@ def test_push_data_is_acknowledged_and_the_reading_published(running, prefix: st
 def test_the_same_frame_again_is_rejected_as_replay(running) -> None:
     agent_thread, gateway, subscriber = running
     phy = sealed_uplink(3, {"lamp_on": False})
-    for token in (b"\x01\x02", b"\x03\x04"):
-        gateway.send(push_data(token, rxpk_json(phy)))
-        assert gateway.receive().token == token
+    gateway.send(push_data(b"\x01\x02", rxpk_json(phy)))
+    assert gateway.receive().token == b"\x01\x02"
     assert json.loads(subscriber.get().payload)["fcnt"] == 3
+    gateway.send(push_data(b"\x03\x04", rxpk_json(phy)))  # the same gateway again, after the frame was handled
+    assert gateway.receive().token == b"\x03\x04"
     gateway.send(push_data(b"\x05\x06", rxpk_json(sealed_uplink(4, {"lamp_on": True}))))
     assert gateway.receive().token == b"\x05\x06"
     assert json.loads(subscriber.get().payload)["fcnt"] == 4  # the replay in between published nothing
@@ -308,7 +309,7 @@ def test_counters_are_published_retained(running, mosquitto, prefix: str) -> Non
     finally:
         counters_subscriber.close()
     assert counters["gateways"][GATEWAY_EUI.hex()].endswith("Z")
-    assert set(counters) == {"frames", "datagrams", "gateways", "sink"}
+    assert set(counters) == {"frames", "datagrams", "downlinks", "gateways", "sink"}
 
 
 def test_pull_data_is_acknowledged_and_opens_the_downlink_path(running) -> None:

@@ -139,7 +139,7 @@ def test_import_json_and_reimport(tmp_path: Path) -> None:
         (abp(kind="Street Light"), "device #1 (dev_eui 70b3d57ed00000aa): kind: expected a lowercase name"),
         (abp(kind=None), "device #1 (dev_eui 70b3d57ed00000aa): kind: missing"),
         (abp(nwk_skey=NWK), "device #1 (dev_eui 70b3d57ed00000aa): nwk_skey: unknown field"),
-        (abp(fcnt_reset_policy="accept"), "device #1 (dev_eui 70b3d57ed00000aa): fcnt_reset_policy: expected one of"),
+        (abp(fcnt_reset_policy="ignore"), "device #1 (dev_eui 70b3d57ed00000aa): fcnt_reset_policy: expected one of"),
         (abp(dev_eui=None), "device #1: dev_eui: missing"),
     ],
 )
