@@ -346,7 +346,9 @@ def link_margin_db(best_snr: float | None, dr: int) -> int:
     return max(0, min(254, math.floor(best_snr - REQUIRED_SNR_DB[dr])))
 
 
-def split_fopts(commands: Sequence[MacCommand], limit: int = MAX_FOPTS_LEN) -> tuple[list[MacCommand], list[MacCommand]]:
+def split_fopts(
+    commands: Sequence[MacCommand], limit: int = MAX_FOPTS_LEN
+) -> tuple[list[MacCommand], list[MacCommand]]:
     """(commands for FOpts, the rest): in the given order, each command that still fits in `limit` bytes goes in."""
     in_fopts: list[MacCommand] = []
     rest: list[MacCommand] = []

@@ -1,13 +1,13 @@
 """LoRaWAN 1.0.4 MAC commands (EU868 set), both directions: one construct layout per wire format and a frozen dataclass
 per command.
 
-MAC commands travel in FOpts (at most 15 bytes) or as the FRMPayload of an FPort 0 frame: a sequence of CID | payload,
-where the CID's meaning depends on the direction (0x03 is LinkADRReq downlink, LinkADRAns uplink). Bit fields are a whole
-byte plus `Computed` views of its bits, as in `dos_codecs.lorawan`. RFU bits are ignored on parse and built as 0.
-Frequencies travel as 24-bit little-endian multiples of 100 Hz and are `frequency_hz` here.
+MAC commands travel in FOpts (at most 15 bytes) or as the FRMPayload of an FPort 0 frame: a sequence of
+CID | payload, where the CID's meaning depends on the direction (0x03 is LinkADRReq downlink, LinkADRAns uplink). Bit
+fields are a whole byte plus `Computed` views of its bits, as in `dos_codecs.lorawan`. RFU bits are ignored on parse
+and built as 0. Frequencies travel as 24-bit little-endian multiples of 100 Hz and are `frequency_hz` here.
 
-`parse_mac_commands(data, uplink)` raises only `FrameError` (`unknown_mac_command`, `truncated_mac_command`) on any bytes;
-`build_mac_commands(commands)` raises `FrameError('bad_field')` for a field out of range.
+`parse_mac_commands(data, uplink)` raises only `FrameError` (`unknown_mac_command`, `truncated_mac_command`) on any
+bytes; `build_mac_commands(commands)` raises `FrameError('bad_field')` for a field out of range.
 
 The EU868 CFList of a JoinAccept (five channel frequencies in the same 100 Hz unit, then CFListType 0) is here too:
 `build_cf_list` / `parse_cf_list`.

@@ -26,7 +26,9 @@ from dos_agent.adr import (
 
 
 def history(snrs: list[float], first_fcnt: int = 0, nb_trans: int = 1) -> list[UplinkRecord]:
-    return [UplinkRecord(fcnt=first_fcnt + i, snr=snr, gateway_count=1, nb_trans=nb_trans) for i, snr in enumerate(snrs)]
+    return [
+        UplinkRecord(fcnt=first_fcnt + i, snr=snr, gateway_count=1, nb_trans=nb_trans) for i, snr in enumerate(snrs)
+    ]
 
 
 def test_tables() -> None:

@@ -76,7 +76,8 @@ def test_link_check_answer_carries_margin_and_gateway_count() -> None:
     result = layer.on_uplink(MacState(), [LinkCheckReq()], uplink(1, dr=3, snr=-2.3, gateways=2))
     assert result.answers == [LinkCheckAns(margin=10, gw_count=2)]
     assert result.state.link_check == LinkCheck(10, 2, T0 + 60)
-    assert {"type": "mac", "command": "LinkCheckReq", "status": "answered", "margin": 10, "gw_count": 2} in result.events
+    answered = {"type": "mac", "command": "LinkCheckReq", "status": "answered", "margin": 10, "gw_count": 2}
+    assert answered in result.events
     assert link_margin_db(-30.0, 0) == 0 and link_margin_db(300.0, 0) == 254 and link_margin_db(None, 0) == 0
 
 
@@ -90,7 +91,7 @@ def test_device_time_answer_is_gps_time() -> None:
     assert result.answers == [DeviceTimeAns(expected_seconds, 128)]
 
 
-# --- ADR ----------------------------------------------------------------------------------------------------------------
+# --- ADR --------------------------------------------------------------------------------------------------------------
 
 
 def test_strong_node_at_sf12_is_sent_to_sf7_with_its_first_downlink_and_it_takes_effect_on_ack() -> None:
@@ -164,7 +165,7 @@ def test_adr_reaches_sf7_within_two_uplinks_with_a_node_that_follows() -> None:
     assert state.dr == 5 and state.tx_power_index == node_power == 7
 
 
-# --- resends, cadence ---------------------------------------------------------------------------------------------------
+# --- resends, cadence -------------------------------------------------------------------------------------------------
 
 
 def test_unanswered_requests_are_resent_then_dropped() -> None:
@@ -227,7 +228,7 @@ def test_dev_status_answer_is_an_event_with_battery_and_margin() -> None:
     assert external.events[0]["external_power"] is True and external.events[0]["battery_level_pct"] is None
 
 
-# --- configuration requests ---------------------------------------------------------------------------------------------
+# --- configuration requests -------------------------------------------------------------------------------------------
 
 
 def test_rx_param_setup_applies_on_ack_and_its_repeats_ask_for_a_downlink_quietly() -> None:
@@ -294,7 +295,7 @@ def test_enqueue_rejects_answers_and_bad_fields() -> None:
     assert state.queued == (DutyCycleReq(2),)
 
 
-# --- repetitions and resets ---------------------------------------------------------------------------------------------
+# --- repetitions and resets -------------------------------------------------------------------------------------------
 
 
 def test_a_repeated_fcnt_does_not_apply_answers_twice_but_keeps_the_best_snr() -> None:
@@ -318,7 +319,7 @@ def test_a_counter_that_went_back_starts_the_mac_state_over() -> None:
     assert result.state.dev_status == DevStatus(50, 2, T0)
 
 
-# --- FOpts budget --------------------------------------------------------------------------------------------------------
+# --- FOpts budget -----------------------------------------------------------------------------------------------------
 
 
 def test_split_fopts_keeps_priority_and_the_15_byte_limit() -> None:
@@ -331,7 +332,7 @@ def test_split_fopts_keeps_priority_and_the_15_byte_limit() -> None:
     assert len(build_mac_commands(in_fopts)) == 15
 
 
-# --- state ---------------------------------------------------------------------------------------------------------------
+# --- state ------------------------------------------------------------------------------------------------------------
 
 
 def test_after_join_enables_the_cflist_channels() -> None:

@@ -1,5 +1,6 @@
 """MAC command codec: bytes where the specification puts them, build/parse identity for every command in both
-directions, typed rejects (unknown CID, truncated payload, fields out of range), and random bytes raising only CodecError."""
+directions, typed rejects (unknown CID, truncated payload, fields out of range), random bytes raising only CodecError,
+and the CFList."""
 
 from __future__ import annotations
 
