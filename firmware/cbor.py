@@ -1,5 +1,6 @@
 """Compact canonical CBOR (RFC 8949) for MicroPython: an encoder that writes into a reusable buffer, a small decoder for
-downlinks, and `encode_reading`, which turns a reading into its payload through the generated schema table."""
+downlinks, `encode_reading`, which turns a reading into its payload through the generated schema table, and
+`decode_message`, which turns a downlink payload (e.g. the FPort 3 config) back into named values through it."""
 import struct
 from math import copysign, frexp, isinf, isnan
 
@@ -282,3 +283,38 @@ def loads(data):
     if reader.pos != len(data):
         raise CborError("trailing_bytes")
     return value
+
+
+def decode_message(kind, fport, payload):
+    """(message name, {field name: value}, [unknown keys]) of a downlink `payload` on `fport` for node `kind`, through
+    the generated table: value = raw / factor (the raw int itself when factor is 1), bools as bools. CborError for
+    malformed CBOR, a non-map, an FPort the kind has no message for, or a value of the wrong type."""
+    from schema_v1 import MESSAGES
+
+    for name, (port, fields) in MESSAGES.get(kind, {}).items():
+        if port == fport:
+            break
+    else:
+        raise CborError("unknown_fport", "%s has no message on FPort %d" % (kind, fport))
+    data = loads(payload)
+    if type(data) is not dict:
+        raise CborError("not_a_map")
+    values, unknown = {}, []
+    for key, raw in data.items():
+        field = None
+        for candidate in fields:
+            if candidate[1] == key:
+                field = candidate
+        if field is None:
+            unknown.append(key)
+            continue
+        field_name, _key, factor, code = field
+        if code == "b":
+            if type(raw) is not bool:
+                raise CborError("wrong_type", field_name)
+            values[field_name] = raw
+        elif type(raw) is not int or code == "u" and raw < 0:
+            raise CborError("wrong_type", field_name)
+        else:
+            values[field_name] = raw if factor == 1 else raw / factor
+    return name, values, unknown

@@ -31,9 +31,11 @@ def main():
     except (OSError, ValueError) as exc:  # RadioError is an OSError, ConfigError a ValueError
         print("startup: %s; node stopped" % exc)
         return
-    print("DOS Edge %s %s on %s: DevAddr %s, FCntUp from %d, every %s s" % (
-        config["kind"], config["asset_id"], config["board"], config.get("dev_addr"), node.mac.fcnt_up,
-        config["interval_s"]))
+    if node.mac.activated:
+        lorawan = "ABP DevAddr %s, FCntUp from %d" % (config.get("dev_addr"), node.mac.fcnt_up)
+    else:
+        lorawan = "OTAA DevEUI %s, joins with DevNonce %d" % (config.get("dev_eui"), node.mac.dev_nonce)
+    print("DOS Edge %s %s on %s: %s" % (config["kind"], config["asset_id"], config["board"], lorawan))
     try:
         app.run(board, config, node, store)
     except ValueError as exc:  # a bad setting found when the app starts

@@ -1,21 +1,32 @@
 """Streetlight node: switches the lamp at dusk and dawn from the ambient light (BH1750) with hysteresis, dims it to
 `dim_level`, meters its power (INA219) and energy (Wh, persisted), reads the backup battery, and reports a reading over
-LoRaWAN every `interval_s` through the payload schema. One short log line per reading (never keys).
+LoRaWAN every `interval_s` through the payload schema (as confirmed uplinks when `confirmed` is set). One short log line
+per reading and per event worth knowing (join, applied setting, ignored downlink), never keys.
 
-Settings (config "settings"): dusk_lux (50): on below it; hysteresis_lux (20): off above dusk_lux + hysteresis_lux;
-dim_level (100, percent). Calibration (config "calibration"): ina219_shunt_ohm (0.1), battery_divider (the board's).
+Settings (config "settings", interval_s at the top level; all but hysteresis_lux also by the FPort 3 "config" downlink,
+applied at once and kept across reboots): interval_s (60), confirmed (false), dusk_lux (50): on below it,
+hysteresis_lux (20): off above dusk_lux + hysteresis_lux, dim_level (100, percent). Calibration (config "calibration"):
+ina219_shunt_ohm (0.1), battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), the battery
+voltages reported as level 1 and 254 to DevStatusReq.
 """
 import os
 
 import machine
 
-from cbor import encode_reading
+from cbor import CborError, decode_message, encode_reading
 from config import number, section
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
-from lorawan.mac import Sent
+from lorawan.commands import battery_level
+from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
+from schema_v1 import MESSAGES
+from settings import Settings
 
 KIND = "streetlight"
+CONFIG_FPORT = MESSAGES[KIND]["config"][0]
+# (name, default, low, high): the ranges of the schema's config message; low None for a bool
+SETTINGS = (("interval_s", 60, 10, 86400), ("confirmed", False, None, None), ("dusk_lux", 50, 0, 1000),
+            ("dim_level", 100, 0, 100))
 ENERGY_SAVE_EVERY = 10  # readings between energy writes to flash
 RESET_AFTER_FAILURES = 5  # consecutive failed readings before the board resets itself
 BOOT_SPREAD_MS = 30000  # the first reading comes within this long after boot
@@ -26,12 +37,13 @@ class Streetlight:
     """The lamp controller and meter; reading(now_ms) does one control step and returns the values to report."""
 
     def __init__(self, board, config, store):
+        self.settings = Settings(config, store, SETTINGS)
         settings, calibration = section(config, "settings"), section(config, "calibration")
-        self.dusk_lux = number(settings, "dusk_lux", 50, 0, 65535)
-        self.dawn_lux = self.dusk_lux + number(settings, "hysteresis_lux", 20, 0, 65535)
-        self.dim_level = int(number(settings, "dim_level", 100, 0, 100))
+        self.hysteresis_lux = number(settings, "hysteresis_lux", 20, 0, 65535)
         shunt_ohm = number(calibration, "ina219_shunt_ohm", 0.1, 0.0001, 10, "calibration")
         self.battery_divider = number(calibration, "battery_divider", board.BATTERY_DIVIDER, 1, 100, "calibration")
+        self.battery_empty_v = number(calibration, "battery_empty_v", 3.3, 0, 60, "calibration")
+        self.battery_full_v = number(calibration, "battery_full_v", 4.2, self.battery_empty_v + 0.01, 60, "calibration")
         self.board, self.store = board, store
         self.light = BH1750(board.i2c())
         self.meter = INA219(board.i2c(), shunt_ohm=shunt_ohm)
@@ -42,11 +54,12 @@ class Streetlight:
         self._last_ms = None
 
     def reading(self, now_ms):
+        dusk_lux = self.settings.values["dusk_lux"]
         lux = self.light.lux()
-        if self.lamp.on and lux > self.dawn_lux:
+        if self.lamp.on and lux > dusk_lux + self.hysteresis_lux:
             self.lamp.set(False, 0)
-        elif not self.lamp.on and lux < self.dusk_lux:
-            self.lamp.set(True, self.dim_level)
+        elif not self.lamp.on and lux < dusk_lux:
+            self.lamp.set(True, self.settings.values["dim_level"])
         if self._last_ms is not None:  # the lamp drew the last measured power since the last reading
             self.energy_wh += self._power_w * (now_ms - self._last_ms) / _MS_PER_HOUR
         self._last_ms = now_ms
@@ -59,10 +72,50 @@ class Streetlight:
                 "energy": self.energy_wh, "ambient_light": min(65535, lux),
                 "battery": self.board.battery_volts(self.battery_divider)}
 
+    def configure(self, payload, fcnt):
+        """Apply a "config" downlink payload at once; returns its log lines (one per applied or refused setting)."""
+        try:
+            _name, changes, unknown = decode_message(KIND, CONFIG_FPORT, payload)
+        except CborError as exc:
+            return ["config downlink fcnt %d refused: %s" % (fcnt, exc)]
+        applied, refused = self.settings.apply(changes)
+        lines = ["config: %s %s -> %s (downlink fcnt %d)" % (name, old, new, fcnt) for name, old, new in applied]
+        lines += ["config: %s not applied: %s (downlink fcnt %d)" % (name, why, fcnt) for name, why in refused]
+        lines += ["config: unknown key %s ignored (downlink fcnt %d)" % (key, fcnt) for key in unknown]
+        if self.lamp.on and any(name == "dim_level" for name, _old, _new in applied):
+            self.lamp.set(True, self.settings.values["dim_level"])
+        return lines
+
+    def handle(self, events):
+        """Log lines for the events of one send(), applying the config downlinks among them."""
+        lines = []
+        for event in events:
+            if isinstance(event, Joined):
+                lines.append("joined: DevAddr %08x, DevNonce %d, DR%d" % (event.dev_addr, event.dev_nonce, event.dr))
+            elif isinstance(event, JoinFailed):
+                lines.append("join attempt %d (DevNonce %d) got no JoinAccept" % (event.attempt, event.dev_nonce))
+            elif isinstance(event, Downlink):
+                if event.fport == CONFIG_FPORT:
+                    lines += self.configure(event.payload, event.fcnt)
+                else:
+                    lines.append("downlink on FPort %d (%d bytes) ignored" % (event.fport, len(event.payload)))
+        return lines
+
 
 def _log_line(values, events):
     sent = [e for e in events if isinstance(e, Sent)]
-    radio = "fcnt %d %.1f MHz DR%d" % (sent[0].fcnt, sent[0].freq_khz / 1000, sent[0].dr) if sent else "not sent"
+    if sent:
+        radio = "fcnt %d %.1f MHz DR%d" % (sent[-1].fcnt, sent[-1].freq_khz / 1000, sent[-1].dr)
+        if len(sent) > 1:
+            radio += " after %d tries" % len(sent)
+        for event in events:
+            if isinstance(event, Done) and event.acked is not None:
+                radio += " acked" if event.acked else " not acked"
+    else:
+        radio = "not sent"
+        for event in events:
+            if isinstance(event, NotSent):
+                radio = "not sent: %s (%s)" % (event.reason, event.detail)
     return "reading lamp=%s dim=%d%% power=%.1fW energy=%dWh light=%dlx battery=%.2fV -> %s" % (
         "on" if values["lamp_on"] else "off", values["dim_level"], values["power"], round(values["energy"]),
         round(values["ambient_light"]), values["battery"], radio)
@@ -76,17 +129,24 @@ def run(board, config, node, store):
     """The app's loop, forever: one reading per interval_s slot, at a random instant in the first half of the slot (the
     first within BOOT_SPREAD_MS of boot) so that nodes powered up together do not keep colliding on the air. A failed
     reading is logged and the loop goes on; RESET_AFTER_FAILURES in a row reset the board."""
-    interval_ms = int(number(config, "interval_s", 60, 1, 86400, "config") * 1000)
     app = Streetlight(board, config, store)
+    settings = app.settings.values
+    for name in app.settings.dropped:
+        print("config: remote %s dropped: config.json was installed with another value (%s)" % (name, settings[name]))
+    print("settings: " + " ".join("%s=%s" % (spec[0], settings[spec[0]]) for spec in SETTINGS))
     failures = 0
     slot_ms = node.now_ms()
-    spread_ms = min(interval_ms // 2, BOOT_SPREAD_MS)
+    spread_ms = min(settings["interval_s"] * 500, BOOT_SPREAD_MS)
     while True:
         node.sleep_until(slot_ms + _random_below(spread_ms))
         try:
             values = app.reading(node.now_ms())
+            node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
             fport, payload = encode_reading(KIND, "reading", values)
-            print(_log_line(values, node.send(fport, payload)))
+            events = node.send(fport, payload, settings["confirmed"])
+            print(_log_line(values, events))
+            for line in app.handle(events):
+                print(line)
             failures = 0
         except Exception as exc:  # a sensor, radio or encoding failure must not end the loop
             failures += 1
@@ -94,6 +154,7 @@ def run(board, config, node, store):
             if failures >= RESET_AFTER_FAILURES:
                 print("resetting after %d failed readings" % failures)
                 machine.reset()
+        interval_ms = int(settings["interval_s"] * 1000)
         spread_ms = interval_ms // 2
         slot_ms += interval_ms
         now = node.now_ms()
