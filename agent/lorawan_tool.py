@@ -42,7 +42,7 @@ from dos_codecs.lorawan import (
     parse_join_accept,
     parse_phy,
 )
-from dos_codecs.mac_commands import build_cf_list, parse_cf_list, parse_mac_commands
+from dos_codecs.mac_commands import build_cf_list, parse_cf_list, parse_mac_commands_prefix
 
 from dos_agent.session import MAX_FCNT_GAP, forward_fcnt, next_fcnt, previous_fcnt
 
@@ -150,7 +150,8 @@ def _open_with_counter(
 
 def decode_data_frame(phy: bytes, nwk_s_key: bytes, app_s_key: bytes, fcnt_last: int | None = None) -> dict[str, Any]:
     """The JSON view of a data frame PHYPayload; `reason` is None when accepted. FOpts MAC commands are parsed
-    always (they travel in clear in 1.0.x), FPort 0 ones once the MIC verifies."""
+    always (they travel in clear in 1.0.x), FPort 0 ones once the MIC verifies; `mac_commands` lists those before
+    the first one that does not parse, and `mac_error` says why that one did not."""
     result: dict[str, Any] = {
         "mtype": _mtype_name(phy), "devaddr": None, "fctrl": None, "fcnt16": None, "fcnt32": None, "fopts": None,
         "fport": None, "frm_payload": None, "mic_ok": False, "reason": None, "mac_commands": None, "mac_error": None,
@@ -171,10 +172,9 @@ def decode_data_frame(phy: bytes, nwk_s_key: bytes, app_s_key: bytes, fcnt_last:
         result["frm_payload"] = plaintext.hex()
     commands_bytes = frame.fopts if frame.fport != 0 else plaintext
     if commands_bytes is not None:
-        try:
-            result["mac_commands"] = [c.to_dict() for c in parse_mac_commands(commands_bytes, frame.uplink)]
-        except FrameError as exc:
-            result["mac_error"] = exc.reason
+        commands, error = parse_mac_commands_prefix(commands_bytes, frame.uplink)
+        result["mac_commands"] = [command.to_dict() for command in commands]
+        result["mac_error"] = None if error is None else error.reason
     return result
 
 

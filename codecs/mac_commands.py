@@ -406,6 +406,15 @@ def parse_mac_commands(data: bytes, uplink: bool) -> list[MacCommand]:
     """The MAC commands in `data` (FOpts, or the plaintext FRMPayload of an FPort 0 frame) sent in the direction
     `uplink` says. FrameError 'unknown_mac_command' for a CID without a meaning in that direction,
     'truncated_mac_command' when a command's payload runs past the end."""
+    commands, error = parse_mac_commands_prefix(data, uplink)
+    if error is not None:
+        raise error
+    return commands
+
+
+def parse_mac_commands_prefix(data: bytes, uplink: bool) -> tuple[list[MacCommand], FrameError | None]:
+    """The commands before the first one that does not parse, and the FrameError that stopped the parse (None when
+    all of `data` parsed). LoRaWAN 1.0.4: a receiver stops at an unknown CID and acts on the commands before it."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"MAC commands are bytes, not {type(data).__name__}")
     data = bytes(data)
@@ -417,18 +426,17 @@ def parse_mac_commands(data: bytes, uplink: bool) -> list[MacCommand]:
         cid = data[pos]
         entry = table.get(cid)
         if entry is None:
-            raise FrameError("unknown_mac_command", f"CID 0x{cid:02x} at byte {pos} is not a known {direction} command")
+            detail = f"CID 0x{cid:02x} at byte {pos} is not a known {direction} command"
+            return commands, FrameError("unknown_mac_command", detail)
         cls, size, layout = entry
         end = pos + 1 + size
         if end > len(data):
-            raise FrameError(
-                "truncated_mac_command",
-                f"{cls.__name__} at byte {pos} needs {size} payload bytes, {len(data) - pos - 1} remain",
-            )
+            detail = f"{cls.__name__} at byte {pos} needs {size} payload bytes, {len(data) - pos - 1} remain"
+            return commands, FrameError("truncated_mac_command", detail)
         parsed = layout.parse(data[pos + 1:end])
         commands.append(cls(**{f.name: parsed[f.name] for f in dataclasses.fields(cls)}))
         pos = end
-    return commands
+    return commands, None
 
 
 def _check_fields(command: MacCommand) -> None:

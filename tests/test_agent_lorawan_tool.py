@@ -153,7 +153,14 @@ def test_malformed_mac_commands_are_reported_without_rejecting_the_frame(capsys:
                           "--nwkskey", NWK, "--appskey", APP, "--fopts", "0601")
     code, result, _ = decode(capsys, out.strip())
     assert code == EXIT_ACCEPTED and result["fport"] is None
-    assert (result["mac_commands"], result["mac_error"]) == (None, "truncated_mac_command")
+    assert (result["mac_commands"], result["mac_error"]) == ([], "truncated_mac_command")
+    # The commands before an unknown CID are still shown (a receiver acts on them).
+    _c, out, _ = run_tool(capsys, "encode", "--mtype", "unconfirmed_up", "--devaddr", "26011f01", "--fcnt", "10",
+                          "--nwkskey", NWK, "--appskey", APP, "--fopts", "020d01")
+    code, result, _ = decode(capsys, out.strip())
+    assert code == EXIT_ACCEPTED
+    assert result["mac_commands"] == [{"command": "LinkCheckReq"}, {"command": "DeviceTimeReq"}]
+    assert result["mac_error"] == "unknown_mac_command"
 
 
 # --- join -------------------------------------------------------------------------------------------------------------

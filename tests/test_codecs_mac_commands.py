@@ -35,6 +35,7 @@ from dos_codecs.mac_commands import (
     commands_size,
     parse_cf_list,
     parse_mac_commands,
+    parse_mac_commands_prefix,
 )
 
 frequencies = st.integers(0, 0xFFFFFF).map(lambda steps: steps * 100)
@@ -152,6 +153,16 @@ def test_rejects_carry_their_reason(wire: str, uplink: bool, reason: str) -> Non
     with pytest.raises(FrameError) as caught:
         parse_mac_commands(bytes.fromhex(wire), uplink=uplink)
     assert caught.value.reason == reason
+
+
+def test_prefix_parse_keeps_the_commands_before_a_bad_one() -> None:
+    commands, error = parse_mac_commands_prefix(bytes.fromhex("0307" + "06fe3b" + "01" + "02"), uplink=True)
+    assert commands == [LinkADRAns(True, True, True), DevStatusAns(254, -5)]
+    assert error is not None and error.reason == "unknown_mac_command"
+    commands, error = parse_mac_commands_prefix(bytes.fromhex("02" + "0d" + "06fe"), uplink=True)
+    assert commands == [LinkCheckReq(), DeviceTimeReq()]
+    assert error is not None and error.reason == "truncated_mac_command"
+    assert parse_mac_commands_prefix(bytes.fromhex("0202"), uplink=True) == ([LinkCheckReq(), LinkCheckReq()], None)
 
 
 @pytest.mark.parametrize(
