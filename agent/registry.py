@@ -137,6 +137,8 @@ class DeviceRecord:
             value = getattr(self, name)
             if name in _KEY_FIELDS:
                 shown.append(f"{name}={'<set>' if value else None}")
+            elif name == "mac_state" and value is not None:
+                shown.append(f"mac_state=<{len(value)} chars>")
             else:
                 shown.append(f"{name}={value!r}")
         return f"DeviceRecord({', '.join(shown)})"

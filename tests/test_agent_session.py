@@ -3,6 +3,7 @@ DevAddr collisions, and structural rejections with the codecs' reasons."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,8 @@ from dos_agent.session import (
     next_fcnt,
     previous_fcnt,
 )
-from dos_codecs.crypto import SessionKeys, seal_join_request
-from dos_codecs.lorawan import DataFrame, JoinRequest, MType
+from dos_codecs.crypto import SessionKeys, derive_session_keys, open_join_accept, seal_join_request
+from dos_codecs.lorawan import DataFrame, JoinRequest, MType, parse_data_frame
 
 RECEPTION = Reception(gateway_eui="aa555a0000000101", tmst=1, freq=868_100_000, sf=7, bw=125_000, rssi=-80, snr=7.0)
 NOW = 1_795_000_000.0
@@ -34,6 +35,54 @@ VECTOR_DEVICE = {
     "dev_addr": "49be7df1", "nwk_s_key": "44024241ed4ce9a68c6a8bc055233fd3", "app_s_key": "ec925802ae430ca77fd3dd73cb2cc588",
 }
 last_counters = st.integers(min_value=0, max_value=FCNT_MAX)
+
+
+def reception(gateway: str = "aa555a0000000101", tmst: int = 1_000_000, snr: float = 7.0, rssi: float = -80,
+              sf: int = 7, freq: int = 868_100_000, can_transmit: bool = True) -> Reception:
+    """A reception as a Semtech forwarder reports it (125 kHz)."""
+    return Reception(gateway_eui=gateway, tmst=tmst, freq=freq, sf=sf, bw=125_000, rssi=rssi, snr=snr,
+                     can_transmit=can_transmit)
+
+
+@dataclass
+class LoRaNode:
+    """An end device's side of a session, built on the codecs: seals uplinks, opens downlinks (for tests of the
+    network side; the firmware has its own MAC)."""
+
+    dev_addr: int
+    nwk_s_key: bytes
+    app_s_key: bytes
+    fcnt: int = 0
+
+    @classmethod
+    def from_entry(cls, entry: dict) -> LoRaNode:
+        return cls(int(entry["dev_addr"], 16), bytes.fromhex(entry["nwk_s_key"]), bytes.fromhex(entry["app_s_key"]))
+
+    @classmethod
+    def from_join_accept(cls, phy: bytes, app_key: bytes, dev_nonce: int) -> LoRaNode:
+        accept = open_join_accept(phy, app_key)
+        nwk, app = derive_session_keys(app_key, accept.join_nonce, accept.net_id, dev_nonce)
+        return cls(accept.dev_addr, nwk, app)
+
+    @property
+    def keys(self) -> SessionKeys:
+        return SessionKeys(self.nwk_s_key, self.app_s_key)
+
+    def uplink(self, payload: bytes = b"\xa1\x01\xf5", fport: int | None = 1, confirmed: bool = False,
+               ack: bool = False, fopts: bytes = b"", fcnt: int | None = None, adr: bool = False) -> bytes:
+        """The next uplink (or one with the given FCnt, leaving the node's counter alone)."""
+        if fcnt is None:
+            fcnt, self.fcnt = self.fcnt, self.fcnt + 1
+        frame = DataFrame(mtype=MType.CONFIRMED_UP if confirmed else MType.UNCONFIRMED_UP, dev_addr=self.dev_addr,
+                          fcnt16=fcnt & 0xFFFF, adr=adr, ack=ack, fopts=fopts, fport=fport,
+                          frm_payload=payload if fport is not None else b"")
+        return self.keys.seal(frame, fcnt)
+
+    def open_downlink(self, phy: bytes, fcnt_down: int) -> tuple[DataFrame, bytes]:
+        """(frame, plaintext FRMPayload) of a downlink sealed with `fcnt_down`; FrameError on a bad MIC."""
+        frame = parse_data_frame(phy)
+        assert not frame.uplink and frame.dev_addr == self.dev_addr
+        return frame, self.keys.open(frame, fcnt_down)
 
 
 # --- FCnt rebuild -----------------------------------------------------------------------------------------------------
