@@ -1,4 +1,5 @@
-"""`dos-edge`: the command line of DOS Edge (agent, device registry, schema tools, and the rig's demo and tools).
+"""`dos-edge`: the command line of DOS Edge (agent, device registry, schema tools, LoRaWAN frame tools, and the rig's
+demo and tools).
 
 Exit codes: 0 ok, 1 failure, 2 usage error.
 """
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--check", action="store_true", help="exit 1 if the file differs from the schema")
     table.add_argument("--out", type=Path, help="output file (default: the repo's firmware/schema_v1.py)")
 
+    from dos_agent import lorawan_tool
+
+    lorawan_tool.register(commands)
+
     for name, (_module, help_text) in _PASS_THROUGH.items():
         commands.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -107,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help exits 0, usage errors 2
         return int(exc.code or 0)
+    if args.command == "lorawan":
+        from dos_agent import lorawan_tool
+
+        return lorawan_tool.run(args)
     handler = {
         ("agent", "run"): _agent_run,
         ("devices", "import"): _devices_import,

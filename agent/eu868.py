@@ -1,5 +1,5 @@
 """EU868 regional parameters the network side needs: data rates, downlink payload limits, receive windows, the
-JoinAccept CFList (reference/lorawan.md)."""
+channels a JoinAccept's CFList adds (reference/lorawan.md)."""
 
 from __future__ import annotations
 
@@ -33,13 +33,6 @@ def data_rate(sf: int | None, bw_hz: int | None) -> int | None:
 def rx1_data_rate(uplink_dr: int, rx1_dr_offset: int) -> int:
     """The RX1 data rate: the uplink's lowered by the offset, not below DR0."""
     return max(0, uplink_dr - rx1_dr_offset)
-
-
-def cf_list(frequencies_hz: tuple[int, ...] = CFLIST_FREQUENCIES_HZ) -> bytes:
-    """A CFList of type 0: five frequencies (100 Hz units, 3 bytes little-endian each) and CFListType 0."""
-    if len(frequencies_hz) != 5:
-        raise ValueError("an EU868 CFList holds five frequencies")
-    return b"".join((f // 100).to_bytes(3, "little") for f in frequencies_hz) + b"\x00"
 
 
 def fits(phy_len: int, dr: int) -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from dos_codecs.crypto import derive_session_keys, seal_join_accept, verify_join_request
 from dos_codecs.errors import FrameError
 from dos_codecs.lorawan import JoinAccept, JoinRequest
+from dos_codecs.mac_commands import build_cf_list
 
 from dos_agent import eu868
 from dos_agent.registry import DeviceRecord, Registry
@@ -109,7 +110,7 @@ class JoinServer:
             return refuse("registry_unwritable", f"the new session could not be stored: {exc}")
         accept = JoinAccept(
             join_nonce=join_nonce, net_id=self.net_id, dev_addr=dev_addr, rx1_dr_offset=0, rx2_data_rate=eu868.RX2_DR,
-            rx_delay=RX_DELAY_S, cf_list=eu868.cf_list(),
+            rx_delay=RX_DELAY_S, cf_list=build_cf_list(eu868.CFLIST_FREQUENCIES_HZ),
         )
         return JoinGranted(device, nonce, seal_join_accept(accept, app_key))
 

@@ -31,7 +31,7 @@ from dos_codecs.crypto import SessionKeys
 from dos_codecs.errors import FrameError
 from dos_codecs.gwmp import Txpk
 from dos_codecs.lorawan import MAX_FOPTS_LEN, DataFrame, JoinRequest, MType, parse_phy
-from dos_codecs.mac_commands import MacCommand, build_mac_commands, parse_mac_commands
+from dos_codecs.mac_commands import MacCommand, build_mac_commands, parse_mac_commands_prefix
 
 from dos_agent import eu868, join
 from dos_agent.dedup import DEFAULT_WINDOW_S, Admitted, Collected, Deduplicator
@@ -482,13 +482,11 @@ class SessionLayer:
         return self.mac.on_uplink(state, commands, info), info
 
     def _uplink_commands(self, device: DeviceRecord, data: bytes) -> list[MacCommand]:
-        if not data:
-            return []
-        try:
-            return parse_mac_commands(data, uplink=True)
-        except FrameError as exc:  # the commands before the bad one are lost with it: the node repeats what matters
-            log.warning("mac: device %s sent MAC commands that do not parse: %s", device.dev_eui, exc)
-            return []
+        """The MAC commands of an uplink: up to the first one that does not parse (LoRaWAN 1.0.4 acts on those)."""
+        commands, error = parse_mac_commands_prefix(data, uplink=True)
+        if error is not None:
+            log.warning("mac: device %s sent MAC commands that do not parse: %s", device.dev_eui, error)
+        return commands
 
     def _mac_state(self, device: DeviceRecord) -> MacState:
         """The device's MAC state (the defaults when it has none, or when the stored one does not load)."""
