@@ -42,3 +42,104 @@ def run_micropython(code: str, path: list[str | Path] | None = None, cwd: str | 
     if done.returncode != 0:
         raise MicroPythonError(f"micropython exited {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}")
     return done.stdout
+
+
+# Modules put on the path before firmware/ by run_firmware(): a virtual clock (the firmware's `time`) and test helpers.
+VIRTUAL_TIME_MODULE = '''"""Test clock: ticks_ms() is virtual and advances only when the code sleeps, so RX windows, duty-cycle waits and
+back-offs cost no real time."""
+from utime import *
+
+_now_ms = [0]
+
+
+def ticks_ms():
+    return _now_ms[0]
+
+
+def ticks_us():
+    return _now_ms[0] * 1000
+
+
+def ticks_diff(a, b):
+    return a - b
+
+
+def ticks_add(a, b):
+    return a + b
+
+
+def sleep_ms(ms):
+    _now_ms[0] += max(0, int(ms))
+
+
+def sleep_us(us):
+    _now_ms[0] += max(0, int(us)) // 1000
+
+
+def sleep(seconds):
+    _now_ms[0] += max(0, int(seconds * 1000))
+'''
+
+FWTEST_MODULE = '''"""Firmware test helpers: show() prints MAC actions/events as one JSON line; ScriptedRadio is a radio in the
+micropython-lib lora modem shape whose receptions come from a script and whose transmissions are printed."""
+import json
+import time
+
+
+def describe(item):
+    d = {"type": type(item).__name__}
+    for k, v in item.__dict__.items():
+        d[k] = v.hex() if isinstance(v, (bytes, bytearray)) else v
+    return d
+
+
+def show(items):
+    print(json.dumps([describe(item) for item in items]))
+
+
+class RxPacket(bytearray):
+    pass
+
+
+class ScriptedRadio:
+    """`replies`: one entry per recv() call, a hex frame or None (nothing heard: the window times out).
+    `exit_on_send`: the send() number (1-based) at which the process ends, as if power was lost before the radio
+    transmitted."""
+
+    def __init__(self, replies=(), airtime_ms=60, exit_on_send=None, snr=7.0):
+        self.replies, self.airtime_ms, self.exit_on_send, self.snr = list(replies), airtime_ms, exit_on_send, snr
+        self.cfg, self.sends = {}, 0
+
+    def configure(self, cfg):
+        self.cfg = dict(cfg)
+
+    def send(self, frame, tx_at_ms=None):
+        self.sends += 1
+        if self.sends == self.exit_on_send:
+            raise SystemExit
+        start = time.ticks_ms()
+        time.sleep_ms(self.airtime_ms)
+        print(json.dumps({"tx": bytes(frame).hex(), "start_ms": start, "end_ms": time.ticks_ms(),
+                          "freq_khz": self.cfg["freq_khz"], "sf": self.cfg["sf"], "power": self.cfg["output_power"]}))
+        return time.ticks_ms()
+
+    def recv(self, timeout_ms=None, rx_length=0xFF, rx_packet=None):
+        reply = self.replies.pop(0) if self.replies else None
+        if reply is None:
+            time.sleep_ms(timeout_ms)
+            return None
+        packet = RxPacket(bytes.fromhex(reply))
+        packet.ticks_ms, packet.snr, packet.rssi, packet.valid_crc = time.ticks_ms(), self.snr, -70, True
+        return packet
+
+    def sleep(self):
+        pass
+'''
+
+
+def run_firmware(code: str, cwd: str | Path | None = None, timeout_s: float = 60.0) -> str:
+    """run_micropython() with the virtual clock (`time`) and `fwtest` on the path before firmware/."""
+    with tempfile.TemporaryDirectory(prefix="mpy-lib-") as lib:
+        (Path(lib) / "time.py").write_text(VIRTUAL_TIME_MODULE)
+        (Path(lib) / "fwtest.py").write_text(FWTEST_MODULE)
+        return run_micropython(code, path=[lib, FIRMWARE_DIR], cwd=cwd, timeout_s=timeout_s)
