@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dos_agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, default_firmware_table_path, main
+from dos_agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, build_parser, default_firmware_table_path, main
 from dos_codecs.firmware_table import render_firmware_table
 from dos_codecs.gwmp import Datagram, GwmpKind, build_datagram, parse_datagram
 
@@ -40,6 +40,13 @@ app_s_key = "{APP}"
         ["agent", "run", "--registry", "r.sqlite", "--udp", "no-port"],
         ["agent", "run", "--registry", "r.sqlite", "--mqtt-port", "99999"],
         ["agent", "run", "--registry", "r.sqlite", "--log-level", "loud"],
+        ["agent", "run", "--registry", "r.sqlite", "--dedup-ms", "-5"],
+        ["agent", "run", "--registry", "r.sqlite", "--dedup-ms", "fast"],
+        ["agent", "run", "--registry", "r.sqlite", "--net-id", "1234567"],
+        ["agent", "run", "--registry", "r.sqlite", "--net-id", "xyz"],
+        ["agent", "run", "--registry", "r.sqlite", "--adr-margin-db", "99"],
+        ["agent", "run", "--registry", "r.sqlite", "--adr-margin-db", "nan"],
+        ["lorawan"],
         ["devices", "import"],
         ["devices", "list"],
         ["schema", "firmware-table", "--bogus"],
@@ -53,7 +60,16 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == EXIT_OK
     out = capsys.readouterr().out
-    assert all(command in out for command in ("agent", "devices", "schema", "demo", "rig"))
+    assert all(command in out for command in ("agent", "devices", "schema", "lorawan", "demo", "rig"))
+
+
+def test_agent_run_options_have_their_defaults_and_parse() -> None:
+    parser = build_parser()
+    defaults = parser.parse_args(["agent", "run", "--registry", "r.sqlite"])
+    assert (defaults.dedup_ms, defaults.net_id, defaults.adr_margin_db) == (200, 0, 10.0)
+    given = parser.parse_args(["agent", "run", "--registry", "r.sqlite", "--dedup-ms", "0", "--net-id", "0x00001A",
+                               "--adr-margin-db", "6.5"])
+    assert (given.dedup_ms, given.net_id, given.adr_margin_db) == (0, 0x1A, 6.5)
 
 
 def test_devices_import_and_list_without_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

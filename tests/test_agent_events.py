@@ -1,4 +1,5 @@
-"""The uplink event document: every key always, stable ids, decode failures and warnings kept, units as characters."""
+"""The event documents: every key of an uplink event always (receptions, confirmed, adr, dr included), stable ids,
+decode failures and warnings kept, units as characters; asset events with type, asset, device and time."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from datetime import datetime, timezone
 
 import pytest
 
-from dos_agent.events import EVENT_KEYS, EVENT_NAMESPACE, SchemaBook, encode_event, event_id, iso_utc, uplink_event
+from dos_agent.events import (
+    EVENT_KEYS,
+    EVENT_NAMESPACE,
+    SchemaBook,
+    asset_event,
+    encode_event,
+    event_id,
+    iso_utc,
+    uplink_event,
+)
 from dos_agent.registry import DeviceRecord
 from dos_agent.session import Reception, UplinkAccepted
 from dos_codecs.schema import load_schema
@@ -85,3 +95,31 @@ def test_event_ids_are_stable_per_device_session_and_counter() -> None:
 def test_received_at_is_iso_8601_utc_with_milliseconds(timestamp: float) -> None:
     expected = datetime.fromtimestamp(int(timestamp * 1000) / 1000, timezone.utc).isoformat(timespec="milliseconds")
     assert iso_utc(timestamp) == expected.replace("+00:00", "Z")
+
+
+def test_receptions_confirmed_adr_and_dr_are_always_in_the_event(schemas: SchemaBook) -> None:
+    best = Reception(gateway_eui="aa555a0000000102", tmst=42, freq=867_300_000, sf=9, bw=125_000, rssi=-90, snr=6.5,
+                     time="2026-11-22T08:30:00.100000Z")
+    other = Reception(gateway_eui="aa555a0000000101", tmst=77, freq=867_300_000, sf=9, bw=125_000, rssi=-110, snr=-2.0)
+    payload = load_schema("bridge").encode("reading", {"tilt": 0.5})
+    event = uplink_event(UplinkAccepted(BRIDGE, 41, 1, payload, True, best, 1_795_000_000.0, (best, other), True, 1),
+                         schemas)
+    assert tuple(event) == EVENT_KEYS
+    assert (event["confirmed"], event["adr"], event["dr"], event["gateway_id"], event["snr"]) == (
+        True, True, 3, "aa555a0000000102", 6.5)
+    assert event["receptions"] == [
+        {"gateway_id": "aa555a0000000102", "rssi": -90, "snr": 6.5, "tmst": 42, "time": "2026-11-22T08:30:00.100000Z",
+         "frequency": 867_300_000, "sf": 9, "bw": 125_000},
+        {"gateway_id": "aa555a0000000101", "rssi": -110, "snr": -2.0, "tmst": 77, "time": None,
+         "frequency": 867_300_000, "sf": 9, "bw": 125_000},
+    ]
+    alone = uplink_event(accepted(payload), schemas)  # one reception, modulation unknown
+    assert (alone["confirmed"], alone["adr"], alone["dr"]) == (False, False, None)
+    assert [r["gateway_id"] for r in alone["receptions"]] == [RECEPTION.gateway_eui]
+
+
+def test_asset_events_carry_type_asset_device_and_time() -> None:
+    document = asset_event("downlink", "lamp-1", "70b3d57ed0000001", 1_795_000_000.5, id="cfg-1", status="sent")
+    assert document == {"type": "downlink", "asset_id": "lamp-1", "dev_eui": "70b3d57ed0000001",
+                        "time": "2026-11-18T11:06:40.500Z", "id": "cfg-1", "status": "sent"}
+    assert json.loads(encode_event(document)) == document

@@ -1,9 +1,11 @@
-"""The MQTT sink against real Mosquitto processes: QoS 1 delivery, the in-flight bounds, an absent broker, and a
-broker restart in the middle (events published while it is away arrive after the sink reconnects)."""
+"""The MQTT sink against real Mosquitto processes: QoS 1 delivery, the in-flight bounds, an absent broker, a broker
+restart in the middle (events published while it is away arrive after the sink reconnects), and downlink requests
+that keep arriving after a restart (the subscription is made again on every connect)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import signal
 import socket
@@ -147,4 +149,55 @@ def test_events_and_retained_counters_arrive_and_survive_a_broker_restart(tmp_pa
         asyncio.run(scenario())
     finally:
         subscriber.close()
+        stop_broker(broker)
+
+
+def test_downlink_requests_arrive_and_the_subscription_survives_a_broker_restart(tmp_path: Path) -> None:
+    port = _free_port()
+    broker = start_persistent_broker(tmp_path, port)
+
+    def publish(topic: str, payload: bytes) -> None:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dl-pub-{time.monotonic_ns()}")
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        client.publish(topic, payload, qos=1).wait_for_publish(WAIT_S)
+        client.disconnect()
+        client.loop_stop()
+
+    async def delivered(received: asyncio.Queue, asset: str, payload: bytes) -> tuple[str, bytes]:
+        """Publish until the sink hands the request over (its SUBSCRIBE may still be on its way)."""
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.to_thread(publish, f"dl/test/assets/{asset}/down", payload)
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(received.get(), 0.3)
+        raise AssertionError("the downlink request never reached the callback")
+
+    async def scenario() -> None:
+        nonlocal broker
+        received: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        sink = MqttSink("127.0.0.1", port, prefix="dl/test", max_inflight=20)
+        sink.subscribe_downlinks(lambda asset, payload: received.put_nowait((asset, payload)))
+        await sink.start()
+        assert await sink.wait_connected(WAIT_S)
+        assert await delivered(received, "lamp-7", b'{"n":1}') == ("lamp-7", b'{"n":1}')
+        await asyncio.to_thread(publish, "dl/test/assets/lamp-7/up", b"{}")  # not a request: never handed over
+        await asyncio.to_thread(publish, "dl/other/assets/lamp-7/down", b"{}")
+
+        await asyncio.to_thread(stop_broker, broker)
+        deadline = time.monotonic() + WAIT_S
+        while sink.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert not sink.connected
+        broker = await asyncio.to_thread(start_persistent_broker, tmp_path, port)
+        assert await sink.wait_connected(WAIT_S)
+        got = await delivered(received, "lamp-8", b'{"n":2}')
+        while got[1] == b'{"n":1}':  # repeats of the first request published before the restart
+            got = await asyncio.wait_for(received.get(), WAIT_S)
+        assert got == ("lamp-8", b'{"n":2}')
+        await sink.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
         stop_broker(broker)
