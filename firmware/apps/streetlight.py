@@ -87,19 +87,20 @@ class Streetlight:
         return lines
 
     def handle(self, events):
-        """Log lines for the events of one send(), applying the config downlinks among them."""
-        lines = []
+        """Log lines for the events of one send(): (lines about the join, before the reading's line; lines about
+        downlinks, after it). Config downlinks among the events are applied."""
+        joins, downlinks = [], []
         for event in events:
             if isinstance(event, Joined):
-                lines.append("joined: DevAddr %08x, DevNonce %d, DR%d" % (event.dev_addr, event.dev_nonce, event.dr))
+                joins.append("joined: DevAddr %08x, DevNonce %d, DR%d" % (event.dev_addr, event.dev_nonce, event.dr))
             elif isinstance(event, JoinFailed):
-                lines.append("join attempt %d (DevNonce %d) got no JoinAccept" % (event.attempt, event.dev_nonce))
+                joins.append("join attempt %d (DevNonce %d) got no JoinAccept" % (event.attempt, event.dev_nonce))
             elif isinstance(event, Downlink):
                 if event.fport == CONFIG_FPORT:
-                    lines += self.configure(event.payload, event.fcnt)
+                    downlinks += self.configure(event.payload, event.fcnt)
                 else:
-                    lines.append("downlink on FPort %d (%d bytes) ignored" % (event.fport, len(event.payload)))
-        return lines
+                    downlinks.append("downlink on FPort %d (%d bytes) ignored" % (event.fport, len(event.payload)))
+        return joins, downlinks
 
 
 def _log_line(values, events):
@@ -144,8 +145,8 @@ def run(board, config, node, store):
             node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
             fport, payload = encode_reading(KIND, "reading", values)
             events = node.send(fport, payload, settings["confirmed"])
-            print(_log_line(values, events))
-            for line in app.handle(events):
+            joins, downlinks = app.handle(events)
+            for line in joins + [_log_line(values, events)] + downlinks:
                 print(line)
             failures = 0
         except Exception as exc:  # a sensor, radio or encoding failure must not end the loop

@@ -1,0 +1,234 @@
+"""The remote configuration downlink in micropython: cbor.decode_message against the CPython schema codec, settings
+applied, refused and kept across reboots (a newer installed config.json wins), and the whole streetlight app on a fake
+board: OTAA join, a config downlink that changes its interval, confirmed readings and dim level at once, and the change
+still there after a reboot."""
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dos_codecs.crypto import SessionKeys, derive_session_keys, seal_join_accept
+from dos_codecs.lorawan import DataFrame, JoinAccept, MType, parse_data_frame
+from dos_codecs.schema import available_kinds, load_schema
+from firmware_support import run_firmware, run_micropython
+
+DEV_EUI, JOIN_EUI = "70b3d57ed0050007", "70b3d57ed0000000"
+APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+DEV_ADDR = 0x26AA0007
+JOIN_NONCE, NET_ID = 7, 0x13
+CONFIG = {"board": "emu", "kind": "streetlight", "asset_id": "SL-T-7", "activation": "otaa", "dev_eui": DEV_EUI,
+          "join_eui": JOIN_EUI, "app_key": APP_KEY.hex(), "interval_s": 60, "settings": {}, "calibration": {}}
+
+
+@st.composite
+def config_messages(draw):
+    """(kind, values) of a config downlink of some kind, each field present or not."""
+    kind = draw(st.sampled_from(available_kinds(1)))
+    message = load_schema(kind).message("config")
+    values = {}
+    for field in message.fields:
+        if draw(st.booleans()):
+            values[field.name] = draw(st.booleans() if field.type == "bool"
+                                      else st.integers(int(field.min), int(field.max)))
+    return kind, values
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(config_messages(), min_size=1, max_size=10))
+def test_decode_message_gives_what_the_schema_codec_encoded(batch):
+    code = "import json\nfrom cbor import decode_message\n" + "".join(
+        f"print(json.dumps(decode_message({kind!r}, 3, bytes.fromhex({load_schema(kind).encode('config', values).hex()!r}))))\n"
+        for kind, values in batch)
+    out = [json.loads(line) for line in run_micropython(code).splitlines()]
+    assert out == [["config", values, []] for _kind, values in batch]
+
+
+def test_decode_message_errors_and_unknown_keys():
+    out = run_micropython("""
+from cbor import CborError, decode_message
+for kind, fport, payload in (('streetlight', 3, 'a2011402f5'), ('streetlight', 3, 'a10912'), ('streetlight', 9, 'a0'),
+                             ('streetlight', 3, '81 01'), ('streetlight', 3, 'a10120'), ('streetlight', 3, 'a10201'),
+                             ('streetlight', 3, 'a101'), ('lamppost', 3, 'a0')):
+    try:
+        print(decode_message(kind, fport, bytes.fromhex(payload.replace(' ', ''))))
+    except CborError as exc:
+        print(exc.reason)
+""").splitlines()
+    assert out[0] in ("('config', {'interval_s': 20, 'confirmed': True}, [])",
+                      "('config', {'confirmed': True, 'interval_s': 20}, [])")
+    assert out[1] == "('config', {}, [9])"  # an unknown key is reported, not fatal
+    assert out[2:] == ["unknown_fport", "not_a_map", "wrong_type", "wrong_type", "truncated", "unknown_fport"]
+
+
+def test_streetlight_setting_ranges_are_the_schema_ranges():
+    out = run_micropython("import json\nfrom apps.streetlight import SETTINGS\nprint(json.dumps(SETTINGS))")
+    declared = {name: (default, low, high) for name, default, low, high in json.loads(out)}
+    fields = {f.name: f for f in load_schema("streetlight").message("config").fields}
+    assert set(declared) == set(fields)
+    for name, (default, low, high) in declared.items():
+        field = fields[name]
+        if field.type == "bool":
+            assert (low, high) == (None, None) and default in (True, False)
+        else:
+            assert (low, high) == (field.min, field.max) and low <= default <= high, name
+
+
+SETTINGS_RUN = """
+import json
+from apps.streetlight import SETTINGS
+from settings import Settings
+from store import Store
+s = Settings(json.loads({config!r}), Store(), SETTINGS)
+print(json.dumps({{"values": s.values, "dropped": s.dropped}}))
+applied, refused = s.apply({changes!r})
+print(json.dumps({{"applied": applied, "refused": refused}}))
+"""
+
+
+def settings_run(folder, changes: dict, config: dict | None = None) -> list[dict]:
+    code = SETTINGS_RUN.format(config=json.dumps(config or CONFIG), changes=changes)
+    return [json.loads(line) for line in run_micropython(code, cwd=folder).splitlines()]
+
+
+def test_settings_are_applied_refused_and_kept_across_reboots(tmp_path):
+    boot, result = settings_run(tmp_path, {"interval_s": 20, "dim_level": 40, "dusk_lux": 5000, "confirmed": 1,
+                                           "colour": 3})
+    assert boot == {"values": {"interval_s": 60, "confirmed": False, "dusk_lux": 50, "dim_level": 100}, "dropped": []}
+    assert sorted(map(tuple, result["applied"])) == [("dim_level", 100, 40), ("interval_s", 60, 20)]
+    assert sorted(map(tuple, result["refused"])) == [("colour", "not a setting of this node"),
+                                                     ("confirmed", "1 out of range"), ("dusk_lux", "5000 out of range")]
+    boot, result = settings_run(tmp_path, {"interval_s": 20, "confirmed": True})
+    assert boot["values"] == {"interval_s": 20, "confirmed": False, "dusk_lux": 50, "dim_level": 40}
+    assert result == {"applied": [["confirmed", False, True]], "refused": []}  # 20 again is no change
+    # a technician installs a config.json with another dim level: the installed value is the newer decision
+    installed = {**CONFIG, "settings": {"dim_level": 70}}
+    boot, _ = settings_run(tmp_path, {}, installed)
+    assert boot == {"values": {"interval_s": 20, "confirmed": True, "dusk_lux": 50, "dim_level": 70},
+                    "dropped": ["dim_level"]}
+    saved = json.loads((tmp_path / "state.json").read_text())["settings"]
+    assert saved == {"interval_s": [20, 60], "confirmed": [True, False]}
+
+
+def test_a_bad_installed_setting_is_a_config_error(tmp_path):
+    out = run_micropython(f"""
+import json
+from apps.streetlight import SETTINGS
+from config import ConfigError
+from settings import Settings
+from store import Store
+for bad in ({{"interval_s": 5}}, {{"settings": {{"confirmed": "yes"}}}}, {{"settings": {{"dim_level": 101}}}}):
+    config = json.loads({json.dumps(json.dumps(CONFIG))})
+    config.update(bad)
+    try:
+        Settings(config, Store(), SETTINGS)
+    except ConfigError as exc:
+        print(exc)
+""", cwd=tmp_path).splitlines()
+    assert out == ["config.interval_s must be a number in [10, 86400]", "settings.confirmed must be true or false",
+                   "settings.dim_level must be a number in [0, 100]"]
+
+
+# ---- the whole app: fake board, scripted radio, virtual time
+
+APP_RUN = """
+import json
+from apps.streetlight import run
+from drivers.lamp import Lamp
+from fwtest import ScriptedRadio
+from lorawan.node import node_from_config
+from store import Store
+
+
+class FakeI2C:
+    '''BH1750 (10 lx, dark: the lamp is on) and INA219 (power register 1800: 36 W with the 0.1 ohm shunt).'''
+
+    def writeto(self, address, data):
+        pass
+
+    def readfrom_into(self, address, buf):
+        buf[0], buf[1] = 0, 12
+
+    def writeto_mem(self, address, register, data):
+        pass
+
+    def readfrom_mem_into(self, address, register, buf):
+        value = 1800 if register == 3 else 0
+        buf[0], buf[1] = value >> 8, value & 0xFF
+
+
+class FakePin:
+    def __call__(self, value=None):
+        pass
+
+
+class FakePWM:
+    def duty_u16(self, value=None):
+        print(json.dumps({{"pwm": value}}))
+
+
+class FakeBoard:
+    BATTERY_DIVIDER = 2
+
+    def __init__(self):
+        self._i2c = FakeI2C()
+
+    def i2c(self):
+        return self._i2c
+
+    def lamp(self):
+        return Lamp(FakePin(), FakePWM())
+
+    def battery_volts(self, divider):
+        return 3.75
+
+
+config = json.loads({config!r})
+store = Store()
+radio = ScriptedRadio({replies!r}, exit_on_send={exit_on_send})
+run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
+"""
+
+
+def app_run(folder, replies: list[str | None], exit_on_send: int, config: dict | None = None) -> list[str | dict]:
+    """One boot of the streetlight app until the `exit_on_send`-th transmission; output lines (JSON ones as dicts)."""
+    code = APP_RUN.format(config=json.dumps(config or CONFIG), replies=replies, exit_on_send=exit_on_send)
+    return [json.loads(line) if line.startswith("{") else line for line in run_firmware(code, cwd=folder).splitlines()]
+
+
+def test_config_downlink_changes_the_running_app_and_survives_a_reboot(tmp_path):
+    keys = SessionKeys(*derive_session_keys(APP_KEY, JOIN_NONCE, NET_ID, 0))
+    accept = seal_join_accept(JoinAccept(join_nonce=JOIN_NONCE, net_id=NET_ID, dev_addr=DEV_ADDR), APP_KEY).hex()
+    change = load_schema("streetlight").encode("config", {"interval_s": 20, "confirmed": True, "dim_level": 40})
+
+    def down(fcnt, **fields):
+        frame = DataFrame(mtype=MType.UNCONFIRMED_DOWN, dev_addr=DEV_ADDR, fcnt16=fcnt, **fields)
+        return keys.seal(frame, fcnt).hex()
+
+    replies = [accept, down(0, fport=3, frm_payload=change)] + [down(n, ack=True) for n in range(1, 4)]
+    lines = app_run(tmp_path, replies, exit_on_send=6)  # the JoinRequest, then four readings
+    text = [line for line in lines if isinstance(line, str)]
+    assert "settings: interval_s=60 confirmed=False dusk_lux=50 dim_level=100" in text
+    assert "joined: DevAddr 26aa0007, DevNonce 0, DR5" in text
+    for applied in ("interval_s 60 -> 20", "confirmed False -> True", "dim_level 100 -> 40"):
+        assert f"config: {applied} (downlink fcnt 0)" in text, text
+    transmissions = [line for line in lines if isinstance(line, dict) and "tx" in line]
+    uplinks = [parse_data_frame(bytes.fromhex(t["tx"])) for t in transmissions[1:]]
+    assert [u.fcnt16 for u in uplinks] == [0, 1, 2, 3]
+    assert [u.mtype for u in uplinks] == [MType.UNCONFIRMED_UP] + [MType.CONFIRMED_UP] * 3
+    schema = load_schema("streetlight")
+    readings = [schema.decode(1, keys.open(u, u.fcnt16)) for u in uplinks]
+    assert [r.readings["dim_level"]["value"] for r in readings] == [100, 40, 40, 40]
+    # the lamp was dimmed as soon as the downlink arrived, before the next reading
+    pwm = [line["pwm"] for line in lines if isinstance(line, dict) and "pwm" in line]
+    assert pwm[-1] == 40 * 65535 // 100 and 100 * 65535 // 100 in pwm
+    starts = [t["start_ms"] for t in transmissions[1:]]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert all(gap <= 2 * 20_000 + 3_000 for gap in gaps), gaps  # one reading per 20 s slot now, not per 60 s
+    acked = [line for line in text if line.startswith("reading ")]
+    assert all(line.endswith(" acked") for line in acked[1:]), acked
+    # a reboot keeps the remote settings (and joins with the next DevNonce)
+    lines = app_run(tmp_path, [], exit_on_send=1)
+    assert "settings: interval_s=20 confirmed=True dusk_lux=50 dim_level=40" in lines
+    assert json.loads((tmp_path / "state.json").read_text())["dev_nonce"] == 2
