@@ -31,7 +31,7 @@ from dos_codecs.crypto import SessionKeys
 from dos_codecs.errors import FrameError
 from dos_codecs.gwmp import Txpk
 from dos_codecs.lorawan import MAX_FOPTS_LEN, DataFrame, JoinRequest, MType, parse_phy
-from dos_codecs.mac_commands import MacCommand, build_mac_commands, parse_mac_commands_prefix
+from dos_codecs.mac_commands import MacCommand, build_mac_command, parse_mac_commands_prefix
 
 from dos_agent import eu868, join
 from dos_agent.dedup import DEFAULT_WINDOW_S, Admitted, Collected, Deduplicator
@@ -309,6 +309,7 @@ class SessionLayer:
         self.joins = JoinServer(registry, net_id)
         self.mac = MacLayer(adr_margin_db=adr_margin_db)
         self._keys: dict[tuple[str, str | None], SessionKeys] = {}
+        self._mac_states: dict[str, tuple[str, MacState]] = {}  # DevEUI -> (the JSON stored, its MacState)
         self._queues: dict[str, list[QueuedDownlink]] = registry.queued_downlinks()
         self._flights: dict[int, _Flight] = {}
         self._refs = itertools.count(1)
@@ -440,7 +441,7 @@ class SessionLayer:
     ) -> list[Output]:
         best = receptions[0]
         result, info = self._mac_uplink(device, frame, fcnt, payload, receptions, received_at)
-        device = self.registry.record_uplink(device, fcnt, _state_json(result.state))
+        device = self.registry.record_uplink(device, fcnt, self._mac_json(device, result.state))
         outputs: list[Output] = [
             UplinkAccepted(device, fcnt, frame.fport, payload, frame.confirmed, best, received_at, receptions,
                            frame.adr, duplicates)
@@ -459,7 +460,7 @@ class SessionLayer:
         """A confirmed uplink again with the last FCnt: not published again, but answered (ACK, MAC answers)."""
         payload = self._session_keys(device).open(frame, device.fcnt_up)
         result, info = self._mac_uplink(device, frame, device.fcnt_up, payload, receptions, received_at)
-        device = self.registry.record_uplink(device, device.fcnt_up, _state_json(result.state))
+        device = self.registry.record_uplink(device, device.fcnt_up, self._mac_json(device, result.state))
         outputs: list[Output] = [UplinkRepeated(device, device.fcnt_up, receptions[0], received_at, duplicates)]
         commands = result.answers + self.mac.plan_downlink(result.state, info)
         outputs.extend(self._downlink_opportunity(device, frame, commands, result.downlink_required, receptions,
@@ -489,14 +490,27 @@ class SessionLayer:
         return commands
 
     def _mac_state(self, device: DeviceRecord) -> MacState:
-        """The device's MAC state (the defaults when it has none, or when the stored one does not load)."""
-        if device.mac_state is None:
+        """The device's MAC state (the defaults when it has none, or when the stored one does not load), loaded
+        once per stored version."""
+        text = device.mac_state
+        if text is None:
             return MacState()
+        cached = self._mac_states.get(device.dev_eui)
+        if cached is not None and (cached[0] is text or cached[0] == text):
+            return cached[1]
         try:
-            return MacState.from_dict(json.loads(device.mac_state))
+            state = MacState.from_dict(json.loads(text))
         except ValueError as exc:
             log.error("mac: state of device %s does not load (%s); starting from the defaults", device.dev_eui, exc)
-            return MacState()
+            state = MacState()
+        self._mac_states[device.dev_eui] = (text, state)
+        return state
+
+    def _mac_json(self, device: DeviceRecord, state: MacState) -> str:
+        """The JSON to store for the device's new MAC state (remembered with the state it stands for)."""
+        text = json.dumps(state.to_dict(), separators=(",", ":"))
+        self._mac_states[device.dev_eui] = (text, state)
+        return text
 
     # --- joins --------------------------------------------------------------------------------------------------------
 
@@ -505,7 +519,7 @@ class SessionLayer:
     ) -> list[Output]:
         best = receptions[0]
         initial_state = MacState.after_join(eu868.CFLIST_FREQUENCIES_HZ, 0, eu868.RX2_DR, join.RX_DELAY_S)
-        outcome = self.joins.handle(request, _state_json(initial_state))
+        outcome = self.joins.handle(request, json.dumps(initial_state.to_dict(), separators=(",", ":")))
         if not isinstance(outcome, JoinGranted):
             return [JoinRejected(outcome.reason, outcome.detail, outcome.dev_eui, outcome.dev_nonce,
                                  outcome.last_dev_nonce, outcome.device, best, received_at, duplicates)]
@@ -653,19 +667,20 @@ class SessionLayer:
             outputs.extend(self._finish(device.asset_id, item, "failed", f"too_long_for_dr{route.rx1_dr}", now))
             item = self._next_item(device.dev_eui)
         room = eu868.MAX_PAYLOAD[route.first.dr]
-        mac_size = sum(command.size for command in mac_commands)
+        built = [build_mac_command(command) for command in mac_commands]
+        mac_bytes = b"".join(built)
         fopts = frm_payload = b""
         fport: int | None = None
         sent_item = None
         sent_commands: list[MacCommand] = []
-        if item is not None and mac_size <= MAX_FOPTS_LEN and len(item.payload) + mac_size <= room:
-            fport, frm_payload, sent_item, sent_commands = item.fport, item.payload, item, mac_commands
-            fopts = build_mac_commands(mac_commands)
+        if item is not None and len(mac_bytes) <= MAX_FOPTS_LEN and len(item.payload) + len(mac_bytes) <= room:
+            fport, frm_payload, sent_item, sent_commands, fopts = item.fport, item.payload, item, mac_commands, mac_bytes
         elif mac_commands:  # alone on FPort 0: whole commands, as many as the window's data rate carries
-            for command in mac_commands:
-                if sum(c.size for c in sent_commands) + command.size <= room:
+            fport = 0
+            for command, wire in zip(mac_commands, built):
+                if len(frm_payload) + len(wire) <= room:
                     sent_commands.append(command)
-            fport, frm_payload = 0, build_mac_commands(sent_commands)
+                    frm_payload += wire
         elif item is not None and not (uplink.confirmed or required):
             return outputs  # nothing but an item this window cannot carry: it waits for the next uplink
         more = [held for held in self._queues.get(device.dev_eui, [])
@@ -728,7 +743,7 @@ class SessionLayer:
             device = self.registry.get(flight.dev_eui)
             if device is not None and device.session_id == flight.session_id:
                 state = self.mac.on_downlink_sent(self._mac_state(device), flight.mac_commands, now)
-                self.registry.record_mac_state(device, _state_json(state))
+                self.registry.record_mac_state(device, self._mac_json(device, state))
         item = flight.item
         if item is None:
             return []
@@ -756,9 +771,6 @@ def _mac_events(device: DeviceRecord, events: list[dict], at: float) -> list[Mac
         outputs.append(MacEvent(device, str(fields.pop("type")), fields, at))
     return outputs
 
-
-def _state_json(state: MacState) -> str:
-    return json.dumps(state.to_dict(), separators=(",", ":"))
 
 
 def _new_id() -> str:

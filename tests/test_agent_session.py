@@ -245,6 +245,9 @@ def test_a_confirmed_uplink_without_fport_is_accepted(registry: Registry) -> Non
         (bytes.fromhex("60F17DBE4900020001954378762B11FF0D"), "not_uplink"),
         (bytes.fromhex("4001020304000100016162"), "too_short"),
         (bytes.fromhex("400102030400010001616263"), "unknown_dev_addr"),
+        (bytes.fromhex("40F17DBE490002000195437876") + bytes(243), "too_long"),  # 256 bytes
+        (bytes.fromhex("40F17DBE4901020006000195437876"), "fport0_with_fopts"),
+        (bytes.fromhex("C0F17DBE4900020001954378762B11FF0D"), "unknown_mtype"),
     ],
 )
 def test_structural_rejections_carry_the_codecs_reasons(registry: Registry, phy: bytes, reason: str) -> None:
