@@ -61,7 +61,7 @@ class Mac:
     def __init__(self, region, data_rate=5, tx_power_dbm=14, adr=False):
         self.region = region
         self.data_rate = data_rate
-        self.default_tx_power_dbm = self.tx_power_dbm = tx_power_dbm
+        self.default_tx_power_dbm = tx_power_dbm
         self.adr = adr
         self.battery_level = 255  # DevStatusAns: 0 external power, 1..254 level, 255 unknown
         self.counters = {}
@@ -73,12 +73,13 @@ class Mac:
         self.next_join_ms = 0
         self._join_since = None
         self._joining = False
-        self._pending = None  # (fport, payload, confirmed)
+        self._pending = None  # (fport, confirmed) of the frame in flight
         self._attempt = 0
         self._reset_session()
 
     def _reset_session(self):
         region = self.region
+        self.tx_power_dbm = self.default_tx_power_dbm
         self.nb_trans = 1
         self.rx1_delay_ms = RECEIVE_DELAY1_MS
         self.rx1_dr_offset = 0
