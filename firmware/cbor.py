@@ -233,10 +233,10 @@ class _Reader:
         if major == 2:
             return bytes(self.take(n))
         if major == 3:
-            try:
-                return str(bytes(self.take(n)), "utf-8")
-            except UnicodeError:
-                raise CborError("bad_utf8") from None
+            data = bytes(self.take(n))
+            if not _valid_utf8(data):
+                raise CborError("bad_utf8")
+            return str(data, "utf-8")
         if major == 4:
             return [self.item(depth + 1) for _ in range(n)]
         if major == 5:
@@ -263,6 +263,32 @@ class _Reader:
         if info == 27:
             return struct.unpack(">d", self.take(8))[0]
         raise CborError("unsupported_simple")
+
+
+def _valid_utf8(data):
+    """Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF); MicroPython's own decoder
+    lets some of those through."""
+    i, n = 0, len(data)
+    while i < n:
+        lead = data[i]
+        i += 1
+        if lead < 0x80:
+            continue
+        if 0xC2 <= lead <= 0xDF:
+            count, low, high = 1, 0x80, 0xBF
+        elif 0xE0 <= lead <= 0xEF:
+            count, low, high = 2, 0xA0 if lead == 0xE0 else 0x80, 0x9F if lead == 0xED else 0xBF
+        elif 0xF0 <= lead <= 0xF4:
+            count, low, high = 3, 0x90 if lead == 0xF0 else 0x80, 0x8F if lead == 0xF4 else 0xBF
+        else:
+            return False
+        if i + count > n or not low <= data[i] <= high:
+            return False
+        for j in range(i + 1, i + count):
+            if not 0x80 <= data[j] <= 0xBF:
+                return False
+        i += count
+    return True
 
 
 def _half_value(bits):

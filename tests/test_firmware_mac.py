@@ -320,13 +320,13 @@ from lorawan.region import EU868, sub_band
 r = EU868(seed=3)
 picked = set()
 for _ in range(60):
-    picked.add(r.next_channel(5, 0)[0])
+    picked.add(r.next_channel(5, 0, 61_696)[0])
 print(sorted(picked))
 r.note_transmission(868100, 1000, 61_696)
-print(r.next_channel(5, 1001), r.next_channel(5, 1000 + 6107), r.next_channel(5, 1000 + 6108)[0] > 0)
+print(r.next_channel(5, 1001, 61_696), r.next_channel(5, 1000 + 6107, 61_696), r.next_channel(5, 1000 + 6108, 61_696)[0] > 0)
 r.channels[3] = [869850, 0, 5]
 r.channel_mask |= 1 << 3
-print(r.next_channel(5, 1001), sub_band(869850), sub_band(868500))
+print(r.next_channel(5, 1001, 61_696), sub_band(869850), sub_band(868500))
 """).splitlines()
     assert out[0] == "[868100, 868300, 868500]"  # pseudo-random over every enabled channel
     # 99 x 61.696 ms = 6107.9 ms closed on the whole 868.0-868.6 sub-band, all three default channels

@@ -392,3 +392,25 @@ for n in range(3):
     for before, after, event in zip(transmissions, transmissions[1:], sent):
         closed_ms = math.ceil(99 * event["airtime_us"] / 1000)  # 1 % on 868.0-868.6 MHz, the only channels here
         assert after["start_ms"] >= before["end_ms"] + closed_ms
+
+
+def test_every_hour_of_airtime_stays_within_each_sub_band_duty_cycle():
+    """As fast as the MAC allows for three virtual hours at SF12: in every one-hour window that starts with a
+    transmission, each sub-band's airtime stays within its share (1 % for both used here)."""
+    requests = [NewChannelReq(ch_index=3, frequency_hz=867_100_000, min_dr=0, max_dr=5)]
+    steps = run_ups(f"""
+up(replies=['{down(0, commands=requests)}'])
+while clock[0] < 3 * 3_600_000:
+    up(payload=bytes(20), gap=0)
+""", data_rate=0)
+    starts = []  # (start ms, airtime µs, MHz)
+    for step in steps:
+        for sent, end in zip(step["frames"], step["tx_ends"]):
+            starts.append((end - (sent["airtime_us"] // 1000 + 1), sent["airtime_us"], sent["radio"]["freq_khz"] / 1000))
+    bands = {"868.0-868.6": lambda mhz: 868.0 <= mhz < 868.6, "865-868": lambda mhz: 865.0 <= mhz < 868.0}
+    for name, in_band in bands.items():
+        band = [(start, airtime) for start, airtime, mhz in starts if in_band(mhz)]
+        assert len(band) > 40, f"{name}: too few transmissions to prove anything"
+        worst = max(sum(a for s, a in band if start <= s < start + 3_600_000) for start, _ in band)
+        assert worst <= 36_000_000, f"{name}: {worst / 1e6:.2f} s of airtime in one hour"
+        assert worst > 33_000_000, f"{name}: the node used far less than it may ({worst / 1e6:.2f} s)"

@@ -42,6 +42,7 @@ JOIN_BACKOFF_MAX_MS = 3600000
 JOIN_ATTEMPTS_PER_DR = 2
 _HOUR_MS = 3600000
 _LINK_CHECK_REQ, _DEVICE_TIME_REQ = b"\x02", b"\x0d"
+_JOIN_REQUEST_LEN = 23
 
 
 class MacError(ValueError):
@@ -271,7 +272,8 @@ class Mac:
 
     def _try_send(self, now_ms):
         dr = self.data_rate
-        freq, free_at = self.region.next_channel(dr, now_ms)
+        airtime_us = self.region.airtime_us(_JOIN_REQUEST_LEN if self._joining else len(self._frame), dr)
+        freq, free_at = self.region.next_channel(dr, now_ms, airtime_us)
         if freq is None:
             self.state = _WAIT
             return [Wait(free_at, "duty_cycle")]
@@ -281,8 +283,7 @@ class Mac:
         else:
             frame, fcnt, nonce = self._frame, self._frame_fcnt, None
         self._attempt += 1
-        self._tx_freq, self._tx_dr = freq, dr
-        self._tx_airtime_us = self.region.airtime_us(len(frame), dr)
+        self._tx_freq, self._tx_dr, self._tx_airtime_us = freq, dr, airtime_us
         self.state = _TX
         radio = self.region.radio_config(freq, dr, self.tx_power_dbm, True)
         return [Transmit(frame, radio, self._tx_airtime_us, fcnt, nonce)]

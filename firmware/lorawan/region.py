@@ -1,7 +1,12 @@
 """EU868 regional parameters for the MAC: channels (the three defaults, CFList and NewChannelReq ones, DlChannelReq RX1
 frequencies, the enabled mask), data rates, payload limits, RX2, radio settings, pseudo-random channel choice among the
-enabled channels, per-sub-band duty-cycle bookkeeping and time on air. Pure state; times are plain millisecond counts
-from the caller."""
+enabled channels, duty-cycle bookkeeping and time on air. Pure state; times are plain millisecond counts from the caller.
+
+Duty cycle per sub-band, two rules together: after a transmission its sub-band stays closed for (divisor - 1) x its time
+on air (which spreads transmissions out), and the airtime started in the sub-band during the last hour, plus the next
+transmission's, stays within the sub-band's share of an hour (which holds in every one-hour window, where the first rule
+alone can overshoot by one transmission).
+"""
 from drivers.lora_airtime import symbol_us, time_on_air_us
 
 # DR -> (spreading factor, bandwidth kHz)
@@ -21,6 +26,10 @@ CODING_RATE = 5  # 4/5
 SUB_BANDS = ((863000, 865000, 1000), (865000, 868000, 100), (868000, 868600, 100), (868700, 869200, 1000),
              (869400, 869650, 10), (869700, 870000, 100))
 _BW_NAMES = {125: "125", 250: "250", 500: "500"}
+# Duty cycle as ETSI measures it, over any hour: a sub-band's airtime started in the last hour, plus the next
+# transmission, stays within 1/divisor of an hour. Kept per sub-band in slots of DUTY_SLOT_MS.
+DUTY_WINDOW_MS = 3600000
+DUTY_SLOT_MS = 300000
 
 
 class RegionError(ValueError):
@@ -48,6 +57,7 @@ class EU868:
 
     def __init__(self, seed=1):
         self.band_free_at = [0] * len(SUB_BANDS)
+        self.band_slots = [{} for _ in SUB_BANDS]  # per sub-band: slot number -> airtime (µs) started in it
         self.aggregate_free_at = 0
         self._rand = (seed & 0xFFFFFFFF) or 1
         self.reset_channels()
@@ -112,16 +122,20 @@ class EU868:
         channel = self.channels[index]
         return channel is not None and self.channel_mask >> index & 1 and channel[1] <= dr <= channel[2]
 
-    def next_channel(self, dr, now_ms):
-        """(freq_khz, 0) for a pseudo-randomly chosen channel that may transmit at DR `dr` now, or (None, ms when one
-        frees up)."""
+    def next_channel(self, dr, now_ms, airtime_us):
+        """(freq_khz, 0) for a pseudo-randomly chosen channel that may carry a transmission of airtime_us at DR `dr`
+        now, or (None, ms when one frees up)."""
         free = []
         earliest = None
         for index in range(MAX_CHANNELS):
             if not self.usable(index, dr):
                 continue
             freq = self.channels[index][0]
-            free_at = max(self.band_free_at[sub_band(freq)], self.aggregate_free_at)
+            band = sub_band(freq)
+            budget_at = self._budget_free_at(band, now_ms, airtime_us)
+            if budget_at is None:
+                continue
+            free_at = max(self.band_free_at[band], self.aggregate_free_at, budget_at)
             if free_at <= now_ms:
                 free.append(freq)
             elif earliest is None or free_at < earliest:
@@ -132,11 +146,33 @@ class EU868:
             raise RegionError("no_channel_for_dr")
         return None, earliest
 
+    def _budget_free_at(self, band, now_ms, airtime_us):
+        """When `band`'s airtime over the last hour leaves room for airtime_us more (now_ms if it does now); None if
+        it never can. Slots that overlap the hour count whole, so the estimate errs on the safe side."""
+        budget_us = DUTY_WINDOW_MS * 1000 // SUB_BANDS[band][2]
+        if airtime_us > budget_us:
+            return None
+        slots = self.band_slots[band]
+        first = (now_ms - DUTY_WINDOW_MS) // DUTY_SLOT_MS
+        for index in [i for i in slots if i < first]:
+            del slots[index]
+        used = sum(slots.values())
+        if used + airtime_us <= budget_us:
+            return now_ms
+        for index in sorted(slots):  # the oldest slot leaves the hour first
+            used -= slots[index]
+            if used + airtime_us <= budget_us:
+                return (index + 1) * DUTY_SLOT_MS + DUTY_WINDOW_MS
+
     def note_transmission(self, freq_khz, end_ms, airtime_us):
-        """Close the transmission's sub-band for (divisor - 1) x time on air after it ended."""
+        """Close the transmission's sub-band for (divisor - 1) x time on air after it ended, and count its airtime in
+        the sub-band's hour (in the slot of its start, which end_ms - airtime never puts too early)."""
         band = sub_band(freq_khz)
         self.band_free_at[band] = end_ms + -(-airtime_us * (SUB_BANDS[band][2] - 1) // 1000)
         self.aggregate_free_at = end_ms + -(-airtime_us * (self.aggregate_divisor - 1) // 1000)
+        slot = (end_ms - airtime_us // 1000) // DUTY_SLOT_MS
+        slots = self.band_slots[band]
+        slots[slot] = slots.get(slot, 0) + airtime_us
 
     @staticmethod
     def valid_dr(dr):
