@@ -1,11 +1,13 @@
-"""main.py and config checks in micropython: a missing or broken config stops the node with one clear line (no
+"""main.py, config checks and the install manifest in micropython: a missing or broken config stops the node with one clear line (no
 traceback), and no error message ever carries a key."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
+from dos_rig.install import FIRMWARE_DIR, firmware_files
 from firmware_support import run_micropython
 
 NWK = "2b7e151628aed2a6abf7158809cf4f3c"
@@ -86,3 +88,15 @@ print(number({}, 'dim_level', 100, 0, 100), section({}, 'settings'))
 """, cwd=tmp_path).splitlines()
     assert out == ["settings.dusk_lux must be a number in [0, 100]", "settings.dim_level must be a number in [0, 100]",
                    "settings.dim_level must be a number in [0, 100]", "settings must be a JSON object", "100 {}"]
+
+
+def test_the_manifest_installs_every_module_the_app_imports(tmp_path):
+    """What flash.sh copies (firmware/manifest.toml) is enough: the app and the LoRaWAN stack import from it alone."""
+    for rel in firmware_files("emu", "streetlight"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(FIRMWARE_DIR / rel, tmp_path / rel)
+    out = run_micropython("""
+import apps.streetlight, lorawan.node, selftest
+print('imported')
+""", path=[tmp_path], cwd=tmp_path).splitlines()
+    assert out[-1] == "imported"
