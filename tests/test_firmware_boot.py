@@ -1,5 +1,5 @@
-"""main.py, config checks and the install manifest in micropython: a missing or broken config stops the node with one clear line (no
-traceback), and no error message ever carries a key."""
+"""main.py, config checks and the install manifest in micropython: a missing or broken config stops the node with one
+clear line (no traceback), no error message ever carries a key, and the manifest installs every module needed."""
 from __future__ import annotations
 
 import json
