@@ -88,14 +88,16 @@ class JoinServer:
         if device.state != "active":
             return refuse("device_inactive", f"device {dev_eui} is {device.state}")
         if device.join_eui is not None and request.join_eui.hex() != device.join_eui:
-            return refuse("join_eui_mismatch", f"JoinEUI {request.join_eui.hex()} is not the device's {device.join_eui}")
+            detail = f"JoinEUI {request.join_eui.hex()} is not the device's {device.join_eui}"
+            return refuse("join_eui_mismatch", detail)
         app_key = bytes.fromhex(device.app_key)
         try:
             verify_join_request(request, app_key)
         except FrameError as exc:
             return refuse(exc.reason, exc.detail)
         if device.last_dev_nonce is not None and nonce <= device.last_dev_nonce:
-            return refuse("dev_nonce_reused", f"DevNonce {nonce} is not above the last accepted {device.last_dev_nonce}")
+            detail = f"DevNonce {nonce} is not above the last accepted {device.last_dev_nonce}"
+            return refuse("dev_nonce_reused", detail)
         join_nonce = device.join_nonce + 1
         if join_nonce > MAX_JOIN_NONCE:
             return refuse("join_nonce_exhausted", "every JoinNonce of this AppKey has been used")

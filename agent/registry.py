@@ -2,12 +2,12 @@
 server's state (DevNonce, JoinNonce, the session it made), each device's MAC state and the queue of downlinks.
 
 The agent is the registry's hot reader: devices are cached in memory by DevAddr, and the cache is reloaded when another
-process (`dos-edge devices import`) commits a change (`reload_if_changed`). Uplink counter and MAC state updates go to the
-cache at once and to the file in groups (`record_uplink`, then `flush`, which the agent calls a few times a second and
-which runs by itself every COMMIT_EVERY updates): a crash may lose the last few counters, which at worst lets a replay of
-those frames through again, and those carry the same `event_id` as the first time. Whatever must never be reused or lost
-is committed before it is used: a join's session and nonces (`store_join`), each FCntDown (`reserve_fcnt_down`), and
-every change to the downlink queue.
+process (`dos-edge devices import`) commits a change (`reload_if_changed`). Uplink counter and MAC state updates go to
+the cache at once and to the file in groups (`record_uplink`, then `flush`, which the agent calls a few times a second
+and which runs by itself every COMMIT_EVERY updates): a crash may lose the last few counters, which at worst lets a
+replay of those frames through again, and those carry the same `event_id` as the first time. Whatever must never be
+reused or lost is committed before it is used: a join's session and nonces (`store_join`), each FCntDown
+(`reserve_fcnt_down`), and every change to the downlink queue.
 
 Keys are stored as hex in the file (protected by its mode) and never appear in a repr or a log line.
 """

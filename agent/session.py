@@ -408,7 +408,8 @@ class SessionLayer:
             if stale_ok and stale == last and frame.confirmed:
                 return self._repeated(device, frame, receptions, received_at, now, duplicates)
             reset = frame.fcnt16 if last - frame.fcnt16 > REPLAY_WINDOW else None
-            if reset is not None and ((stale == reset and stale_ok) or (stale != reset and _mic_ok(keys, frame, reset))):
+            reset_ok = reset is not None and (stale_ok if stale == reset else _mic_ok(keys, frame, reset))
+            if reset_ok:
                 return self._fcnt_reset(device, frame, reset, receptions, received_at, now, duplicates)
             if stale_ok:
                 detail = f"FCnt {stale} is not above the last accepted {last}"
@@ -674,7 +675,8 @@ class SessionLayer:
         sent_item = None
         sent_commands: list[MacCommand] = []
         if item is not None and len(mac_bytes) <= MAX_FOPTS_LEN and len(item.payload) + len(mac_bytes) <= room:
-            fport, frm_payload, sent_item, sent_commands, fopts = item.fport, item.payload, item, mac_commands, mac_bytes
+            fport, frm_payload, fopts = item.fport, item.payload, mac_bytes
+            sent_item, sent_commands = item, mac_commands
         elif mac_commands:  # alone on FPort 0: whole commands, as many as the window's data rate carries
             fport = 0
             for command, wire in zip(mac_commands, built):
@@ -715,7 +717,8 @@ class SessionLayer:
         if error == "NONE":
             return self._sent(flight, None, now)
         rx2 = flight.rx2
-        if error == "TOO_LATE" and rx2 is not None and now < rx2.reachable_until and eu868.fits(len(flight.phy), rx2.dr):
+        rx2_possible = rx2 is not None and now < rx2.reachable_until and eu868.fits(len(flight.phy), rx2.dr)
+        if error == "TOO_LATE" and rx2_possible:
             flight.window, flight.rx2, flight.sent_at = rx2, None, now
             return [self._fly(flight)]
         reason = "too_late" if error == "TOO_LATE" else f"tx_{error.lower()}"

@@ -25,8 +25,8 @@ NOW = 1_795_000_000.0
 
 
 def join_request(dev_nonce: int, entry: dict = OTAA, app_key: bytes = APP_KEY, join_eui: str | None = None) -> bytes:
-    request = JoinRequest(join_eui=bytes.fromhex(join_eui or entry["join_eui"]), dev_eui=bytes.fromhex(entry["dev_eui"]),
-                          dev_nonce=dev_nonce)
+    request = JoinRequest(join_eui=bytes.fromhex(join_eui or entry["join_eui"]),
+                          dev_eui=bytes.fromhex(entry["dev_eui"]), dev_nonce=dev_nonce)
     return seal_join_request(request, app_key)
 
 
