@@ -45,8 +45,8 @@ def run_micropython(code: str, path: list[str | Path] | None = None, cwd: str | 
 
 
 # Modules put on the path before firmware/ by run_firmware(): a virtual clock (the firmware's `time`) and test helpers.
-VIRTUAL_TIME_MODULE = '''"""Test clock: ticks_ms() is virtual and advances only when the code sleeps, so RX windows, duty-cycle waits and
-back-offs cost no real time."""
+VIRTUAL_TIME_MODULE = '''"""Test clock: ticks_ms() is virtual and advances only when the code sleeps, so RX windows,
+duty-cycle waits and back-offs cost no real time."""
 from utime import *
 
 _now_ms = [0]
@@ -80,8 +80,8 @@ def sleep(seconds):
     _now_ms[0] += max(0, int(seconds * 1000))
 '''
 
-FWTEST_MODULE = '''"""Firmware test helpers: show() prints MAC actions/events as one JSON line; ScriptedRadio is a radio in the
-micropython-lib lora modem shape whose receptions come from a script and whose transmissions are printed."""
+FWTEST_MODULE = '''"""Firmware test helpers: show() prints MAC actions/events as one JSON line; ScriptedRadio is a
+radio in the micropython-lib lora modem shape whose receptions come from a script and whose transmissions are printed."""
 import json
 import time
 

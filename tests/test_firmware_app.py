@@ -38,9 +38,9 @@ def config_messages(draw):
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(config_messages(), min_size=1, max_size=10))
 def test_decode_message_gives_what_the_schema_codec_encoded(batch):
+    payloads = [(kind, load_schema(kind).encode("config", values).hex()) for kind, values in batch]
     code = "import json\nfrom cbor import decode_message\n" + "".join(
-        f"print(json.dumps(decode_message({kind!r}, 3, bytes.fromhex({load_schema(kind).encode('config', values).hex()!r}))))\n"
-        for kind, values in batch)
+        f"print(json.dumps(decode_message({kind!r}, 3, bytes.fromhex({payload!r}))))\n" for kind, payload in payloads)
     out = [json.loads(line) for line in run_micropython(code).splitlines()]
     assert out == [["config", values, []] for _kind, values in batch]
 

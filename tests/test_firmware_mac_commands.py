@@ -104,8 +104,8 @@ def answers(step: dict) -> list:
 
 
 def test_requests_are_applied_and_answered_in_bytes_the_codecs_parse():
-    requests = [DutyCycleReq(max_duty_cycle=0), RXParamSetupReq(rx1_dr_offset=2, rx2_data_rate=3, frequency_hz=869_525_000),
-                DevStatusReq(), NewChannelReq(ch_index=3, frequency_hz=867_100_000, min_dr=0, max_dr=5),
+    requests = [DutyCycleReq(max_duty_cycle=0),
+                RXParamSetupReq(rx1_dr_offset=2, rx2_data_rate=3, frequency_hz=869_525_000), DevStatusReq(), NewChannelReq(ch_index=3, frequency_hz=867_100_000, min_dr=0, max_dr=5),
                 RXTimingSetupReq(delay=3)]
     steps = run_ups(f"""
 mac.battery_level = 180
@@ -225,7 +225,8 @@ up(payload=bytes(10), gap=0)
 
 
 def test_device_time_and_link_check_on_demand():
-    answer = down(0, fopts=[LinkCheckAns(margin=20, gw_count=2), DeviceTimeAns(gps_seconds=1_400_000_000, fraction=128)])
+    answer = down(0, fopts=[LinkCheckAns(margin=20, gw_count=2),
+                            DeviceTimeAns(gps_seconds=1_400_000_000, fraction=128)])
     steps = run_ups(f"""
 mac.request_link_check()
 mac.request_device_time()
@@ -406,7 +407,8 @@ while clock[0] < 3 * 3_600_000:
     starts = []  # (start ms, airtime µs, MHz)
     for step in steps:
         for sent, end in zip(step["frames"], step["tx_ends"]):
-            starts.append((end - (sent["airtime_us"] // 1000 + 1), sent["airtime_us"], sent["radio"]["freq_khz"] / 1000))
+            airtime_us = sent["airtime_us"]
+            starts.append((end - (airtime_us // 1000 + 1), airtime_us, sent["radio"]["freq_khz"] / 1000))
     bands = {"868.0-868.6": lambda mhz: 868.0 <= mhz < 868.6, "865-868": lambda mhz: 865.0 <= mhz < 868.0}
     for name, in_band in bands.items():
         band = [(start, airtime) for start, airtime, mhz in starts if in_band(mhz)]

@@ -15,7 +15,7 @@ STICKY = (RX_PARAM_SETUP, RX_TIMING_SETUP, DL_CHANNEL)  # answers repeated in ev
 
 
 def battery_level(volts, empty_v, full_v):
-    """DevStatusAns battery byte for a battery at `volts`: 1 (empty_v or less) .. 254 (full_v or more); 255 if unknown."""
+    """DevStatusAns battery byte for a battery at `volts`: 1 (empty_v or less) .. 254 (full_v or more), 255 unknown."""
     if volts is None:
         return 255
     level = 1 + round(253 * (volts - empty_v) / (full_v - empty_v))

@@ -61,7 +61,7 @@ class Joined:
 
 
 class JoinFailed:
-    """Event: join attempt number `attempt` (DevNonce `dev_nonce`) got no JoinAccept; the next may start at retry_at_ms."""
+    """Event: join attempt `attempt` (DevNonce `dev_nonce`) got no JoinAccept; the next may start at retry_at_ms."""
 
     def __init__(self, attempt, dev_nonce, retry_at_ms):
         self.attempt, self.dev_nonce, self.retry_at_ms = attempt, dev_nonce, retry_at_ms

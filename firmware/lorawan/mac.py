@@ -6,19 +6,20 @@ events for the app (Sent, Downlink, LinkCheck, DeviceTime, Joined, JoinFailed, N
 they happen. Frames are built, encrypted and MICed here; MAC commands in downlinks (lorawan/commands.py) are answered in
 the next new uplink's FOpts; RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
 
-Activation is ABP (activate_abp) or OTAA (set_otaa, then join()). Each join() is one attempt with a fresh DevNonce, which
-the Transmit carries so that the runner persists the next one before the JoinRequest leaves. A failed attempt gives
-JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle (1 %, 0.1 % after an hour, 0.01 % after eleven
-hours of trying) or a random delay that doubles per failure, whichever is longer; every second failure lowers the join DR
-by one, and the session keeps the DR whose JoinRequest got through. The JoinNonce is not required to grow: 1.0.4 does not
-ask it of a device, and a join server that lost its state could otherwise never join the node again.
+Activation is ABP (activate_abp) or OTAA (set_otaa, then join()). Each join() is one attempt with a fresh DevNonce,
+which the Transmit carries so that the runner persists the next one before the JoinRequest leaves. A failed attempt
+gives JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle (1 %, 0.1 % after an hour, 0.01 % after
+eleven hours of trying) or a random delay that doubles per failure, whichever is longer; every second failure lowers
+the join DR by one, and the session keeps the DR whose JoinRequest got through. The JoinNonce is not required to grow:
+1.0.4 does not ask it of a device, and a join server that lost its state could otherwise never join the node again.
 
-ADR: with `adr` on, uplinks carry the ADR bit; after ADR_ACK_LIMIT new frames without any downlink they set ADRACKReq, and
-every ADR_ACK_DELAY further frames step back: TX power to the default first, then one DR lower per step down to DR0, then
-the default channels are enabled again and NbTrans returns to 1.
+ADR: with `adr` on, uplinks carry the ADR bit; after ADR_ACK_LIMIT new frames without any downlink they set ADRACKReq,
+and every ADR_ACK_DELAY further frames step back: TX power to the default first, then one DR lower per step down to
+DR0, then the default channels are enabled again and NbTrans returns to 1.
 
-Repetitions (NbTrans for unconfirmed frames, retries until ACK up to CONFIRMED_TRIES for confirmed ones) resend the same
-bytes with the same FCnt on a newly drawn channel. A payload longer than the DR allows gives NotSent, never a truncation.
+Repetitions (NbTrans for unconfirmed frames, retries until ACK up to CONFIRMED_TRIES for confirmed ones) resend the
+same bytes with the same FCnt on a newly drawn channel. A payload longer than the DR allows gives NotSent, never a
+truncation.
 """
 from lorawan.commands import STICKY, handle_commands
 from lorawan.crypto import Cmac, CryptoError, crypt_payload, data_mic, join_accept_open, join_request_mic, session_keys

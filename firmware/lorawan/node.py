@@ -18,7 +18,7 @@ from lorawan.region import EU868
 
 
 class Node:
-    """A LoRaWAN end device: `send()` runs one uplink's whole exchange (joining first if needed) and returns the events."""
+    """A LoRaWAN end device: `send()` runs one uplink's whole exchange (joining first if needed), returns the events."""
 
     def __init__(self, radio, mac, store=None):
         self.radio, self.mac, self.store = radio, mac, store
@@ -136,7 +136,8 @@ def node_from_config(config, make_radio, store):
     radio = make_radio()
     mac = Mac(EU868(seed=int.from_bytes(os.urandom(4), "big") ^ seed), data_rate=data_rate, adr=adr)
     if activation == "abp":
-        mac.activate_abp(dev_addr, nwk_s_key, app_s_key, fcnt_up=store.boot_fcnt_up(), fcnt_down=store.get("fcnt_down", 0))
+        fcnt_up, fcnt_down = store.boot_fcnt_up(), store.get("fcnt_down", 0)
+        mac.activate_abp(dev_addr, nwk_s_key, app_s_key, fcnt_up=fcnt_up, fcnt_down=fcnt_down)
     else:
         mac.set_otaa(dev_eui, join_eui, app_key, dev_nonce)
     return Node(radio, mac, store)
