@@ -271,3 +271,19 @@ def test_join_request_codec_round_trip_of_the_published_vector():
     [[transmit]] = run_steps("show(mac.join(0))", dev_eui=request.dev_eui, join_eui=request.join_eui,
                              app_key=app_key, dev_nonce=request.dev_nonce)
     assert bytes.fromhex(transmit["frame"]) == vector
+
+
+def test_an_otaa_session_that_hears_nothing_for_long_joins_again(tmp_path):
+    """ADR on, no downlink for SESSION_STALE_AFTER (320) frames: the network may have lost the session, so the next
+    send joins again (next DevNonce) and the reading goes out in the new session."""
+    replies = [join_accept(dev_addr=0x26AA0001)] + [None] * 640 + [join_accept(join_nonce=2, dev_addr=0x26AA0002)]
+    lines = boot_and_send(tmp_path, replies, sends=321)
+    sends = [line["events"] for line in lines if "events" in line]
+    joined = [(n, e["dev_nonce"], e["dev_addr"]) for n, events in enumerate(sends) for e in events
+              if e["type"] == "Joined"]
+    assert joined == [(0, 0, 0x26AA0001), (320, 1, 0x26AA0002)]
+    assert [e["fcnt"] for e in sends[320] if e["type"] == "Sent"] == [0]
+    assert [e["fcnt"] for e in sends[319] if e["type"] == "Sent"] == [319]
+    last = parse_data_frame(bytes.fromhex([line["tx"] for line in lines if "tx" in line][-1]))
+    keys = SessionKeys(*derive_session_keys(APP_KEY, 2, 0x13, 1))
+    assert last.dev_addr == 0x26AA0002 and keys.open(last, 0) == b"reading"

@@ -15,7 +15,8 @@ the join DR by one, and the session keeps the DR whose JoinRequest got through. 
 
 ADR: with `adr` on, uplinks carry the ADR bit; after ADR_ACK_LIMIT new frames without any downlink they set ADRACKReq,
 and every ADR_ACK_DELAY further frames step back: TX power to the default first, then one DR lower per step down to
-DR0, then the default channels are enabled again and NbTrans returns to 1.
+DR0, then the default channels are enabled again and NbTrans returns to 1. An OTAA session that heard nothing for
+SESSION_STALE_AFTER frames even so is `session_stale`: the network may have lost it, and the runner joins again.
 
 Repetitions (NbTrans for unconfirmed frames, retries until ACK up to CONFIRMED_TRIES for confirmed ones) resend the
 same bytes with the same FCnt on a newly drawn channel. A payload longer than the DR allows gives NotSent, never a
@@ -38,6 +39,7 @@ CONFIRMED_TRIES = 8
 RETRY_BACKOFF_MS = (1000, 3000)
 MAX_FOPTS = 15
 ADR_ACK_LIMIT, ADR_ACK_DELAY = 64, 32
+SESSION_STALE_AFTER = ADR_ACK_LIMIT + 8 * ADR_ACK_DELAY  # new frames without a downlink before an OTAA node rejoins
 JOIN_BACKOFF_FIRST_MS = 15000
 JOIN_BACKOFF_MAX_MS = 3600000
 JOIN_ATTEMPTS_PER_DR = 2
@@ -109,6 +111,16 @@ class Mac:
     @property
     def activated(self):
         return self._dev_addr is not None
+
+    @property
+    def session_stale(self):
+        """True when an OTAA session with ADR on heard no downlink for SESSION_STALE_AFTER new frames."""
+        return self._otaa is not None and self.activated and self.adr and self.adr_ack_cnt >= SESSION_STALE_AFTER
+
+    def end_session(self):
+        """Forget the session (OTAA: the next join() starts a new one)."""
+        self.count("session_ended")
+        self._dev_addr = None
 
     @property
     def dev_addr(self):

@@ -5,8 +5,9 @@ written before each JoinRequest leaves. Receive windows open at the times the MA
 
 OTAA across reboots: the node joins again after every boot, with the next persisted DevNonce; session keys are never
 written to the store. That costs one JoinRequest per boot, keeps no key on flash beyond config.json, and a node whose
-network lost the session is back at its next boot. The join happens in the first send(); a send() while the join back-off
-runs returns NotSent("not_joined") at once instead of sleeping through it, so the app's own work (the lamp) goes on.
+network lost the session is back at its next boot, or sooner when the MAC finds the session stale (ADR heard nothing
+for a long time). The join happens in send(); a send() while the join back-off runs returns NotSent("not_joined") at
+once instead of sleeping through it, so the app's own work (the lamp) goes on.
 """
 import os
 import time
@@ -54,6 +55,8 @@ class Node:
         If the radio fails, the exchange is abandoned (the MAC is idle again) and the error is raised."""
         mac = self.mac
         events = []
+        if mac.session_stale:
+            mac.end_session()
         if not mac.activated:
             now = self.now_ms()
             if now >= mac.next_join_ms:
