@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3, help="number of emulated streetlight nodes (default 3)")
     parser.add_argument("--interval", type=int, default=60, help="reporting interval in virtual seconds (default 60)")
     parser.add_argument("--speed", type=float, default=60.0, help="virtual seconds per wall second (default 60)")
-    parser.add_argument("--duration", type=float, default=None, help="stop after this many wall seconds (default: Ctrl-C)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="stop after streaming for this many wall seconds (default: until Ctrl-C)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs, boards and the air log here")
     args = parser.parse_args(argv)
 
@@ -43,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     fleet = Fleet(workdir, make_nodes(args.nodes, interval_s=args.interval, scenario=DUSK), speed=args.speed,
                   epoch=DEMO_START, log=lambda line: print(f"  {line}", flush=True))
     shown = 0
-    deadline = None if args.duration is None else time.monotonic() + args.duration
     try:
         fleet.start()
+        deadline = None if args.duration is None else time.monotonic() + args.duration
         print("readings (Ctrl-C to stop):", flush=True)
         while not stop["now"] and (deadline is None or time.monotonic() < deadline):
             events = fleet.uplinks()
