@@ -230,6 +230,8 @@ class _Reader:
             return n
         if major == 1:
             return -1 - n
+        if major <= 5 and n > len(self.data) - self.pos:  # every byte, character or item takes one byte or more
+            raise CborError("truncated")
         if major == 2:
             return bytes(self.take(n))
         if major == 3:

@@ -126,7 +126,8 @@ def test_decoder_typed_errors():
     cases = {"": "truncated", "1a0001": "truncated", "0000": "trailing_bytes", "9f": "unsupported_length",
              "c100": "unsupported_tag", "62ffff": "bad_utf8",
              "62c080": "bad_utf8", "63eda080": "bad_utf8", "64f4908080": "bad_utf8", "63e08080": "bad_utf8",
-             "62c2": "truncated", "61c2": "bad_utf8", "f7": "unsupported_simple", "81" * 40 + "00": "too_deep",
+             "62c2": "truncated", "61c2": "bad_utf8", "9b8000000000000000": "truncated", "bb8000000000000000": "truncated",
+             "5b8000000000000000": "truncated", "8300": "truncated", "c600": "unsupported_tag", "f7": "unsupported_simple", "81" * 40 + "00": "too_deep",
              "a1810000": "unhashable_key"}
     out = run_micropython(PRELUDE + "for h in " + repr(list(cases)) + """:
     try:

@@ -416,3 +416,18 @@ while clock[0] < 3 * 3_600_000:
         worst = max(sum(a for s, a in band if start <= s < start + 3_600_000) for start, _ in band)
         assert worst <= 36_000_000, f"{name}: {worst / 1e6:.2f} s of airtime in one hour"
         assert worst > 33_000_000, f"{name}: the node used far less than it may ({worst / 1e6:.2f} s)"
+
+
+def test_an_uplink_that_is_not_sent_takes_no_extra_adr_back_off_step():
+    adr = down(0, fopts=[LinkADRReq(data_rate=1, tx_power=3, ch_mask=0x0007)])
+    steps = run_ups(f"""
+up(replies=['{adr}'])
+for _ in range(96):
+    up(gap=1000)
+up(payload=bytes(52))
+up()
+""", adr=True)
+    assert steps[96]["frames"][0]["radio"]["output_power"] == 10  # ADR_ACK_CNT 95: no step yet
+    assert steps[97]["events"][0]["reason"] == "payload_too_long"  # ADR_ACK_CNT 96: the power step, nothing sent
+    radio = steps[98]["frames"][0]["radio"]
+    assert (radio["output_power"], radio["sf"]) == (14, 11), "one step (power), not a second one (DR)"

@@ -90,7 +90,7 @@ class Mac:
         self.rx2_freq_khz, self.rx2_dr = region.RX2_FREQ_KHZ, region.RX2_DR
         self.fcnt_up = 0
         self.fcnt_down = 0  # next FCntDown this device accepts
-        self.adr_ack_cnt = 0
+        self.adr_ack_cnt = self._adr_steps = 0
         self._answers = []  # MAC command answers (bytes) for the next new uplink
         self._link_check_wanted = self._device_time_wanted = False
         self._ack_next = False
@@ -237,18 +237,19 @@ class Mac:
         return self._try_send(now_ms)
 
     def _adr_backoff(self):
-        """One step of the ADR back-off when ADR_ACK_CNT reaches LIMIT + DELAY, + 2 DELAY, ..."""
-        over = self.adr_ack_cnt - ADR_ACK_LIMIT
-        if over < ADR_ACK_DELAY or over % ADR_ACK_DELAY:
-            return
-        if self.tx_power_dbm != self.default_tx_power_dbm:
-            self.tx_power_dbm = self.default_tx_power_dbm
-        elif self.data_rate > 0:
-            self.data_rate -= 1
-        else:
-            self.region.enable_default_channels()
-            self.nb_trans = 1
-        self.count("adr_backoff")
+        """The ADR back-off steps due at this ADR_ACK_CNT, each taken once: one per ADR_ACK_DELAY frames from
+        ADR_ACK_LIMIT + ADR_ACK_DELAY on."""
+        due = (self.adr_ack_cnt - ADR_ACK_LIMIT) // ADR_ACK_DELAY
+        while self._adr_steps < due:
+            self._adr_steps += 1
+            if self.tx_power_dbm != self.default_tx_power_dbm:
+                self.tx_power_dbm = self.default_tx_power_dbm
+            elif self.data_rate > 0:
+                self.data_rate -= 1
+            else:
+                self.region.enable_default_channels()
+                self.nb_trans = 1
+            self.count("adr_backoff")
 
     def _fopts(self, room):
         """The commands (answers, then requests) that fit in `room` bytes of FOpts: whole commands only."""
@@ -426,7 +427,7 @@ class Mac:
         if fport == 0 and fopts_end > 8:
             raise MacError("fopts_with_port0")
         self.fcnt_down = fcnt + 1
-        self.adr_ack_cnt = 0
+        self.adr_ack_cnt = self._adr_steps = 0
         if mtype == CONFIRMED_DOWN:
             self._ack_next = True
         payload = b""
