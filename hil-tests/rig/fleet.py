@@ -120,6 +120,16 @@ class AgentProcess:
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
+    def wait_listening(self, timeout_s: float = 20.0) -> None:
+        """Wait for the agent's 'listening' log line, so the gateways' first PULL_DATA is not lost."""
+        deadline = time.monotonic() + timeout_s
+        while "agent: listening on udp" not in self.log_text():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the agent exited with code {self.proc.returncode}:\n{self.log_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the agent did not start listening within {timeout_s} s:\n{self.log_text()[-2000:]}")
+            time.sleep(0.05)
+
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         stop_process(proc, grace_s=10)
@@ -209,6 +219,7 @@ class Fleet:
         self.tap = MqttTap(self.broker.port, [f"{self.prefix}/#"])
         udp_port = free_port(kind=2)  # SOCK_DGRAM
         self.agent = AgentProcess(self.workdir, registry, udp_port, self.broker.port, self.prefix, self.agent_args).start()
+        self.agent.wait_listening()
         self.log(f"agent listening on udp 127.0.0.1:{udp_port} (log {self.agent.log_path})")
         self.rig = Rig(self.workdir / "rig", agent_addr=("127.0.0.1", udp_port),
                        air_log=self.workdir / "air.jsonl", speed=self.speed, epoch=self.epoch)
