@@ -1,5 +1,7 @@
 """The emulated board of the HIL rig (a Heltec WiFi LoRa 32 V2 in shape): pins and buses exactly as the wiring table in
-docs/architecture.md. Same interface as every board file: radio(), i2c(), lamp(), battery_volts(), BATTERY_DIVIDER."""
+docs/architecture.md. Same interface as every board file: radio(), i2c(), lamp(), battery_volts(), BATTERY_DIVIDER; for the
+waste and bridge kits also strain_adcs() (HX711 bank) and crack_gauge_volts(). The kits' I2C sensors (MB7040 0x70, TMP102
+0x48, ADXL345 0x53) share i2c()."""
 from machine import ADC, I2C, PWM, SPI, Pin
 
 NAME = "emu"
@@ -31,3 +33,15 @@ def lamp():
 
 def battery_volts(divider=BATTERY_DIVIDER):
     return ADC(Pin(37)).read_uv() * divider / 1000000
+
+
+def strain_adcs(channels=3):
+    """The HX711 strain ADCs of the bridge kit: shared clock on pin 13, data on pins 34, 38 and 39 (channels 1-3)."""
+    from drivers.hx711 import HX711Bank
+
+    return HX711Bank(Pin(13, Pin.OUT, value=0), [Pin(p, Pin.IN) for p in (34, 38, 39)[:channels]])
+
+
+def crack_gauge_volts():
+    """The potentiometric crack gauge of the bridge kit on ADC pin 36."""
+    return ADC(Pin(36)).read_uv() / 1000000

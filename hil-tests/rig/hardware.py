@@ -5,6 +5,9 @@
 | BH1750 0x23, INA219 0x40 | I2C scl 15 / sda 4 |
 | battery | ADC pin 37 (1:2 divider) |
 | lamp | relay pin 12, PWM dimmer pin 25 |
+| waste/bridge kits: TMP102 0x48, ADXL345 0x53; waste: MB7040 0x70 | same I2C |
+| bridge kit: HX711 bank | clock pin 13, data pins 34 / 38 / 39 (channels 1-3) |
+| bridge kit: crack gauge | ADC pin 36 |
 
 A bus reaches its devices when the MicroPython object names their pins (or names none). The radio keeps its state across an
 MCU reset (it is a separate chip); the MCU's pins, PWM and IRQs do not.
@@ -17,14 +20,16 @@ from typing import Callable
 
 from dos_rig.air import Air
 from dos_rig.clock import VirtualClock
-from dos_rig.sensors import (BH1750, BH1750_ADDRESS, INA219, INA219_ADDRESS, Battery, I2CDevice, Lamp, Scenario,
-                             SensorLog)
+from dos_rig.sensors import (ADXL345, ADXL345_ADDRESS, BH1750, BH1750_ADDRESS, INA219, INA219_ADDRESS, MB7040,
+                             MB7040_ADDRESS, PIN_CRACK_GAUGE, TMP102, TMP102_ADDRESS, Battery, CrackGauge, HX711Bank,
+                             I2CDevice, Lamp, Scenario, SensorLog)
 from dos_rig.sx1276 import SX1276
 
 PIN_NSS, PIN_RADIO_RESET, PIN_DIO0, PIN_DIO1 = 18, 14, 26, 35
 SPI_PINS = (5, 27, 19)  # sck, mosi, miso
 I2C_PINS = (15, 4)  # scl, sda
 PIN_BATTERY, PIN_LAMP_PWM, PIN_LAMP_RELAY = 37, 25, 12
+PIN_HX711_CLOCK, PINS_HX711_DATA = 13, (34, 38, 39)
 NO_PIN = 255
 
 MODE_IN, MODE_OUT, MODE_OPEN_DRAIN = 0, 1, 2
@@ -58,6 +63,17 @@ class BoardHardware:
             INA219_ADDRESS: INA219(scenario, self.lamp, now, sensor_log),
         }
         self.battery = Battery(scenario, now, sensor_log)
+        kit = scenario.values["kit"]
+        self.strain_bank: HX711Bank | None = None
+        self.crack_gauge: CrackGauge | None = None
+        if kit in ("waste", "bridge"):
+            self.i2c_devices[TMP102_ADDRESS] = TMP102(scenario, now, sensor_log)
+            self.i2c_devices[ADXL345_ADDRESS] = ADXL345(scenario, kit, now, sensor_log)
+        if kit == "waste":
+            self.i2c_devices[MB7040_ADDRESS] = MB7040(scenario, now, sensor_log)
+        if kit == "bridge":
+            self.strain_bank = HX711Bank(scenario, now, sensor_log, channels=len(PINS_HX711_DATA))
+            self.crack_gauge = CrackGauge(scenario, now, sensor_log)
         self.pwm: dict[int, tuple[int, int]] = {}  # pin -> (freq, duty_u16) while enabled
 
     @property
@@ -98,6 +114,8 @@ class BoardHardware:
             return self.radio.dio0
         if pin == PIN_DIO1:
             return self.radio.dio1
+        if self.strain_bank is not None and pin in PINS_HX711_DATA:
+            return self.strain_bank.data(PINS_HX711_DATA.index(pin))
         state = self.pins.get(pin)
         if state is None:
             return 0
@@ -123,6 +141,8 @@ class BoardHardware:
         self.radio.reset_line(1 if reset is None else reset)  # NRESET has a pull-up inside the chip
         relay = self._driven(PIN_LAMP_RELAY)
         self.lamp.relay = 1 if relay else 0
+        if self.strain_bank is not None:
+            self.strain_bank.clock(1 if self._driven(PIN_HX711_CLOCK) else 0)
 
     def pin_irq(self, pin: int, trigger: int) -> None:
         if trigger:
@@ -177,6 +197,8 @@ class BoardHardware:
         """(µV, 16-bit reading) at an ADC pin."""
         if pin == PIN_BATTERY:
             return self.battery.read()
+        if self.crack_gauge is not None and pin == PIN_CRACK_GAUGE:
+            return self.crack_gauge.read()
         return 0, 0
 
     def set_pwm(self, pin: int, freq: int, duty_u16: int, enabled: bool) -> None:

@@ -1,0 +1,158 @@
+"""Bridge condition-monitoring node: strain on up to 3 channels (HX711 bank, per-asset zero offsets), a vibration window of
+the ADXL345's vertical axis computed on the node (RMS, peak, dominant frequency), tilt along the span (from the same
+window), crack width (potentiometric gauge on an ADC), temperature (TMP102) and battery; one reading over LoRaWAN every
+`interval_s`.
+
+Settings (config "settings", interval_s at the top level; both also by the FPort 3 "config" downlink): interval_s (600),
+confirmed (false). Calibration (config "calibration"): strain_channels (3), strain_counts_per_ue (1073.74: quarter bridge,
+gauge factor 2, HX711 gain 128), strain_zero_ue ([0, 0, 0]: each channel's strain at installation, subtracted),
+crack_mm_per_v (10.0), battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
+"""
+import os
+
+import machine
+
+from cbor import CborError, decode_message, encode_reading
+from config import ConfigError, number, section
+from drivers.adxl345 import ADXL345, COUNTS_PER_G, along_x_tilt
+from drivers.tmp102 import TMP102
+from drivers.vibration import vibration
+from lorawan.commands import battery_level
+from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
+from schema_v1 import MESSAGES
+from settings import Settings
+
+KIND = "bridge"
+CONFIG_FPORT = MESSAGES[KIND]["config"][0]
+SETTINGS = (("interval_s", 600, 10, 86400), ("confirmed", False, None, None))
+WINDOW_SAMPLES = 64
+SAMPLE_RATE_HZ = 50
+RESET_AFTER_FAILURES = 5
+BOOT_SPREAD_MS = 30000
+
+
+def strains(counts, counts_per_ue, zero_ue):
+    """Strain in µε per channel: counts scaled, minus the channel's zero offset."""
+    return [round(c / counts_per_ue - zero) for c, zero in zip(counts, zero_ue)]
+
+
+class Bridge:
+    """The bridge's sensors; reading() returns the values to report."""
+
+    def __init__(self, board, config, store):
+        self.settings = Settings(config, store, SETTINGS)
+        calibration = section(config, "calibration")
+        self.channels = int(number(calibration, "strain_channels", 3, 0, 3, "calibration"))
+        self.counts_per_ue = number(calibration, "strain_counts_per_ue", 1073.74, 0.001, 1e6, "calibration")
+        zero = calibration.get("strain_zero_ue", [0] * self.channels)
+        if type(zero) is not list or len(zero) != self.channels or any(type(z) not in (int, float) for z in zero):
+            raise ConfigError("calibration.strain_zero_ue must be a list of %d numbers" % self.channels)
+        self.zero_ue = zero
+        self.crack_mm_per_v = number(calibration, "crack_mm_per_v", 10.0, 0.001, 1000, "calibration")
+        self.battery_divider = number(calibration, "battery_divider", board.BATTERY_DIVIDER, 1, 100, "calibration")
+        self.battery_empty_v = number(calibration, "battery_empty_v", 3.3, 0, 60, "calibration")
+        self.battery_full_v = number(calibration, "battery_full_v", 4.2, self.battery_empty_v + 0.01, 60, "calibration")
+        self.board = board
+        self.strain_adcs = board.strain_adcs(self.channels) if self.channels else None
+        self.thermometer = TMP102(board.i2c())
+        self.accelerometer = ADXL345(board.i2c(), rate_hz=SAMPLE_RATE_HZ)
+
+    def reading(self):
+        values = {}
+        if self.strain_adcs is not None:
+            for i, ue in enumerate(strains(self.strain_adcs.read(), self.counts_per_ue, self.zero_ue)):
+                values["strain_%d" % (i + 1)] = ue
+        mean_x, zs = self.accelerometer.window(WINDOW_SAMPLES)
+        rms, peak, freq = vibration(zs, SAMPLE_RATE_HZ, floor=1 / COUNTS_PER_G)
+        values.update(vibration_rms=rms, vibration_peak=peak, vibration_freq=freq, tilt=along_x_tilt(mean_x),
+                      crack_width=self.board.crack_gauge_volts() * self.crack_mm_per_v,
+                      temperature=self.thermometer.celsius(), battery=self.board.battery_volts(self.battery_divider))
+        return values
+
+    def handle(self, events):
+        """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
+        joins, downlinks = [], []
+        for event in events:
+            if isinstance(event, Joined):
+                joins.append("joined: DevAddr %08x, DevNonce %d, DR%d" % (event.dev_addr, event.dev_nonce, event.dr))
+            elif isinstance(event, JoinFailed):
+                joins.append("join attempt %d (DevNonce %d) got no JoinAccept" % (event.attempt, event.dev_nonce))
+            elif isinstance(event, Downlink):
+                if event.fport == CONFIG_FPORT:
+                    downlinks += self.configure(event.payload, event.fcnt)
+                else:
+                    downlinks.append("downlink on FPort %d (%d bytes) ignored" % (event.fport, len(event.payload)))
+        return joins, downlinks
+
+    def configure(self, payload, fcnt):
+        try:
+            _name, changes, unknown = decode_message(KIND, CONFIG_FPORT, payload)
+        except CborError as exc:
+            return ["config downlink fcnt %d refused: %s" % (fcnt, exc)]
+        applied, refused = self.settings.apply(changes)
+        lines = ["config: %s %s -> %s (downlink fcnt %d)" % (name, old, new, fcnt) for name, old, new in applied]
+        lines += ["config: %s not applied: %s (downlink fcnt %d)" % (name, why, fcnt) for name, why in refused]
+        lines += ["config: unknown key %s ignored (downlink fcnt %d)" % (key, fcnt) for key in unknown]
+        return lines
+
+
+def radio_summary(events):
+    """How one send() went, for the reading's log line."""
+    sent = [e for e in events if isinstance(e, Sent)]
+    if not sent:
+        for event in events:
+            if isinstance(event, NotSent):
+                return "not sent: %s (%s)" % (event.reason, event.detail)
+        return "not sent"
+    radio = "fcnt %d %.1f MHz DR%d" % (sent[-1].fcnt, sent[-1].freq_khz / 1000, sent[-1].dr)
+    if len(sent) > 1:
+        radio += " after %d tries" % len(sent)
+    for event in events:
+        if isinstance(event, Done) and event.acked is not None:
+            radio += " acked" if event.acked else " not acked"
+    return radio
+
+
+def _random_below(n):
+    return int.from_bytes(os.urandom(4), "big") % n if n > 0 else 0
+
+
+def run(board, config, node, store):
+    """The app's loop, forever: one reading per interval_s slot at a random instant in its first half. A failed reading
+    is logged and the loop goes on; RESET_AFTER_FAILURES in a row reset the board."""
+    app = Bridge(board, config, store)
+    settings = app.settings.values
+    for name in app.settings.dropped:
+        print("config: remote %s dropped: config.json was installed with another value (%s)" % (name, settings[name]))
+    print("settings: " + " ".join("%s=%s" % (spec[0], settings[spec[0]]) for spec in SETTINGS))
+    failures = 0
+    slot_ms = node.now_ms()
+    spread_ms = min(settings["interval_s"] * 500, BOOT_SPREAD_MS)
+    while True:
+        node.sleep_until(slot_ms + _random_below(spread_ms))
+        try:
+            values = app.reading()
+            node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
+            fport, payload = encode_reading(KIND, "reading", values)
+            events = node.send(fport, payload, settings["confirmed"])
+            joins, downlinks = app.handle(events)
+            strain = " ".join("%s=%d" % (k, values[k]) for k in ("strain_1", "strain_2", "strain_3") if k in values)
+            line = ("reading %s vibration rms=%.3fg peak=%.3fg freq=%.1fHz tilt=%.2fdeg crack=%.2fmm temperature=%.1fC "
+                    "battery=%.2fV -> %s") % (strain, values["vibration_rms"], values["vibration_peak"],
+                                              values["vibration_freq"], values["tilt"], values["crack_width"],
+                                              values["temperature"], values["battery"], radio_summary(events))
+            for text in joins + [line] + downlinks:
+                print(text)
+            failures = 0
+        except Exception as exc:  # a sensor, radio or encoding failure must not end the loop
+            failures += 1
+            print("reading failed (%d in a row): %s: %s" % (failures, type(exc).__name__, exc))
+            if failures >= RESET_AFTER_FAILURES:
+                print("resetting after %d failed readings" % failures)
+                machine.reset()
+        interval_ms = int(settings["interval_s"] * 1000)
+        spread_ms = interval_ms // 2
+        slot_ms += interval_ms
+        now = node.now_ms()
+        while slot_ms + spread_ms <= now:
+            slot_ms += interval_ms

@@ -1,0 +1,64 @@
+"""Analog Devices ADXL345 3-axis accelerometer on I2C (address 0x53), full-resolution mode (256 counts per g at every
+range): a sample is 3 little-endian int16 (x, y, z) from DATAX0.
+
+tilt_from_upright() (degrees between z and gravity) serves the waste container, along_x_tilt() (degrees the x axis is
+raised) and window() (vibration samples of z at the output data rate) serve the bridge."""
+import math
+import time
+
+DEVID, BW_RATE, POWER_CTL, DATA_FORMAT, DATAX0 = 0x00, 0x2C, 0x2D, 0x31, 0x32
+DEVICE_ID = 0xE5
+MEASURE = 0x08
+FULL_RES_16G = 0x0B  # FULL_RES, +-16 g
+COUNTS_PER_G = 256
+RATE_CODES = {12.5: 0x07, 25: 0x08, 50: 0x09, 100: 0x0A, 200: 0x0B, 400: 0x0C}
+
+
+class AccelerometerError(OSError):
+    """The chip does not answer with the ADXL345's device id."""
+
+
+class ADXL345:
+    def __init__(self, i2c, address=0x53, rate_hz=50):
+        self._i2c, self._address = i2c, address
+        self._buf = bytearray(6)
+        if i2c.readfrom_mem(address, DEVID, 1)[0] != DEVICE_ID:
+            raise AccelerometerError("no ADXL345 at 0x%02x" % address)
+        self.rate_hz = rate_hz
+        i2c.writeto_mem(address, BW_RATE, bytes((RATE_CODES[rate_hz],)))
+        i2c.writeto_mem(address, DATA_FORMAT, bytes((FULL_RES_16G,)))
+        i2c.writeto_mem(address, POWER_CTL, bytes((MEASURE,)))
+
+    def counts(self):
+        """One sample (x, y, z) in counts."""
+        self._i2c.readfrom_mem_into(self._address, DATAX0, self._buf)
+        b = self._buf
+        return tuple(_int16(b[i] | b[i + 1] << 8) for i in (0, 2, 4))
+
+    def tilt_from_upright(self):
+        """Degrees between the z axis and the vertical (0 upright, 180 upside down)."""
+        x, y, z = self.counts()
+        magnitude = math.sqrt(x * x + y * y + z * z)
+        if magnitude == 0:
+            raise AccelerometerError("no acceleration measured")
+        return math.degrees(math.acos(max(-1.0, min(1.0, z / magnitude))))
+
+    def window(self, samples):
+        """`samples` samples at rate_hz: (mean x counts, list of z in g)."""
+        period_us = round(1000000 / self.rate_hz)
+        xs, zs = 0, []
+        for _ in range(samples):
+            x, _y, z = self.counts()
+            xs += x
+            zs.append(z / COUNTS_PER_G)
+            time.sleep_us(period_us)
+        return xs / samples, zs
+
+
+def along_x_tilt(mean_x_counts):
+    """Degrees the x axis is raised above the horizontal, from its mean count (1 g = 256 counts)."""
+    return math.degrees(math.asin(max(-1.0, min(1.0, mean_x_counts / COUNTS_PER_G))))
+
+
+def _int16(value):
+    return value - 0x10000 if value & 0x8000 else value

@@ -1,0 +1,34 @@
+"""Avia HX711 24-bit bridge ADC (strain gauges): channel A at gain 128. Several chips share one clock pin and each has
+its own data pin; a chip is ready when its data line is low, then 24 clock pulses shift its two's complement count out
+MSB first and a 25th selects channel A / gain 128 for the next conversion (10 samples per second)."""
+import time
+
+READY_TIMEOUT_MS = 400  # more than 3 conversion periods at 10 SPS
+
+
+class StrainAdcError(OSError):
+    """A chip did not become ready in time (unplugged, or powered down)."""
+
+
+class HX711Bank:
+    def __init__(self, clock, data_pins):
+        self._clock, self._data = clock, data_pins
+        clock(0)
+
+    def read(self):
+        """One conversion of every chip: a list of signed counts."""
+        waited = 0
+        while any(pin() for pin in self._data):
+            if waited >= READY_TIMEOUT_MS:
+                raise StrainAdcError("HX711 not ready after %d ms" % READY_TIMEOUT_MS)
+            time.sleep_ms(10)
+            waited += 10
+        values = [0] * len(self._data)
+        for _ in range(24):
+            self._clock(1)
+            self._clock(0)
+            for i, pin in enumerate(self._data):
+                values[i] = values[i] << 1 | pin()
+        self._clock(1)
+        self._clock(0)
+        return [v - 0x1000000 if v & 0x800000 else v for v in values]

@@ -1,0 +1,30 @@
+"""Vibration figures of one accelerometer window, computed on the node: RMS and peak of the deviation from the window's
+mean (gravity and tilt removed), and the dominant frequency as the strongest Goertzel bin (1 .. n/2 - 1)."""
+import math
+
+
+def vibration(samples, rate_hz, floor=0.0):
+    """(rms, peak, dominant frequency in Hz) of `samples` (in g) taken at `rate_hz`; the frequency is 0 when the RMS is
+    at or below `floor` (no vibration to speak of)."""
+    n = len(samples)
+    mean = sum(samples) / n
+    squares, peak = 0.0, 0.0
+    for s in samples:
+        d = s - mean
+        squares += d * d
+        if abs(d) > peak:
+            peak = abs(d)
+    rms = math.sqrt(squares / n)
+    if rms <= floor:
+        return rms, peak, 0.0
+    best_bin, best_power = 0, 0.0
+    for k in range(1, n // 2):
+        coeff = 2 * math.cos(2 * math.pi * k / n)
+        s1 = s2 = 0.0
+        for s in samples:
+            s0 = s - mean + coeff * s1 - s2
+            s2, s1 = s1, s0
+        power = s1 * s1 + s2 * s2 - coeff * s1 * s2
+        if power > best_power:
+            best_bin, best_power = k, power
+    return rms, peak, best_bin * rate_hz / n

@@ -1,0 +1,116 @@
+"""The waste-container and bridge apps end to end: real firmware on emulated boards with their sensor kits, driven by
+scenarios (a container filling and emptied, a bridge with strain, a crack and a vehicle exciting it), through the air,
+the packet forwarder and the agent to Mosquitto. Readings must carry the values the simulated sensors served."""
+import math
+from datetime import datetime
+
+import pytest
+
+from dos_rig.fleet import Fleet, make_node
+
+pytestmark = pytest.mark.hil
+
+INTERVAL_S = 60
+TILT_POLL_S = 20
+EMPTIED_AFTER_S, EMPTYING_S = 240, 60  # after the fleet is up (the clock runs while boards are installed)
+VIBRATION_AFTER_S = 120
+DEPTH_M, OFFSET_M = 1.2, 0.1  # the rig's and the firmware's default container geometry
+WASTE_SCENARIO = {"kit": "waste", "fill_pct": {"start": 60, "per_day": 288, "after_pct": 5},
+                  "emptying_s": EMPTYING_S, "echo_outlier_every": 3,
+                  "temperature_c": 12.3, "battery_v": 3.61}
+VIBRATION = {"duration_s": 200, "freq_hz": 3.1, "amplitude_g": 0.05}
+BRIDGE_SCENARIO = {"kit": "bridge", "strain_ue": [120, -35, 410], "crack_mm": 0.42, "temperature_c": -3.4,
+                   "tilt_deg": 0.5, "battery_v": 3.55}
+SENSOR_FIELDS = {
+    "waste": (("mb7040", "distance"), ("tmp102", "temperature"), ("adxl345", "tilt"), ("battery", "battery")),
+    "bridge": (("hx711_1", "strain_1"), ("hx711_2", "strain_2"), ("hx711_3", "strain_3"), ("tmp102", "temperature"),
+               ("adxl345", "tilt"), ("crack_gauge", "crack_width"), ("battery", "battery")),
+}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    nodes = [make_node(1, kind="waste", prefix="WC-DO", interval_s=INTERVAL_S, settings={"tilt_poll_s": TILT_POLL_S},
+                       scenario=WASTE_SCENARIO),
+             make_node(2, kind="bridge", prefix="BR-DO", interval_s=INTERVAL_S, scenario=BRIDGE_SCENARIO)]
+    with Fleet(tmp_path_factory.mktemp("kinds"), nodes) as fleet:
+        up_s = fleet.rig.now_us() // 1_000_000
+        fleet.emptied_at_s, fleet.vibration_at_s = up_s + EMPTIED_AFTER_S, up_s + VIBRATION_AFTER_S
+        fleet.rig.call(lambda: nodes[0].board.scenario.update(emptied_at_s=[fleet.emptied_at_s]))
+        fleet.rig.call(lambda: nodes[1].board.scenario.update(vibration={**VIBRATION, "at_s": fleet.vibration_at_s}))
+        yield fleet
+
+
+def virtual_us(fleet, iso_time):
+    when = datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+    return round((when - fleet.rig.epoch_s) * 1e6)
+
+
+def readings_until(fleet, virtual_s):
+    """Wait for both nodes to report past virtual_s; their (event, sent µs) lists by kind."""
+    def past(_msgs):
+        return all(any(virtual_us(fleet, e["gateway_time"]) > virtual_s * 1e6 for e in fleet.uplinks(n.asset_id))
+                   for n in fleet.nodes)
+
+    assert fleet.tap.wait_for(past, timeout_s=300), (
+        "readings did not arrive; agent log:\n" + fleet.agent.log_text()[-3000:]
+        + "".join(f"\n--- {n.board_id}\n{n.board.console[-2000:]}" for n in fleet.nodes))
+    return {n.kind: [(e, virtual_us(fleet, e["gateway_time"])) for e in fleet.uplinks(n.asset_id)] for n in fleet.nodes}
+
+
+def served_before(log, sensor, t_us):
+    values = [entry["value"] for entry in log if entry["sensor"] == sensor and entry["t_us"] <= t_us]
+    assert values, f"no {sensor} value served before {t_us} µs"
+    return values[-1]
+
+
+def test_readings_carry_what_the_sensors_served(fleet):
+    readings = readings_until(fleet, fleet.emptied_at_s + EMPTYING_S + INTERVAL_S)
+    for node in fleet.nodes:
+        log = fleet.rig.sensor_log(node.board_id)
+        assert readings[node.kind], node.kind
+        for event, sent_us in readings[node.kind]:
+            assert event["kind"] == node.kind and event["warnings"] == [] and event["decode_error"] is None
+            for sensor, field in SENSOR_FIELDS[node.kind]:
+                assert event["readings"][field]["value"] == served_before(log, sensor, sent_us), (node.kind, field)
+
+
+def test_waste_fill_from_the_median_distance_and_drops_after_the_emptying(fleet):
+    readings = readings_until(fleet, fleet.emptied_at_s + EMPTYING_S + INTERVAL_S)["waste"]
+    node = fleet.nodes[0]
+    log = fleet.rig.sensor_log(node.board_id)
+    assert any(e["sensor"] == "mb7040_outlier" for e in log), "the scenario's spurious echoes were served"
+    for event, _sent_us in readings:
+        distance = event["readings"]["distance"]["value"]
+        assert distance != 0.25, "a spurious echo reached the reading"
+        expected = max(0, min(100, round((DEPTH_M + OFFSET_M - distance) / DEPTH_M * 100)))
+        assert event["readings"]["fill_level"]["value"] == expected
+    end_us = (fleet.emptied_at_s + EMPTYING_S) * 1e6
+    before = [e["readings"]["fill_level"]["value"] for e, t in readings if t < fleet.emptied_at_s * 1e6]
+    after = [(e["readings"]["fill_level"]["value"], t) for e, t in readings if t > end_us]
+    assert before and min(before) >= 60
+    assert after and after[0][0] <= 10, f"fill after the emptying: {after}"
+    # the emptying is noticed at the next tilt check and reported at once, not at the next interval
+    assert after[0][1] - end_us <= (TILT_POLL_S + 5) * 1e6
+    assert "emptied: tipped to 120 deg and back (emptying 1); fill restarts" in node.board.console
+    tipped = [e["value"] for e in log if e["sensor"] == "adxl345"]
+    assert 120 in tipped and tipped[-1] == 0
+
+
+def test_bridge_vibration_matches_the_scenarios_event(fleet):
+    readings = readings_until(fleet, fleet.vibration_at_s + VIBRATION["duration_s"] + INTERVAL_S)["bridge"]
+    log = fleet.rig.sensor_log(fleet.nodes[1].board_id)
+    events = [e["value"] for e in log if e["sensor"] == "vibration"]
+    assert events, "the vibration event was never sampled: %s" % [(t, e["readings"]["vibration_rms"]) for e, t in readings]
+    freq_hz, amplitude_g = events[0]["freq_hz"], events[0]["amplitude_g"]
+    start_us, end_us = fleet.vibration_at_s * 1e6, (fleet.vibration_at_s + VIBRATION["duration_s"]) * 1e6
+    during = [e["readings"] for e, t in readings if start_us + 3e6 <= t <= end_us]
+    quiet = [e["readings"] for e, t in readings if t < start_us or t > end_us + 3e6]
+    assert during and quiet, f"readings during {len(during)}, outside {len(quiet)} the event"
+    lsb_g = 1 / 256
+    for values in during:
+        assert values["vibration_freq"]["value"] == round(freq_hz * 10) / 10
+        assert abs(values["vibration_rms"]["value"] - amplitude_g / math.sqrt(2)) <= lsb_g
+        assert amplitude_g * math.cos(math.pi * 4 / 64) - lsb_g <= values["vibration_peak"]["value"] <= amplitude_g + lsb_g
+    for values in quiet:
+        assert values["vibration_rms"]["value"] == 0 and values["vibration_freq"]["value"] == 0
