@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--check", action="store_true", help="exit 1 if the file differs from the schema")
     table.add_argument("--out", type=Path, help="output file (default: the repo's firmware/schema_v1.py)")
 
+    codec = commands.add_parser("codec", help="payload codecs for other network servers").add_subparsers(
+        dest="action", required=True)
+    codec_export = codec.add_parser("export", help="write JavaScript codecs (and TTS examples) from the schema")
+    codec_export.add_argument("--format", required=True, choices=["ttn", "chirpstack"])
+    codec_export.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+
     from dos_agent import lorawan_tool
 
     lorawan_tool.register(commands)
@@ -121,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         ("devices", "import"): _devices_import,
         ("devices", "list"): _devices_list,
         ("schema", "firmware-table"): _firmware_table,
+        ("codec", "export"): _codec_export,
     }[(args.command, args.action)]
     return handler(args)
 
@@ -243,4 +250,17 @@ def _firmware_table(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"{out}: {exc.strerror or exc}")
     print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _codec_export(args: argparse.Namespace) -> int:
+    from dos_codecs.errors import CodecError
+    from dos_codecs.export import export_codecs
+
+    try:
+        written = export_codecs(args.format, args.out)
+    except (CodecError, OSError) as exc:
+        return _fail(f"cannot export the codecs: {exc}")
+    for path in written:
+        print(f"wrote {path}")
     return EXIT_OK
