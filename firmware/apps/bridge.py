@@ -1,7 +1,9 @@
 """Bridge condition-monitoring node: strain on up to 3 channels (HX711 bank, per-asset zero offsets), a vibration window of
 the ADXL345's vertical axis computed on the node (RMS, peak, dominant frequency), tilt along the span (from the same
 window), crack width (potentiometric gauge on an ADC), temperature (TMP102) and battery; one reading over LoRaWAN every
-`interval_s`.
+`interval_s`. A reading carries strain and vibration every time and as many of the slowly changing fields (tilt, crack
+width, temperature, battery) as fit in PAYLOAD_BUDGET bytes, taking turns, so that a routine payload stays <= 24 bytes
+(all ten fields take about 30); only strains and vibration all at extreme values (25 bytes) exceed it.
 
 Settings (config "settings", interval_s at the top level; both also by the FPort 3 "config" downlink): interval_s (600),
 confirmed (false). Calibration (config "calibration"): strain_channels (3), strain_counts_per_ue (1073.74: quarter bridge,
@@ -25,6 +27,8 @@ from settings import Settings
 KIND = "bridge"
 CONFIG_FPORT = MESSAGES[KIND]["config"][0]
 SETTINGS = (("interval_s", 600, 10, 86400), ("confirmed", False, None, None))
+PAYLOAD_BUDGET = 24  # bytes of CBOR for a routine reading
+SLOW_FIELDS = ("tilt", "crack_width", "temperature", "battery")
 WINDOW_SAMPLES = 64
 SAMPLE_RATE_HZ = 50
 RESET_AFTER_FAILURES = 5
@@ -34,6 +38,37 @@ BOOT_SPREAD_MS = 30000
 def strains(counts, counts_per_ue, zero_ue):
     """Strain in µε per channel: counts scaled, minus the channel's zero offset."""
     return [round(c / counts_per_ue - zero) for c, zero in zip(counts, zero_ue)]
+
+
+def _cbor_field_bytes(raw):
+    """Bytes of one small-key map entry whose value is the CBOR integer raw."""
+    n = raw if raw >= 0 else -1 - raw
+    return 2 if n < 24 else 3 if n < 0x100 else 4 if n < 0x10000 else 6
+
+
+def fit_reading(values, first_slow):
+    """(the values to send, the slow field to start with next time): every field but the slow ones, then slow fields
+    from SLOW_FIELDS[first_slow] on, in turn, while the payload stays within PAYLOAD_BUDGET; the first one left out
+    leads the next reading."""
+    factors = {}
+    for name, _key, factor, _code in MESSAGES[KIND]["reading"][1]:
+        factors[name] = factor
+    chosen, size = {}, 1  # the map head
+    for name, value in values.items():
+        if name not in SLOW_FIELDS:
+            chosen[name] = value
+            size += _cbor_field_bytes(round(value * factors[name]))
+    left_out = None
+    for i in range(len(SLOW_FIELDS)):
+        index = (first_slow + i) % len(SLOW_FIELDS)
+        name = SLOW_FIELDS[index]
+        entry = _cbor_field_bytes(round(values[name] * factors[name]))
+        if size + entry <= PAYLOAD_BUDGET:
+            chosen[name] = values[name]
+            size += entry
+        elif left_out is None:
+            left_out = index
+    return chosen, first_slow if left_out is None else left_out
 
 
 class Bridge:
@@ -126,6 +161,7 @@ def run(board, config, node, store):
         print("config: remote %s dropped: config.json was installed with another value (%s)" % (name, settings[name]))
     print("settings: " + " ".join("%s=%s" % (spec[0], settings[spec[0]]) for spec in SETTINGS))
     failures = 0
+    first_slow = 0
     slot_ms = node.now_ms()
     spread_ms = min(settings["interval_s"] * 500, BOOT_SPREAD_MS)
     while True:
@@ -133,7 +169,8 @@ def run(board, config, node, store):
         try:
             values = app.reading()
             node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
-            fport, payload = encode_reading(KIND, "reading", values)
+            sent, first_slow = fit_reading(values, first_slow)
+            fport, payload = encode_reading(KIND, "reading", sent)
             events = node.send(fport, payload, settings["confirmed"])
             joins, downlinks = app.handle(events)
             strain = " ".join("%s=%d" % (k, values[k]) for k in ("strain_1", "strain_2", "strain_3") if k in values)
