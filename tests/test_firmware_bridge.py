@@ -1,6 +1,7 @@
 """The bridge app in micropython: settings ranges equal the schema's, strain with per-channel zero offsets, the HX711
-bit-banged read (sign, timeout), the vibration window's RMS / peak / Goertzel frequency, and the whole app on a fake board
-with a scripted radio: a reading decoded by the CPython schema codec carries the sensors' values in <= 24 bytes."""
+bit-banged read (sign, timeout), the vibration window's RMS / peak / Goertzel frequency, and the whole app on a fake
+board with a scripted radio: a reading decoded by the CPython schema codec carries the sensors' values in <= 24
+bytes."""
 from __future__ import annotations
 
 import json

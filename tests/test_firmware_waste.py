@@ -1,6 +1,7 @@
-"""The waste-container app in micropython: settings ranges equal the schema's, the median drops spurious echoes, fill from
-the container geometry, emptying detection, and the whole app on a fake board with a scripted radio: readings decoded by
-the CPython schema codec carry the sensors' values, the interval halves above 80 % and an emptying is reported at once."""
+"""The waste-container app in micropython: settings ranges equal the schema's, the median drops spurious echoes, fill
+from the container geometry, emptying detection, and the whole app on a fake board with a scripted radio: readings
+decoded by the CPython schema codec carry the sensors' values, the interval halves above 80 % and an emptying is
+reported at once."""
 from __future__ import annotations
 
 import json
@@ -132,7 +133,8 @@ run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
 
 def test_waste_app_reports_faster_near_full_and_at_once_after_an_emptying(tmp_path):
     code = APP_RUN % {"config": json.dumps(CONFIG), "exit_on_send": 19}
-    lines = [json.loads(line) if line.startswith("{") else line for line in run_firmware(code, cwd=tmp_path).splitlines()]
+    output = run_firmware(code, cwd=tmp_path).splitlines()
+    lines = [json.loads(line) if line.startswith("{") else line for line in output]
     text = [line for line in lines if isinstance(line, str)]
     transmissions = [line for line in lines if isinstance(line, dict) and "tx" in line]
     keys = SessionKeys(nwk_s_key=bytes.fromhex(NWK_S_KEY), app_s_key=bytes.fromhex(APP_S_KEY))

@@ -1,13 +1,13 @@
-"""Bridge condition-monitoring node: strain on up to 3 channels (HX711 bank, per-asset zero offsets), a vibration window of
-the ADXL345's vertical axis computed on the node (RMS, peak, dominant frequency), tilt along the span (from the same
+"""Bridge condition-monitoring node: strain on up to 3 channels (HX711 bank, per-asset zero offsets), a vibration window
+of the ADXL345's vertical axis computed on the node (RMS, peak, dominant frequency), tilt along the span (from the same
 window), crack width (potentiometric gauge on an ADC), temperature (TMP102) and battery; one reading over LoRaWAN every
 `interval_s`. A reading carries strain and vibration every time and as many of the slowly changing fields (tilt, crack
 width, temperature, battery) as fit in PAYLOAD_BUDGET bytes, taking turns, so that a routine payload stays <= 24 bytes
 (all ten fields take about 30); only strains and vibration all at extreme values (25 bytes) exceed it.
 
 Settings (config "settings", interval_s at the top level; both also by the FPort 3 "config" downlink): interval_s (600),
-confirmed (false). Calibration (config "calibration"): strain_channels (3), strain_counts_per_ue (1073.74: quarter bridge,
-gauge factor 2, HX711 gain 128), strain_zero_ue ([0, 0, 0]: each channel's strain at installation, subtracted),
+confirmed (false). Calibration (config "calibration"): strain_channels (3), strain_counts_per_ue (1073.74: quarter
+bridge, gauge factor 2, HX711 gain 128), strain_zero_ue ([0, 0, 0]: each channel's strain at installation, subtracted),
 crack_mm_per_v (10.0), battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
 import os

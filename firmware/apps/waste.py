@@ -1,13 +1,13 @@
 """Waste container node: fill level from an ultrasonic range finder on the lid (MB7040, median of several pings) and the
-container geometry, temperature (TMP102), tilt (ADXL345) with emptying detection, battery; one reading over LoRaWAN every
-`interval_s`, every half of it once the container is fuller than `fast_fill_pct`. The tilt is checked every `tilt_poll_s`
-between readings: tipped beyond `tip_deg` and back below `upright_deg` is one emptying, logged, and followed at once by a
-reading (the fill restarts from the empty container).
+container geometry, temperature (TMP102), tilt (ADXL345) with emptying detection, battery; one reading over LoRaWAN
+every `interval_s`, every half of it once the container is fuller than `fast_fill_pct`. The tilt is checked every
+`tilt_poll_s` between readings: tipped beyond `tip_deg` and back below `upright_deg` is one emptying, logged, and
+followed at once by a reading (the fill restarts from the empty container).
 
-Settings (config "settings", interval_s at the top level; interval_s and confirmed also by the FPort 3 "config" downlink):
-interval_s (900), confirmed (false), fast_fill_pct (80), tilt_poll_s (30), tip_deg (60), upright_deg (20).
-Calibration (config "calibration"): container_depth_m (1.2, lid sensor offset to the bottom excluded), sensor_offset_m
-(0.1, sensor to the rim of a full container), pings (5), battery_divider (the board's), battery_empty_v (3.3),
+Settings (config "settings", interval_s at the top level; interval_s and confirmed also by the FPort 3 "config"
+downlink): interval_s (900), confirmed (false), fast_fill_pct (80), tilt_poll_s (30), tip_deg (60), upright_deg (20).
+Calibration (config "calibration"): container_depth_m (1.2: from the full mark down to the bottom), sensor_offset_m
+(0.1: from the sensor down to the full mark), pings (5), battery_divider (the board's), battery_empty_v (3.3),
 battery_full_v (4.2).
 """
 import os
@@ -149,7 +149,8 @@ def _random_below(n):
 
 def run(board, config, node, store):
     """The app's loop, forever: sleep until the next reading, checking the tilt every tilt_poll_s; an emptying brings
-    the reading forward. A failed reading is logged and the loop goes on; RESET_AFTER_FAILURES in a row reset the board."""
+    the reading forward. A failed reading is logged and the loop goes on; RESET_AFTER_FAILURES in a row reset the
+    board."""
     app = Waste(board, config, store)
     settings = app.settings.values
     for name in app.settings.dropped:

@@ -1,5 +1,5 @@
-"""MaxBotix I2CXL-MaxSonar-WR (MB7040) weather-resistant ultrasonic range finder on I2C (address 0x70): the range command
-0x51 starts a ping, the range is ready within 100 ms as a 2-byte big-endian count of centimetres.
+"""MaxBotix I2CXL-MaxSonar-WR (MB7040) weather-resistant ultrasonic range finder on I2C (address 0x70): the range
+command 0x51 starts a ping, the range is ready within 100 ms as a 2-byte big-endian count of centimetres.
 
 Used for the waste container's fill level: distance_m() is the median of several pings, so a spurious echo (a bag caught
 under the lid, condensation) does not move the reading."""

@@ -16,8 +16,8 @@ Scenario keys (all optional): lux (number, or {"day", "night", "sunrise_h", "sun
 virtual UTC day), lamp_power_w (36.0), bus_v (24.0), shunt_ohm (0.1), battery_v (3.70, or {"start", "per_day"}).
 
 Sensor kits: `kit` ("streetlight") adds, for "waste" and "bridge", a TMP102 (I2C 0x48) and an ADXL345 (I2C 0x53, full
-resolution 256 counts per g, tilt about the y axis); "waste" also an MB7040 ultrasonic ranger (I2C 0x70, cm), "bridge" an
-HX711 bank (clock pin 13, data pins 34/38/39) and a crack gauge on ADC pin 36. Their keys:
+resolution 256 counts per g, tilt about the y axis); "waste" also an MB7040 ultrasonic ranger (I2C 0x70, cm),
+"bridge" an HX711 bank (clock pin 13, data pins 34/38/39) and a crack gauge on ADC pin 36. Their keys:
 - temperature_c (15.0): quantised to 0.1 °C, served in TMP102 counts of 0.0625 °C.
 - tilt_deg (0.0): the resting tilt; the served counts are round(256 g-components); the logged tilt is what the node
   computes from them (waste: degrees from upright, integer; bridge: asin of x, 0.01°).
@@ -336,8 +336,9 @@ class MB7040:
 
 class ADXL345:
     """Analog Devices ADXL345 (I2C 0x53): register pointer with auto-increment, DEVID 0xE5, BW_RATE (output data rate
-    3200 / 2^(15 - code) Hz), POWER_CTL (measure bit), DATA_FORMAT (FULL_RES, range), data x/y/z little-endian int16 from
-    0x32, sampled when DATAX0 is read. Gravity for the scenario's tilt about the y axis, plus the vibration event on z."""
+    3200 / 2^(15 - code) Hz), POWER_CTL (measure bit), DATA_FORMAT (FULL_RES, range), data x/y/z little-endian int16
+    from 0x32, sampled when DATAX0 is read. Gravity for the scenario's tilt about the y axis, plus the vibration event
+    on z."""
     DEVID, BW_RATE, POWER_CTL, DATA_FORMAT, DATAX0 = 0x00, 0x2C, 0x2D, 0x31, 0x32
 
     def __init__(self, scenario: Scenario, kit: str, now_us: Callable[[], int], log: SensorLog):
