@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dos_agent.cli import main as cli_main
-from dos_codecs.export import decode_result, encode_result, export_codecs, raw_payload
+from dos_codecs.export import decode_result, encode_result, raw_payload
 from dos_codecs.schema import Field, available_kinds, load_schema
 from firmware_support import run_micropython
 
@@ -163,7 +164,8 @@ def raw_for(spec: Field) -> st.SearchStrategy:
     around = st.integers(low - span, high + span)
     if spec.type == "uint":
         around = around.map(abs)
-    return st.one_of(inside, around, st.integers(0, 2**64 - 1) if spec.type == "uint" else st.integers(-(2**64), 2**64 - 1))
+    anywhere = st.integers(0, 2**64 - 1) if spec.type == "uint" else st.integers(-(2**64), 2**64 - 1)
+    return st.one_of(inside, around, anywhere)
 
 
 @st.composite
@@ -197,7 +199,8 @@ def test_hypothesis_readings_decode_the_same(exported, kind, data):
 CBOR_ITEMS = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=5),
               st.binary(max_size=5)),
-    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.integers(0, 30), children, max_size=3)),
+    lambda children: st.one_of(st.lists(children, max_size=3),
+                               st.dictionaries(st.integers(0, 30), children, max_size=3)),
     max_leaves=6)
 
 
@@ -217,6 +220,11 @@ def odd_payloads(draw) -> bytes:
     return bytes(payload)
 
 
+def tag_head(tag: int) -> bytes:
+    """The CBOR head of semantic tag `tag`."""
+    return cbor2.dumps(cbor2.CBORTag(tag, None))[:-1]
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(st.lists(odd_payloads(), min_size=1, max_size=40))
@@ -226,6 +234,10 @@ def test_malformed_and_odd_payloads_give_the_same_reason(exported, payloads):
                                                                         for p in payloads])
     for payload, js in zip(payloads, results, strict=True):
         python = decode_result(schema, 1, payload)
+        refused_tag = re.search(r"semantic tag (\d+) is not read", js.get("errors", [""])[0])
+        if refused_tag:  # documented: tags cbor2 turns into dates, decimals, ... are refused; the tag is there
+            assert tag_head(int(refused_tag.group(1))) in payload
+            continue
         if "errors" in python:
             assert "errors" in js, (payload.hex(), python, js)
             assert js["errors"][0].split(":")[0] == python["errors"][0].split(":")[0], payload.hex()
@@ -234,7 +246,8 @@ def test_malformed_and_odd_payloads_give_the_same_reason(exported, payloads):
 
 
 @pytest.mark.parametrize("payload, message", [
-    ("a10361", "bad_cbor: payload is not CBOR: premature end of stream (expected to read at least 1 bytes, got 0 instead)"),
+    ("a10361", "bad_cbor: payload is not CBOR: premature end of stream (expected to read at least 1 bytes, "
+               "got 0 instead)"),
     ("a1035a000000050a", "bad_cbor: payload is not CBOR: premature end of stream (expected to read at least 4 bytes, "
                          "got 0 instead)"),
     ("a10181818181", "bad_cbor: payload is not CBOR: maximum container nesting depth (4) exceeded"),
