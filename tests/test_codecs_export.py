@@ -136,8 +136,8 @@ def test_firmware_payloads_decode_the_same_in_javascript(exported):
             jobs.append((kind, values))
         jobs.append((kind, {message.fields[-1].name: sets[message.fields[-1].name][1]}))
     code = "from cbor import encode_reading\n" + "".join(
-        f"print(encode_reading({kind!r}, 'reading', {values!r})[0], encode_reading({kind!r}, 'reading', "
-        f"{values!r})[1].hex())\n" for kind, values in jobs)
+        f"fport, payload = encode_reading({kind!r}, 'reading', {values!r})\nprint(fport, payload.hex())\n"
+        for kind, values in jobs)
     lines = run_micropython(code).split("\n")
     by_kind: dict[str, list[tuple[int, bytes]]] = {}
     for (kind, _values), line in zip(jobs, lines, strict=False):
