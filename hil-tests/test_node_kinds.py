@@ -121,3 +121,48 @@ def test_bridge_vibration_matches_the_scenarios_event(fleet):
         assert lowest_peak <= values["vibration_peak"]["value"] <= amplitude_g + lsb_g
     for values in quiet:
         assert values["vibration_rms"]["value"] == 0 and values["vibration_freq"]["value"] == 0
+
+
+# ---- the kits' bus models on their own (no boards)
+
+def test_kit_models_answer_on_the_bus_as_the_chips_do():
+    from dos_rig.sensors import ADXL345, HX711Bank, Scenario, SensorLog
+
+    now = [0]
+    scenario = Scenario({"kit": "bridge", "strain_ue": [-2, 5000, 0], "tilt_deg": 90})
+    accel = ADXL345(scenario, "bridge", lambda: now[0], SensorLog("t"))
+    accel.write(bytes([0x00]))
+    assert accel.read(1) == b"\xe5"
+    accel.write(bytes([0x32]))
+    assert accel.read(6) == bytes(6), "no data before POWER_CTL sets measure"
+    accel.write(bytes([0x2D, 0x08]))
+    accel.write(bytes([0x31, 0x01]))  # +-4 g, 10 bits: 128 counts per g
+    accel.write(bytes([0x32]))
+    x, _y, z = (int.from_bytes(accel.read(6)[i:i + 2], "little", signed=True) for i in (0, 2, 4))
+    assert (x, z) == (128, 0)
+    bank = HX711Bank(scenario, lambda: now[0], SensorLog("t"))
+    counts = [0, 0, 0]
+    for _ in range(24):
+        bank.clock(1)
+        bank.clock(0)
+        counts = [c << 1 | bank.data(i) for i, c in enumerate(counts)]
+    bank.clock(1)
+    bank.clock(0)
+    signed = [c - (1 << 24) if c & 0x800000 else c for c in counts]
+    assert signed == [round(-2 * 1073.74), round(5000 * 1073.74), 0]
+    assert bank.data(0) == 1, "not ready again until the next conversion"
+    now[0] += HX711Bank.CONVERSION_US
+    assert bank.data(0) == 0
+
+
+def test_scenario_kits_and_the_fill_curve():
+    from dos_rig.sensors import Scenario
+
+    with pytest.raises(ValueError, match="unknown sensor kit"):
+        Scenario({"kit": "lamppost"})
+    waste = Scenario({"kit": "waste", "fill_pct": {"start": 50, "per_day": 24, "after_pct": 2},
+                      "emptied_at_s": [3600], "emptying_s": 60})
+    assert waste.fill_pct(1800 * 10**6) == 50.5
+    assert waste.tilt_deg(3630 * 10**6) == 120 and waste.fill_pct(3630 * 10**6) == 2
+    assert waste.tilt_deg(3660 * 10**6) == 0 and waste.fill_pct((3660 + 3600) * 10**6) == 3
+    assert waste.distance_cm((3660 + 3600) * 10**6) == round((0.1 + 1.2 * 0.97) * 100)
