@@ -10,22 +10,20 @@ confirmed (false). Calibration (config "calibration"): strain_channels (3), stra
 bridge, gauge factor 2, HX711 gain 128), strain_zero_ue ([0, 0, 0]: each channel's strain at installation, subtracted),
 crack_mm_per_v (10.0), battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
-import os
-
 import machine
 
-from cbor import CborError, decode_message, encode_reading
+from apps.runtime import apply_config, config_fport, handle, print_settings, radio_summary, random_below
+from cbor import encode_reading
 from config import ConfigError, number, section
 from drivers.adxl345 import ADXL345, COUNTS_PER_G, along_x_tilt
 from drivers.tmp102 import TMP102
 from drivers.vibration import vibration
 from lorawan.commands import battery_level
-from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from schema_v1 import MESSAGES
 from settings import Settings
 
 KIND = "bridge"
-CONFIG_FPORT = MESSAGES[KIND]["config"][0]
+CONFIG_FPORT = config_fport(KIND)
 SETTINGS = (("interval_s", 600, 10, 86400), ("confirmed", False, None, None))
 PAYLOAD_BUDGET = 24  # bytes of CBOR for a routine reading
 SLOW_FIELDS = ("tilt", "crack_width", "temperature", "battery")
@@ -106,50 +104,7 @@ class Bridge:
 
     def handle(self, events):
         """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
-        joins, downlinks = [], []
-        for event in events:
-            if isinstance(event, Joined):
-                joins.append("joined: DevAddr %08x, DevNonce %d, DR%d" % (event.dev_addr, event.dev_nonce, event.dr))
-            elif isinstance(event, JoinFailed):
-                joins.append("join attempt %d (DevNonce %d) got no JoinAccept" % (event.attempt, event.dev_nonce))
-            elif isinstance(event, Downlink):
-                if event.fport == CONFIG_FPORT:
-                    downlinks += self.configure(event.payload, event.fcnt)
-                else:
-                    downlinks.append("downlink on FPort %d (%d bytes) ignored" % (event.fport, len(event.payload)))
-        return joins, downlinks
-
-    def configure(self, payload, fcnt):
-        try:
-            _name, changes, unknown = decode_message(KIND, CONFIG_FPORT, payload)
-        except CborError as exc:
-            return ["config downlink fcnt %d refused: %s" % (fcnt, exc)]
-        applied, refused = self.settings.apply(changes)
-        lines = ["config: %s %s -> %s (downlink fcnt %d)" % (name, old, new, fcnt) for name, old, new in applied]
-        lines += ["config: %s not applied: %s (downlink fcnt %d)" % (name, why, fcnt) for name, why in refused]
-        lines += ["config: unknown key %s ignored (downlink fcnt %d)" % (key, fcnt) for key in unknown]
-        return lines
-
-
-def radio_summary(events):
-    """How one send() went, for the reading's log line."""
-    sent = [e for e in events if isinstance(e, Sent)]
-    if not sent:
-        for event in events:
-            if isinstance(event, NotSent):
-                return "not sent: %s (%s)" % (event.reason, event.detail)
-        return "not sent"
-    radio = "fcnt %d %.1f MHz DR%d" % (sent[-1].fcnt, sent[-1].freq_khz / 1000, sent[-1].dr)
-    if len(sent) > 1:
-        radio += " after %d tries" % len(sent)
-    for event in events:
-        if isinstance(event, Done) and event.acked is not None:
-            radio += " acked" if event.acked else " not acked"
-    return radio
-
-
-def _random_below(n):
-    return int.from_bytes(os.urandom(4), "big") % n if n > 0 else 0
+        return handle(events, CONFIG_FPORT, lambda payload, fcnt: apply_config(KIND, self.settings, payload, fcnt))
 
 
 def run(board, config, node, store):
@@ -157,15 +112,13 @@ def run(board, config, node, store):
     is logged and the loop goes on; RESET_AFTER_FAILURES in a row reset the board."""
     app = Bridge(board, config, store)
     settings = app.settings.values
-    for name in app.settings.dropped:
-        print("config: remote %s dropped: config.json was installed with another value (%s)" % (name, settings[name]))
-    print("settings: " + " ".join("%s=%s" % (spec[0], settings[spec[0]]) for spec in SETTINGS))
+    print_settings(app.settings, SETTINGS)
     failures = 0
     first_slow = 0
     slot_ms = node.now_ms()
     spread_ms = min(settings["interval_s"] * 500, BOOT_SPREAD_MS)
     while True:
-        node.sleep_until(slot_ms + _random_below(spread_ms))
+        node.sleep_until(slot_ms + random_below(spread_ms))
         try:
             values = app.reading()
             node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)

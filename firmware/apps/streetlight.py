@@ -9,21 +9,18 @@ hysteresis_lux (20): off above dusk_lux + hysteresis_lux, dim_level (100, percen
 ina219_shunt_ohm (0.1), battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), the battery
 voltages reported as level 1 and 254 to DevStatusReq.
 """
-import os
-
 import machine
 
-from cbor import CborError, decode_message, encode_reading
+from apps.runtime import apply_config, config_fport, handle, print_settings, radio_summary, random_below
+from cbor import encode_reading
 from config import number, section
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
 from lorawan.commands import battery_level
-from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
-from schema_v1 import MESSAGES
 from settings import Settings
 
 KIND = "streetlight"
-CONFIG_FPORT = MESSAGES[KIND]["config"][0]
+CONFIG_FPORT = config_fport(KIND)
 # (name, default, low, high): the ranges of the schema's config message; low None for a bool
 SETTINGS = (("interval_s", 60, 10, 86400), ("confirmed", False, None, None), ("dusk_lux", 50, 0, 1000),
             ("dim_level", 100, 0, 100))
@@ -73,57 +70,21 @@ class Streetlight:
                 "battery": self.board.battery_volts(self.battery_divider)}
 
     def configure(self, payload, fcnt):
-        """Apply a "config" downlink payload at once; returns its log lines (one per applied or refused setting)."""
-        try:
-            _name, changes, unknown = decode_message(KIND, CONFIG_FPORT, payload)
-        except CborError as exc:
-            return ["config downlink fcnt %d refused: %s" % (fcnt, exc)]
-        applied, refused = self.settings.apply(changes)
-        lines = ["config: %s %s -> %s (downlink fcnt %d)" % (name, old, new, fcnt) for name, old, new in applied]
-        lines += ["config: %s not applied: %s (downlink fcnt %d)" % (name, why, fcnt) for name, why in refused]
-        lines += ["config: unknown key %s ignored (downlink fcnt %d)" % (key, fcnt) for key in unknown]
-        if self.lamp.on and any(name == "dim_level" for name, _old, _new in applied):
+        """Apply a "config" downlink payload at once (a lit lamp takes a new dim level now); returns its log lines."""
+        lines = apply_config(KIND, self.settings, payload, fcnt)
+        if self.lamp.on and self.lamp.level_pct != self.settings.values["dim_level"]:
             self.lamp.set(True, self.settings.values["dim_level"])
         return lines
 
     def handle(self, events):
-        """Log lines for the events of one send(): (lines about the join, before the reading's line; lines about
-        downlinks, after it). Config downlinks among the events are applied."""
-        joins, downlinks = [], []
-        for event in events:
-            if isinstance(event, Joined):
-                joins.append("joined: DevAddr %08x, DevNonce %d, DR%d" % (event.dev_addr, event.dev_nonce, event.dr))
-            elif isinstance(event, JoinFailed):
-                joins.append("join attempt %d (DevNonce %d) got no JoinAccept" % (event.attempt, event.dev_nonce))
-            elif isinstance(event, Downlink):
-                if event.fport == CONFIG_FPORT:
-                    downlinks += self.configure(event.payload, event.fcnt)
-                else:
-                    downlinks.append("downlink on FPort %d (%d bytes) ignored" % (event.fport, len(event.payload)))
-        return joins, downlinks
+        """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
+        return handle(events, CONFIG_FPORT, self.configure)
 
 
 def _log_line(values, events):
-    sent = [e for e in events if isinstance(e, Sent)]
-    if sent:
-        radio = "fcnt %d %.1f MHz DR%d" % (sent[-1].fcnt, sent[-1].freq_khz / 1000, sent[-1].dr)
-        if len(sent) > 1:
-            radio += " after %d tries" % len(sent)
-        for event in events:
-            if isinstance(event, Done) and event.acked is not None:
-                radio += " acked" if event.acked else " not acked"
-    else:
-        radio = "not sent"
-        for event in events:
-            if isinstance(event, NotSent):
-                radio = "not sent: %s (%s)" % (event.reason, event.detail)
     return "reading lamp=%s dim=%d%% power=%.1fW energy=%dWh light=%dlx battery=%.2fV -> %s" % (
         "on" if values["lamp_on"] else "off", values["dim_level"], values["power"], round(values["energy"]),
-        round(values["ambient_light"]), values["battery"], radio)
-
-
-def _random_below(n):
-    return int.from_bytes(os.urandom(4), "big") % n if n > 0 else 0
+        round(values["ambient_light"]), values["battery"], radio_summary(events))
 
 
 def run(board, config, node, store):
@@ -132,14 +93,12 @@ def run(board, config, node, store):
     reading is logged and the loop goes on; RESET_AFTER_FAILURES in a row reset the board."""
     app = Streetlight(board, config, store)
     settings = app.settings.values
-    for name in app.settings.dropped:
-        print("config: remote %s dropped: config.json was installed with another value (%s)" % (name, settings[name]))
-    print("settings: " + " ".join("%s=%s" % (spec[0], settings[spec[0]]) for spec in SETTINGS))
+    print_settings(app.settings, SETTINGS)
     failures = 0
     slot_ms = node.now_ms()
     spread_ms = min(settings["interval_s"] * 500, BOOT_SPREAD_MS)
     while True:
-        node.sleep_until(slot_ms + _random_below(spread_ms))
+        node.sleep_until(slot_ms + random_below(spread_ms))
         try:
             values = app.reading(node.now_ms())
             node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)

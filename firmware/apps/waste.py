@@ -10,22 +10,19 @@ Calibration (config "calibration"): container_depth_m (1.2: from the full mark d
 (0.1: from the sensor down to the full mark), pings (5), battery_divider (the board's), battery_empty_v (3.3),
 battery_full_v (4.2).
 """
-import os
-
 import machine
 
-from cbor import CborError, decode_message, encode_reading
+from apps.runtime import apply_config, config_fport, handle, print_settings, radio_summary, random_below
+from cbor import encode_reading
 from config import number, section
 from drivers.adxl345 import ADXL345
 from drivers.mb7040 import MB7040
 from drivers.tmp102 import TMP102
 from lorawan.commands import battery_level
-from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
-from schema_v1 import MESSAGES
 from settings import Settings
 
 KIND = "waste"
-CONFIG_FPORT = MESSAGES[KIND]["config"][0]
+CONFIG_FPORT = config_fport(KIND)
 # (name, default, low, high): the ranges of the schema's config message; low None for a bool
 SETTINGS = (("interval_s", 900, 10, 86400), ("confirmed", False, None, None))
 RESET_AFTER_FAILURES = 5
@@ -101,50 +98,7 @@ class Waste:
 
     def handle(self, events):
         """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
-        joins, downlinks = [], []
-        for event in events:
-            if isinstance(event, Joined):
-                joins.append("joined: DevAddr %08x, DevNonce %d, DR%d" % (event.dev_addr, event.dev_nonce, event.dr))
-            elif isinstance(event, JoinFailed):
-                joins.append("join attempt %d (DevNonce %d) got no JoinAccept" % (event.attempt, event.dev_nonce))
-            elif isinstance(event, Downlink):
-                if event.fport == CONFIG_FPORT:
-                    downlinks += self.configure(event.payload, event.fcnt)
-                else:
-                    downlinks.append("downlink on FPort %d (%d bytes) ignored" % (event.fport, len(event.payload)))
-        return joins, downlinks
-
-    def configure(self, payload, fcnt):
-        try:
-            _name, changes, unknown = decode_message(KIND, CONFIG_FPORT, payload)
-        except CborError as exc:
-            return ["config downlink fcnt %d refused: %s" % (fcnt, exc)]
-        applied, refused = self.settings.apply(changes)
-        lines = ["config: %s %s -> %s (downlink fcnt %d)" % (name, old, new, fcnt) for name, old, new in applied]
-        lines += ["config: %s not applied: %s (downlink fcnt %d)" % (name, why, fcnt) for name, why in refused]
-        lines += ["config: unknown key %s ignored (downlink fcnt %d)" % (key, fcnt) for key in unknown]
-        return lines
-
-
-def radio_summary(events):
-    """How one send() went, for the reading's log line."""
-    sent = [e for e in events if isinstance(e, Sent)]
-    if not sent:
-        for event in events:
-            if isinstance(event, NotSent):
-                return "not sent: %s (%s)" % (event.reason, event.detail)
-        return "not sent"
-    radio = "fcnt %d %.1f MHz DR%d" % (sent[-1].fcnt, sent[-1].freq_khz / 1000, sent[-1].dr)
-    if len(sent) > 1:
-        radio += " after %d tries" % len(sent)
-    for event in events:
-        if isinstance(event, Done) and event.acked is not None:
-            radio += " acked" if event.acked else " not acked"
-    return radio
-
-
-def _random_below(n):
-    return int.from_bytes(os.urandom(4), "big") % n if n > 0 else 0
+        return handle(events, CONFIG_FPORT, lambda payload, fcnt: apply_config(KIND, self.settings, payload, fcnt))
 
 
 def run(board, config, node, store):
@@ -153,11 +107,9 @@ def run(board, config, node, store):
     board."""
     app = Waste(board, config, store)
     settings = app.settings.values
-    for name in app.settings.dropped:
-        print("config: remote %s dropped: config.json was installed with another value (%s)" % (name, settings[name]))
-    print("settings: " + " ".join("%s=%s" % (spec[0], settings[spec[0]]) for spec in SETTINGS))
+    print_settings(app.settings, SETTINGS)
     failures = 0
-    next_ms = node.now_ms() + _random_below(min(settings["interval_s"] * 500, BOOT_SPREAD_MS))
+    next_ms = node.now_ms() + random_below(min(settings["interval_s"] * 500, BOOT_SPREAD_MS))
     poll_ms = int(app.tilt_poll_s * 1000)
     while True:
         now = node.now_ms()
