@@ -240,8 +240,23 @@ def _datr(sf: int, bw_khz: int) -> str:
     return f"SF{sf}BW{bw_khz}"
 
 
+class _RadioPacket:
+    """What rxpk and txpk share: the PHYPayload's size and the data rate string, derived from the fields."""
+    __slots__ = ()
+
+    @property
+    def size(self) -> int:
+        """Length of the PHYPayload in bytes."""
+        return len(self.data)
+
+    @property
+    def datr(self) -> str:
+        """The data rate as GWMP writes it, e.g. SF7BW125."""
+        return _datr(self.sf, self.bw_khz)
+
+
 @dataclass(frozen=True, slots=True)
-class Rxpk:
+class Rxpk(_RadioPacket):
     """One received LoRa packet from PUSH_DATA. `tmst` is the concentrator's µs counter; `data` the PHYPayload."""
 
     tmst: int
@@ -258,16 +273,6 @@ class Rxpk:
     time: str | None = None
     tmms: int | None = None
     modu: str = "LORA"
-
-    @property
-    def size(self) -> int:
-        """Length of the PHYPayload in bytes."""
-        return len(self.data)
-
-    @property
-    def datr(self) -> str:
-        """The data rate as GWMP writes it, e.g. SF7BW125."""
-        return _datr(self.sf, self.bw_khz)
 
 
 def parse_rxpk(obj: object) -> Rxpk:
@@ -320,7 +325,7 @@ def rxpk_to_json(rxpk: Rxpk) -> dict:
 
 
 @dataclass(frozen=True, slots=True)
-class Txpk:
+class Txpk(_RadioPacket):
     """One packet to send (PULL_RESP). Either `imme` (now) or `tmst` (at that concentrator µs counter value)."""
 
     freq: float
@@ -335,16 +340,6 @@ class Txpk:
     imme: bool = False
     ncrc: bool = False
     modu: str = "LORA"
-
-    @property
-    def size(self) -> int:
-        """Length of the PHYPayload in bytes."""
-        return len(self.data)
-
-    @property
-    def datr(self) -> str:
-        """The data rate as GWMP writes it, e.g. SF9BW125."""
-        return _datr(self.sf, self.bw_khz)
 
 
 def txpk_to_json(txpk: Txpk) -> dict:
