@@ -30,6 +30,12 @@ MESSAGES = {
             ("ambient_light", 5, 1, "u"),
             ("battery", 6, 100, "u"),
         )),
+        "alarm": (4, (
+            ("lamp_fault", 1, 1, "b"),
+            ("power", 2, 10, "u"),
+            ("expected_power", 3, 10, "u"),
+            ("dim_level", 4, 1, "u"),
+        )),
         "config": (3, (
             ("interval_s", 1, 1, "u"),
             ("confirmed", 2, 1, "b"),
