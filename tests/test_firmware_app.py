@@ -1,7 +1,7 @@
 """The remote configuration downlink in micropython: cbor.decode_message against the CPython schema codec, settings
 applied, refused and kept across reboots (a newer installed config.json wins), and the whole streetlight app on a fake
 board: OTAA join, a config downlink that changes its interval, confirmed readings and dim level at once, and the change
-still there after a reboot."""
+still there after a reboot, and the lamp-fault alarm sent at once, confirmed, once per fault episode."""
 from __future__ import annotations
 
 import json
@@ -142,19 +142,27 @@ from store import Store
 
 
 class FakeI2C:
-    '''BH1750 (10 lx, dark: the lamp is on) and INA219 (power register 1800: 36 W with the 0.1 ohm shunt).'''
+    '''BH1750 (raw {lux_raw}: 12 is 10 lx, dark, the lamp is on) and INA219 (power register 18000 is 36 W with the
+    0.1 ohm shunt): the power register reads {power_registers} in turn, the last one from then on.'''
+
+    def __init__(self):
+        self.power_reads = 0
 
     def writeto(self, address, data):
         pass
 
     def readfrom_into(self, address, buf):
-        buf[0], buf[1] = 0, 12
+        buf[0], buf[1] = {lux_raw} >> 8, {lux_raw} & 0xFF
 
     def writeto_mem(self, address, register, data):
         pass
 
     def readfrom_mem_into(self, address, register, buf):
-        value = 1800 if register == 3 else 0
+        value = 0
+        if register == 3:
+            powers = {power_registers!r}
+            value = powers[min(self.power_reads, len(powers) - 1)]
+            self.power_reads += 1
         buf[0], buf[1] = value >> 8, value & 0xFF
 
 
@@ -191,9 +199,11 @@ run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
 """
 
 
-def app_run(folder, replies: list[str | None], exit_on_send: int, config: dict | None = None) -> list[str | dict]:
+def app_run(folder, replies: list[str | None], exit_on_send: int, config: dict | None = None, lux_raw: int = 12,
+            power_registers: tuple[int, ...] = (18000,)) -> list[str | dict]:
     """One boot of the streetlight app until the `exit_on_send`-th transmission; output lines (JSON ones as dicts)."""
-    code = APP_RUN.format(config=json.dumps(config or CONFIG), replies=replies, exit_on_send=exit_on_send)
+    code = APP_RUN.format(config=json.dumps(config or CONFIG), replies=replies, exit_on_send=exit_on_send,
+                          lux_raw=lux_raw, power_registers=list(power_registers))
     return [json.loads(line) if line.startswith("{") else line for line in run_firmware(code, cwd=folder).splitlines()]
 
 
@@ -232,3 +242,56 @@ def test_config_downlink_changes_the_running_app_and_survives_a_reboot(tmp_path)
     lines = app_run(tmp_path, [], exit_on_send=1)
     assert "settings: interval_s=20 confirmed=True dusk_lux=50 dim_level=40" in lines
     assert json.loads((tmp_path / "state.json").read_text())["dev_nonce"] == 2
+
+ALARM_FPORT = load_schema("streetlight").message("alarm").fport
+
+
+def joined_session() -> tuple[SessionKeys, str]:
+    """The session keys of the scripted OTAA join and the JoinAccept that starts it."""
+    keys = SessionKeys(*derive_session_keys(APP_KEY, JOIN_NONCE, NET_ID, 0))
+    accept = seal_join_accept(JoinAccept(join_nonce=JOIN_NONCE, net_id=NET_ID, dev_addr=DEV_ADDR), APP_KEY).hex()
+    return keys, accept
+
+
+def ack(keys: SessionKeys, fcnt: int) -> str:
+    return keys.seal(DataFrame(mtype=MType.UNCONFIRMED_DOWN, dev_addr=DEV_ADDR, fcnt16=fcnt, ack=True), fcnt).hex()
+
+
+def sent_uplinks(lines, keys):
+    """(fport, confirmed, decoded) of every data uplink the app transmitted."""
+    schema = load_schema("streetlight")
+    frames = [bytes.fromhex(line["tx"]) for line in lines if isinstance(line, dict) and "tx" in line]
+    uplinks = [parse_data_frame(frame) for frame in frames if frame[0] >> 5 != MType.JOIN_REQUEST]
+    return [(f.fport, f.mtype == MType.CONFIRMED_UP, schema.decode(f.fport, keys.open(f, f.fcnt16))) for f in uplinks]
+
+
+def test_a_dark_lamp_is_alarmed_at_once_confirmed_and_once_per_fault_episode(tmp_path):
+    keys, accept = joined_session()
+    # readings see 0 W, 0 W, 36 W (healthy again), 0 W: two fault episodes
+    replies = [accept, ack(keys, 0), None, None, None, None, None, None, ack(keys, 1)]
+    lines = app_run(tmp_path, replies, exit_on_send=8, power_registers=(0, 0, 18000, 0))
+    uplinks = sent_uplinks(lines, keys)
+    assert [(fport, confirmed) for fport, confirmed, _ in uplinks] == [
+        (ALARM_FPORT, True), (1, False), (1, False), (1, False), (ALARM_FPORT, True), (1, False)]
+    for _fport, _confirmed, decoded in (uplinks[0], uplinks[4]):
+        assert decoded.message == "alarm" and decoded.warnings == []
+        assert {name: r["value"] for name, r in decoded.readings.items()} == {
+            "lamp_fault": True, "power": 0.0, "expected_power": 36.0, "dim_level": 100}
+    powers = [decoded.readings["power"]["value"] for fport, _c, decoded in uplinks if fport == 1]
+    assert powers == [0.0, 0.0, 36.0, 0.0], "the routine readings go on through the fault"
+    alarms = [line for line in lines if isinstance(line, str) and line.startswith("alarm: ")]
+    assert len(alarms) == 2 and all(line.startswith("alarm: lamp fault: power=0.0W expected=36.0W dim=100% -> fcnt ")
+                                    and line.endswith(" acked") for line in alarms), alarms
+
+
+def test_a_switched_off_lamp_drawing_power_is_a_fault(tmp_path):
+    keys, accept = joined_session()
+    # daylight (1000 lx): the lamp stays off but draws 36 W (a stuck relay), then 4 W (under the limit), then 36 W again
+    lines = app_run(tmp_path, [accept, ack(keys, 0), None, None, None, None, ack(keys, 1)], exit_on_send=7,
+                    lux_raw=1200, power_registers=(18000, 2000, 18000))
+    uplinks = sent_uplinks(lines, keys)
+    assert [(fport, confirmed) for fport, confirmed, _ in uplinks] == [
+        (ALARM_FPORT, True), (1, False), (1, False), (ALARM_FPORT, True), (1, False)]
+    assert {name: r["value"] for name, r in uplinks[0][2].readings.items()} == {
+        "lamp_fault": True, "power": 36.0, "expected_power": 0.0, "dim_level": 0}
+    assert [u[2].readings["lamp_on"]["value"] for u in uplinks if u[0] == 1] == [False] * 3

@@ -1,13 +1,16 @@
 """Streetlight node: switches the lamp at dusk and dawn from the ambient light (BH1750) with hysteresis, dims it to
 `dim_level`, meters its power (INA219) and energy (Wh, persisted), reads the backup battery, and reports a reading over
-LoRaWAN every `interval_s` through the payload schema (as confirmed uplinks when `confirmed` is set). One short log line
-per reading and per event worth knowing (join, applied setting, ignored downlink), never keys.
+LoRaWAN every `interval_s` through the payload schema (as confirmed uplinks when `confirmed` is set). A lamp whose power
+draw is implausible for its commanded state (on: under FAULT_FRACTION of lamp_rated_w times the dim level; off: over
+OFF_LIMIT_W) is a fault: the "alarm" message goes at once as a confirmed uplink, before the reading, once per fault
+episode (again only after the lamp was seen healthy). One short log line per reading, alarm and event worth knowing
+(join, applied setting, ignored downlink), never keys.
 
 Settings (config "settings", interval_s at the top level; all but hysteresis_lux also by the FPort 3 "config" downlink,
 applied at once and kept across reboots): interval_s (60), confirmed (false), dusk_lux (50): on below it,
 hysteresis_lux (20): off above dusk_lux + hysteresis_lux, dim_level (100, percent). Calibration (config "calibration"):
-ina219_shunt_ohm (0.1), battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), the battery
-voltages reported as level 1 and 254 to DevStatusReq.
+ina219_shunt_ohm (0.1), lamp_rated_w (36.0, the lamp's power at full level), battery_divider (the board's),
+battery_empty_v (3.3) and battery_full_v (4.2), the battery voltages reported as level 1 and 254 to DevStatusReq.
 """
 import machine
 
@@ -28,6 +31,8 @@ ENERGY_SAVE_EVERY = 10  # readings between energy writes to flash
 RESET_AFTER_FAILURES = 5  # consecutive failed readings before the board resets itself
 BOOT_SPREAD_MS = 30000  # the first reading comes within this long after boot
 _MS_PER_HOUR = 3600000
+FAULT_FRACTION = 0.3  # a lit lamp drawing less than this share of its expected power is faulty
+OFF_LIMIT_W = 5.0  # a switched-off lamp drawing more than this is faulty (stuck relay)
 
 
 class Streetlight:
@@ -38,6 +43,7 @@ class Streetlight:
         settings, calibration = section(config, "settings"), section(config, "calibration")
         self.hysteresis_lux = number(settings, "hysteresis_lux", 20, 0, 65535)
         shunt_ohm = number(calibration, "ina219_shunt_ohm", 0.1, 0.0001, 10, "calibration")
+        self.lamp_rated_w = number(calibration, "lamp_rated_w", 36.0, 0.1, 400, "calibration")
         self.battery_divider = number(calibration, "battery_divider", board.BATTERY_DIVIDER, 1, 100, "calibration")
         self.battery_empty_v = number(calibration, "battery_empty_v", 3.3, 0, 60, "calibration")
         self.battery_full_v = number(calibration, "battery_full_v", 4.2, self.battery_empty_v + 0.01, 60, "calibration")
@@ -49,6 +55,7 @@ class Streetlight:
         self.readings = 0
         self._power_w = 0.0
         self._last_ms = None
+        self.fault_active = False
 
     def reading(self, now_ms):
         dusk_lux = self.settings.values["dusk_lux"]
@@ -69,6 +76,21 @@ class Streetlight:
                 "energy": self.energy_wh, "ambient_light": min(65535, lux),
                 "battery": self.board.battery_volts(self.battery_divider)}
 
+    def lamp_fault(self, values):
+        """The "alarm" message's values when `values` (a reading) begin a lamp fault episode, else None."""
+        expected_w = self.lamp_rated_w * values["dim_level"] / 100 if values["lamp_on"] else 0.0
+        power_w = values["power"]
+        if values["lamp_on"]:
+            faulty = power_w < FAULT_FRACTION * expected_w
+        else:
+            faulty = power_w > OFF_LIMIT_W
+        starts = faulty and not self.fault_active
+        self.fault_active = faulty
+        if not starts:
+            return None
+        return {"lamp_fault": True, "power": min(400.0, power_w), "expected_power": min(400.0, expected_w),
+                "dim_level": values["dim_level"]}
+
     def configure(self, payload, fcnt):
         """Apply a "config" downlink payload at once (a lit lamp takes a new dim level now); returns its log lines."""
         lines = apply_config(KIND, self.settings, payload, fcnt)
@@ -87,6 +109,20 @@ def _log_line(values, events):
         round(values["ambient_light"]), values["battery"], radio_summary(events))
 
 
+def _alarm_line(alarm, events):
+    return "alarm: lamp fault: power=%.1fW expected=%.1fW dim=%d%% -> %s" % (
+        alarm["power"], alarm["expected_power"], alarm["dim_level"], radio_summary(events))
+
+
+def _send(app, node, message, values, confirmed, log_line):
+    """Encode and send one message, apply what came back and print its lines."""
+    fport, payload = encode_reading(KIND, message, values)
+    events = node.send(fport, payload, confirmed)
+    joins, downlinks = app.handle(events)
+    for line in joins + [log_line(values, events)] + downlinks:
+        print(line)
+
+
 def run(board, config, node, store):
     """The app's loop, forever: one reading per interval_s slot, at a random instant in the first half of the slot (the
     first within BOOT_SPREAD_MS of boot) so that nodes powered up together do not keep colliding on the air. A failed
@@ -102,11 +138,10 @@ def run(board, config, node, store):
         try:
             values = app.reading(node.now_ms())
             node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
-            fport, payload = encode_reading(KIND, "reading", values)
-            events = node.send(fport, payload, settings["confirmed"])
-            joins, downlinks = app.handle(events)
-            for line in joins + [_log_line(values, events)] + downlinks:
-                print(line)
+            alarm = app.lamp_fault(values)
+            if alarm is not None:
+                _send(app, node, "alarm", alarm, True, _alarm_line)
+            _send(app, node, "reading", values, settings["confirmed"], _log_line)
             failures = 0
         except Exception as exc:  # a sensor, radio or encoding failure must not end the loop
             failures += 1
