@@ -13,7 +13,8 @@ chosen so the usual conversions give those values back exactly. Every value serv
 {t_us, board, sensor, value}; reads of one sensor within 100 ms of virtual time that serve the same value are one measurement.
 
 Scenario keys (all optional): lux (number, or {"day", "night", "sunrise_h", "sunset_h"} for a day/night curve over the
-virtual UTC day), lamp_power_w (36.0), bus_v (24.0), shunt_ohm (0.1), battery_v (3.70, or {"start", "per_day"}).
+virtual UTC day), lamp_power_w (36.0), lamp_fails_at_s (None: never; else the virtual second from which the lamp draws
+0 W whatever the relay and PWM say), bus_v (24.0), shunt_ohm (0.1), battery_v (3.70, or {"start", "per_day"}).
 
 Sensor kits: `kit` ("streetlight") adds, for "waste" and "bridge", a TMP102 (I2C 0x48) and an ADXL345 (I2C 0x53, full
 resolution 256 counts per g, tilt about the y axis); "waste" also an MB7040 ultrasonic ranger (I2C 0x70, cm),
@@ -44,7 +45,8 @@ BATTERY_DIVIDER = 2
 ADC_FULL_SCALE_UV = 3_300_000
 MEASUREMENT_WINDOW_US = 100_000
 
-DEFAULT_SCENARIO = {"lux": 250, "lamp_power_w": 36.0, "bus_v": 24.0, "shunt_ohm": 0.1, "battery_v": 3.70}
+DEFAULT_SCENARIO = {"lux": 250, "lamp_power_w": 36.0, "lamp_fails_at_s": None, "bus_v": 24.0, "shunt_ohm": 0.1,
+                    "battery_v": 3.70}
 KIT_SCENARIO = {"kit": "streetlight", "temperature_c": 15.0, "tilt_deg": 0.0, "fill_pct": 0, "emptied_at_s": [],
                 "tip_deg": 120, "emptying_s": 60, "container_depth_m": 1.2, "sensor_offset_m": 0.1,
                 "echo_outlier_every": 0, "strain_ue": [0, 0, 0], "strain_counts_per_ue": 1073.74, "crack_mm": 0.0,
@@ -85,6 +87,10 @@ class Scenario:
         if sunrise <= hour <= sunset:
             return round(night + (day - night) * math.sin(math.pi * (hour - sunrise) / (sunset - sunrise)))
         return round(night)
+
+    def lamp_failed(self, t_us: int) -> bool:
+        fails_at_s = self.values["lamp_fails_at_s"]
+        return fails_at_s is not None and t_us >= fails_at_s * 1e6
 
     def temperature_c(self) -> float:
         return round(self.values["temperature_c"], 1)
@@ -267,7 +273,7 @@ class INA219:
         value = self.config if self.pointer == self.CONFIG else self.calibration
         if self.pointer in (self.SHUNT, self.BUS, self.POWER, self.CURRENT):
             t = self.now_us()
-            power = self.lamp.power_w(self.scenario.values["lamp_power_w"])
+            power = 0.0 if self.scenario.lamp_failed(t) else self.lamp.power_w(self.scenario.values["lamp_power_w"])
             value = self.registers(power)[self.pointer]
             self.log.record(t, "ina219", power)
         return (value.to_bytes(2, "big") * ((nbytes + 1) // 2))[:nbytes]
