@@ -30,7 +30,7 @@ MESSAGES = {
             ("ambient_light", 5, 1, "u"),
             ("battery", 6, 100, "u"),
         )),
-        "alarm": (4, (
+        "alarm": (2, (
             ("lamp_fault", 1, 1, "b"),
             ("power", 2, 10, "u"),
             ("expected_power", 3, 10, "u"),

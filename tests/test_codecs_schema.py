@@ -87,7 +87,7 @@ def test_empty_map_is_a_valid_payload() -> None:
         (1, cbor2.dumps({1: 1}), "bad_value_type"),
         (1, cbor2.dumps({3: "35"}), "bad_value_type"),
         (1, cbor2.dumps({3: None}), "bad_value_type"),
-        (2, cbor2.dumps({1: True}), "unknown_fport"),
+        (9, cbor2.dumps({1: True}), "unknown_fport"),
     ],
 )
 def test_decode_rejects(fport: int, payload: bytes, reason: str) -> None:

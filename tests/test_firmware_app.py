@@ -62,19 +62,6 @@ for kind, fport, payload in (('streetlight', 3, 'a2011402f5'), ('streetlight', 3
     assert out[2:] == ["unknown_fport", "not_a_map", "wrong_type", "wrong_type", "truncated", "unknown_fport"]
 
 
-def test_streetlight_setting_ranges_are_the_schema_ranges():
-    out = run_micropython("import json\nfrom apps.streetlight import SETTINGS\nprint(json.dumps(SETTINGS))")
-    declared = {name: (default, low, high) for name, default, low, high in json.loads(out)}
-    fields = {f.name: f for f in load_schema("streetlight").message("config").fields}
-    assert set(declared) == set(fields)
-    for name, (default, low, high) in declared.items():
-        field = fields[name]
-        if field.type == "bool":
-            assert (low, high) == (None, None) and default in (True, False)
-        else:
-            assert (low, high) == (field.min, field.max) and low <= default <= high, name
-
-
 SETTINGS_RUN = """
 import json
 from apps.streetlight import SETTINGS

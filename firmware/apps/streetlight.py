@@ -2,8 +2,8 @@
 `dim_level`, meters its power (INA219) and energy (Wh, persisted), reads the backup battery, and reports a reading over
 LoRaWAN every `interval_s` through the payload schema (as confirmed uplinks when `confirmed` is set). A lamp whose power
 draw is implausible for its commanded state (on: under FAULT_FRACTION of lamp_rated_w times the dim level; off: over
-OFF_LIMIT_W) is a fault: the "alarm" message goes at once as a confirmed uplink, before the reading, once per fault
-episode (again only after the lamp was seen healthy). One short log line per reading, alarm and event worth knowing
+OFF_LIMIT_W) is a fault: the "alarm" message goes at once as a confirmed uplink, before the reading, and with every
+reading until the network acknowledged it, once per fault episode (again only after the lamp was seen healthy). One short log line per reading, alarm and event worth knowing
 (join, applied setting, ignored downlink), never keys.
 
 Settings (config "settings", interval_s at the top level; all but hysteresis_lux also by the FPort 3 "config" downlink,
@@ -20,6 +20,7 @@ from config import number, section
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
 from lorawan.commands import battery_level
+from lorawan.events import Done
 from settings import Settings
 
 KIND = "streetlight"
@@ -55,7 +56,7 @@ class Streetlight:
         self.readings = 0
         self._power_w = 0.0
         self._last_ms = None
-        self.fault_active = False
+        self.fault_reported = False
 
     def reading(self, now_ms):
         dusk_lux = self.settings.values["dusk_lux"]
@@ -77,16 +78,17 @@ class Streetlight:
                 "battery": self.board.battery_volts(self.battery_divider)}
 
     def lamp_fault(self, values):
-        """The "alarm" message's values when `values` (a reading) begin a lamp fault episode, else None."""
+        """The "alarm" message's values while `values` (a reading) show a lamp fault whose alarm the network has not
+        acknowledged yet, else None."""
         expected_w = self.lamp_rated_w * values["dim_level"] / 100 if values["lamp_on"] else 0.0
         power_w = values["power"]
         if values["lamp_on"]:
             faulty = power_w < FAULT_FRACTION * expected_w
         else:
             faulty = power_w > OFF_LIMIT_W
-        starts = faulty and not self.fault_active
-        self.fault_active = faulty
-        if not starts:
+        if not faulty:
+            self.fault_reported = False
+        if not faulty or self.fault_reported:
             return None
         return {"lamp_fault": True, "power": min(400.0, power_w), "expected_power": min(400.0, expected_w),
                 "dim_level": values["dim_level"]}
@@ -121,6 +123,7 @@ def _send(app, node, message, values, confirmed, log_line):
     joins, downlinks = app.handle(events)
     for line in joins + [log_line(values, events)] + downlinks:
         print(line)
+    return events
 
 
 def run(board, config, node, store):
@@ -139,8 +142,9 @@ def run(board, config, node, store):
             values = app.reading(node.now_ms())
             node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
             alarm = app.lamp_fault(values)
-            if alarm is not None:
-                _send(app, node, "alarm", alarm, True, _alarm_line)
+            if alarm is not None:  # until acknowledged: an alarm lost on the air goes again with the next reading
+                events = _send(app, node, "alarm", alarm, True, _alarm_line)
+                app.fault_reported = any(isinstance(e, Done) and e.acked for e in events)
             _send(app, node, "reading", values, settings["confirmed"], _log_line)
             failures = 0
         except Exception as exc:  # a sensor, radio or encoding failure must not end the loop
