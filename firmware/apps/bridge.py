@@ -10,9 +10,7 @@ confirmed (false). Calibration (config "calibration"): strain_channels (3), stra
 bridge, gauge factor 2, HX711 gain 128), strain_zero_ue ([0, 0, 0]: each channel's strain at installation, subtracted),
 crack_mm_per_v (10.0), battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
-import machine
-
-from apps.runtime import apply_config, config_fport, handle, print_settings, radio_summary, random_below
+from apps.runtime import apply_config, config_fport, handle, print_settings, radio_summary, run_slots
 from cbor import encode_reading
 from config import ConfigError, number, section
 from drivers.adxl345 import ADXL345, COUNTS_PER_G, along_x_tilt
@@ -29,8 +27,6 @@ PAYLOAD_BUDGET = 24  # bytes of CBOR for a routine reading
 SLOW_FIELDS = ("tilt", "crack_width", "temperature", "battery")
 WINDOW_SAMPLES = 64
 SAMPLE_RATE_HZ = 50
-RESET_AFTER_FAILURES = 5
-BOOT_SPREAD_MS = 30000
 
 
 def strains(counts, counts_per_ue, zero_ue):
@@ -108,41 +104,25 @@ class Bridge:
 
 
 def run(board, config, node, store):
-    """The app's loop, forever: one reading per interval_s slot at a random instant in its first half. A failed reading
-    is logged and the loop goes on; RESET_AFTER_FAILURES in a row reset the board."""
+    """The app's loop, forever: one reading per interval_s slot (apps.runtime.run_slots); the slow fields take turns."""
     app = Bridge(board, config, store)
     settings = app.settings.values
     print_settings(app.settings, SETTINGS)
-    failures = 0
-    first_slow = 0
-    slot_ms = node.now_ms()
-    spread_ms = min(settings["interval_s"] * 500, BOOT_SPREAD_MS)
-    while True:
-        node.sleep_until(slot_ms + random_below(spread_ms))
-        try:
-            values = app.reading()
-            node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
-            sent, first_slow = fit_reading(values, first_slow)
-            fport, payload = encode_reading(KIND, "reading", sent)
-            events = node.send(fport, payload, settings["confirmed"])
-            joins, downlinks = app.handle(events)
-            strain = " ".join("%s=%d" % (k, values[k]) for k in ("strain_1", "strain_2", "strain_3") if k in values)
-            line = ("reading %s vibration rms=%.3fg peak=%.3fg freq=%.1fHz tilt=%.2fdeg crack=%.2fmm temperature=%.1fC "
-                    "battery=%.2fV -> %s") % (strain, values["vibration_rms"], values["vibration_peak"],
-                                              values["vibration_freq"], values["tilt"], values["crack_width"],
-                                              values["temperature"], values["battery"], radio_summary(events))
-            for text in joins + [line] + downlinks:
-                print(text)
-            failures = 0
-        except Exception as exc:  # a sensor, radio or encoding failure must not end the loop
-            failures += 1
-            print("reading failed (%d in a row): %s: %s" % (failures, type(exc).__name__, exc))
-            if failures >= RESET_AFTER_FAILURES:
-                print("resetting after %d failed readings" % failures)
-                machine.reset()
-        interval_ms = int(settings["interval_s"] * 1000)
-        spread_ms = interval_ms // 2
-        slot_ms += interval_ms
-        now = node.now_ms()
-        while slot_ms + spread_ms <= now:
-            slot_ms += interval_ms
+    first_slow = [0]
+
+    def step():
+        values = app.reading()
+        node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
+        sent, first_slow[0] = fit_reading(values, first_slow[0])
+        fport, payload = encode_reading(KIND, "reading", sent)
+        events = node.send(fport, payload, settings["confirmed"])
+        joins, downlinks = app.handle(events)
+        strain = " ".join("%s=%d" % (k, values[k]) for k in ("strain_1", "strain_2", "strain_3") if k in values)
+        line = ("reading %s vibration rms=%.3fg peak=%.3fg freq=%.1fHz tilt=%.2fdeg crack=%.2fmm temperature=%.1fC "
+                "battery=%.2fV -> %s") % (strain, values["vibration_rms"], values["vibration_peak"],
+                                          values["vibration_freq"], values["tilt"], values["crack_width"],
+                                          values["temperature"], values["battery"], radio_summary(events))
+        for text in joins + [line] + downlinks:
+            print(text)
+
+    run_slots(node, settings, step)

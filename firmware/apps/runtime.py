@@ -1,10 +1,16 @@
 """What every node app shares: applying the FPort 3 "config" downlink, log lines for joins, downlinks and how a send()
-went, the settings banner at boot, and random offsets that keep nodes powered up together from colliding."""
+went, the settings banner at boot, random offsets that keep nodes powered up together from colliding, and the reporting
+loop (one reading per interval slot; a failed reading is logged, RESET_AFTER_FAILURES in a row reset the board)."""
 import os
+
+import machine
 
 from cbor import CborError, decode_message
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from schema_v1 import MESSAGES
+
+RESET_AFTER_FAILURES = 5  # consecutive failed readings before the board resets itself
+BOOT_SPREAD_MS = 30000  # the first reading comes within this long after boot
 
 
 def config_fport(kind):
@@ -13,7 +19,8 @@ def config_fport(kind):
 
 
 def apply_config(kind, settings, payload, fcnt):
-    """Apply a "config" downlink payload at once; returns its log lines (one per applied, refused or unknown setting)."""
+    """Apply a "config" downlink payload at once; returns its log lines (one per applied, refused or unknown
+    setting)."""
     try:
         _name, changes, unknown = decode_message(kind, config_fport(kind), payload)
     except CborError as exc:
@@ -70,3 +77,41 @@ def print_settings(settings, specs):
 def random_below(n):
     """A random integer in [0, n) (0 when n <= 0)."""
     return int.from_bytes(os.urandom(4), "big") % n if n > 0 else 0
+
+
+def first_delay_ms(interval_s):
+    """A random wait before the first reading: within half an interval, at most BOOT_SPREAD_MS."""
+    return random_below(min(interval_s * 500, BOOT_SPREAD_MS))
+
+
+def guarded(step, failures):
+    """Run step() (one reading); returns how many readings failed in a row. A sensor, radio or encoding failure is
+    logged and must not end the loop; RESET_AFTER_FAILURES in a row reset the board."""
+    try:
+        step()
+        return 0
+    except Exception as exc:
+        failures += 1
+        print("reading failed (%d in a row): %s: %s" % (failures, type(exc).__name__, exc))
+        if failures >= RESET_AFTER_FAILURES:
+            print("resetting after %d failed readings" % failures)
+            machine.reset()
+        return failures
+
+
+def run_slots(node, settings, step):
+    """Forever: step() once per interval_s slot (settings["interval_s"], read anew each slot), at a random instant in
+    the first half of the slot, so that nodes powered up together do not keep colliding on the air."""
+    failures = 0
+    slot_ms = node.now_ms()
+    offset_ms = first_delay_ms(settings["interval_s"])
+    while True:
+        node.sleep_until(slot_ms + offset_ms)
+        failures = guarded(step, failures)
+        interval_ms = int(settings["interval_s"] * 1000)
+        spread_ms = interval_ms // 2
+        offset_ms = random_below(spread_ms)
+        slot_ms += interval_ms
+        now = node.now_ms()
+        while slot_ms + spread_ms <= now:  # the exchange outlasted whole slots (duty cycle): skip them
+            slot_ms += interval_ms

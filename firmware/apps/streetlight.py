@@ -3,8 +3,8 @@
 LoRaWAN every `interval_s` through the payload schema (as confirmed uplinks when `confirmed` is set). A lamp whose power
 draw is implausible for its commanded state (on: under FAULT_FRACTION of lamp_rated_w times the dim level; off: over
 OFF_LIMIT_W) is a fault: the "alarm" message goes at once as a confirmed uplink, before the reading, and with every
-reading until the network acknowledged it, once per fault episode (again only after the lamp was seen healthy). One short log line per reading, alarm and event worth knowing
-(join, applied setting, ignored downlink), never keys.
+reading until the network acknowledged it, once per fault episode (again only after the lamp was seen healthy). One
+short log line per reading, alarm and event worth knowing (join, applied setting, ignored downlink), never keys.
 
 Settings (config "settings", interval_s at the top level; all but hysteresis_lux also by the FPort 3 "config" downlink,
 applied at once and kept across reboots): interval_s (60), confirmed (false), dusk_lux (50): on below it,
@@ -12,9 +12,7 @@ hysteresis_lux (20): off above dusk_lux + hysteresis_lux, dim_level (100, percen
 ina219_shunt_ohm (0.1), lamp_rated_w (36.0, the lamp's power at full level), battery_divider (the board's),
 battery_empty_v (3.3) and battery_full_v (4.2), the battery voltages reported as level 1 and 254 to DevStatusReq.
 """
-import machine
-
-from apps.runtime import apply_config, config_fport, handle, print_settings, radio_summary, random_below
+from apps.runtime import apply_config, config_fport, handle, print_settings, radio_summary, run_slots
 from cbor import encode_reading
 from config import number, section
 from drivers.bh1750 import BH1750
@@ -29,8 +27,6 @@ CONFIG_FPORT = config_fport(KIND)
 SETTINGS = (("interval_s", 60, 10, 86400), ("confirmed", False, None, None), ("dusk_lux", 50, 0, 1000),
             ("dim_level", 100, 0, 100))
 ENERGY_SAVE_EVERY = 10  # readings between energy writes to flash
-RESET_AFTER_FAILURES = 5  # consecutive failed readings before the board resets itself
-BOOT_SPREAD_MS = 30000  # the first reading comes within this long after boot
 _MS_PER_HOUR = 3600000
 FAULT_FRACTION = 0.3  # a lit lamp drawing less than this share of its expected power is faulty
 OFF_LIMIT_W = 5.0  # a switched-off lamp drawing more than this is faulty (stuck relay)
@@ -127,35 +123,18 @@ def _send(app, node, message, values, confirmed, log_line):
 
 
 def run(board, config, node, store):
-    """The app's loop, forever: one reading per interval_s slot, at a random instant in the first half of the slot (the
-    first within BOOT_SPREAD_MS of boot) so that nodes powered up together do not keep colliding on the air. A failed
-    reading is logged and the loop goes on; RESET_AFTER_FAILURES in a row reset the board."""
+    """The app's loop, forever: one control step and reading per interval_s slot (apps.runtime.run_slots)."""
     app = Streetlight(board, config, store)
     settings = app.settings.values
     print_settings(app.settings, SETTINGS)
-    failures = 0
-    slot_ms = node.now_ms()
-    spread_ms = min(settings["interval_s"] * 500, BOOT_SPREAD_MS)
-    while True:
-        node.sleep_until(slot_ms + random_below(spread_ms))
-        try:
-            values = app.reading(node.now_ms())
-            node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
-            alarm = app.lamp_fault(values)
-            if alarm is not None:  # until acknowledged: an alarm lost on the air goes again with the next reading
-                events = _send(app, node, "alarm", alarm, True, _alarm_line)
-                app.fault_reported = any(isinstance(e, Done) and e.acked for e in events)
-            _send(app, node, "reading", values, settings["confirmed"], _log_line)
-            failures = 0
-        except Exception as exc:  # a sensor, radio or encoding failure must not end the loop
-            failures += 1
-            print("reading failed (%d in a row): %s: %s" % (failures, type(exc).__name__, exc))
-            if failures >= RESET_AFTER_FAILURES:
-                print("resetting after %d failed readings" % failures)
-                machine.reset()
-        interval_ms = int(settings["interval_s"] * 1000)
-        spread_ms = interval_ms // 2
-        slot_ms += interval_ms
-        now = node.now_ms()
-        while slot_ms + spread_ms <= now:  # the exchange outlasted whole slots (duty cycle): skip them
-            slot_ms += interval_ms
+
+    def step():
+        values = app.reading(node.now_ms())
+        node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
+        alarm = app.lamp_fault(values)
+        if alarm is not None:  # until acknowledged: an alarm lost on the air goes again with the next reading
+            events = _send(app, node, "alarm", alarm, True, _alarm_line)
+            app.fault_reported = any(isinstance(e, Done) and e.acked for e in events)
+        _send(app, node, "reading", values, settings["confirmed"], _log_line)
+
+    run_slots(node, settings, step)

@@ -10,9 +10,7 @@ Calibration (config "calibration"): container_depth_m (1.2: from the full mark d
 (0.1: from the sensor down to the full mark), pings (5), battery_divider (the board's), battery_empty_v (3.3),
 battery_full_v (4.2).
 """
-import machine
-
-from apps.runtime import apply_config, config_fport, handle, print_settings, radio_summary, random_below
+from apps.runtime import apply_config, config_fport, first_delay_ms, guarded, handle, print_settings, radio_summary
 from cbor import encode_reading
 from config import number, section
 from drivers.adxl345 import ADXL345
@@ -25,8 +23,6 @@ KIND = "waste"
 CONFIG_FPORT = config_fport(KIND)
 # (name, default, low, high): the ranges of the schema's config message; low None for a bool
 SETTINGS = (("interval_s", 900, 10, 86400), ("confirmed", False, None, None))
-RESET_AFTER_FAILURES = 5
-BOOT_SPREAD_MS = 30000
 
 
 def fill_percent(distance_m, depth_m, offset_m):
@@ -103,13 +99,25 @@ class Waste:
 
 def run(board, config, node, store):
     """The app's loop, forever: sleep until the next reading, checking the tilt every tilt_poll_s; an emptying brings
-    the reading forward. A failed reading is logged and the loop goes on; RESET_AFTER_FAILURES in a row reset the
-    board."""
+    the reading forward. A failed reading is logged and the loop goes on (apps.runtime.guarded)."""
     app = Waste(board, config, store)
     settings = app.settings.values
     print_settings(app.settings, SETTINGS)
+
+    def step():
+        values = app.reading()
+        node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
+        fport, payload = encode_reading(KIND, "reading", values)
+        events = node.send(fport, payload, settings["confirmed"])
+        joins, downlinks = app.handle(events)
+        line = "reading fill=%d%% distance=%.3fm temperature=%.1fC tilt=%ddeg battery=%.2fV -> %s" % (
+            values["fill_level"], values["distance"], values["temperature"], values["tilt"], values["battery"],
+            radio_summary(events))
+        for text in joins + [line] + downlinks:
+            print(text)
+
     failures = 0
-    next_ms = node.now_ms() + random_below(min(settings["interval_s"] * 500, BOOT_SPREAD_MS))
+    next_ms = node.now_ms() + first_delay_ms(settings["interval_s"])
     poll_ms = int(app.tilt_poll_s * 1000)
     while True:
         now = node.now_ms()
@@ -123,22 +131,5 @@ def run(board, config, node, store):
                     break
             except OSError as exc:
                 print("tilt check failed: %s: %s" % (type(exc).__name__, exc))
-        try:
-            values = app.reading()
-            node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
-            fport, payload = encode_reading(KIND, "reading", values)
-            events = node.send(fport, payload, settings["confirmed"])
-            joins, downlinks = app.handle(events)
-            line = "reading fill=%d%% distance=%.3fm temperature=%.1fC tilt=%ddeg battery=%.2fV -> %s" % (
-                values["fill_level"], values["distance"], values["temperature"], values["tilt"], values["battery"],
-                radio_summary(events))
-            for text in joins + [line] + downlinks:
-                print(text)
-            failures = 0
-        except Exception as exc:  # a sensor, radio or encoding failure must not end the loop
-            failures += 1
-            print("reading failed (%d in a row): %s: %s" % (failures, type(exc).__name__, exc))
-            if failures >= RESET_AFTER_FAILURES:
-                print("resetting after %d failed readings" % failures)
-                machine.reset()
+        failures = guarded(step, failures)
         next_ms = node.now_ms() + app.interval_ms()
