@@ -3,7 +3,7 @@
 #   ./dev.sh demo [ARGS]   agent + private Mosquitto + an emulated fleet running the real firmware; readings stream until Ctrl-C
 #   ./dev.sh test [ARGS]   the whole test suite (pytest ARGS)
 #   ./dev.sh bench         the benchmarks in bench/
-# Set-up: Debian packages mosquitto and python3-venv when missing (apt-get, via sudo when not root), a virtualenv in .venv
+# Set-up: Debian packages mosquitto, mosquitto-clients, chromium and python3-venv when missing (apt-get, via sudo when not root), a virtualenv in .venv
 # (override with DOS_EDGE_VENV) with the project and its extras installed; re-installed only when pyproject.toml changes.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,6 +22,8 @@ ensure_system() {
   local missing=()
   command -v python3 >/dev/null || missing+=(python3)
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+  command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)  # the benchmarks' C subscriber
+  command -v chromium >/dev/null || missing+=(chromium)  # the status page test loads it in headless Chromium
   if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then missing+=(python3-venv); fi
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
   python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from dos_rig.install import FIRMWARE_DIR, firmware_files
+from dos_agent.firmware_install import FIRMWARE_DIR, firmware_files
 from firmware_support import run_micropython
 
 NWK = "2b7e151628aed2a6abf7158809cf4f3c"

@@ -19,7 +19,7 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 
 from dos_rig.broker import Mosquitto, free_port, stop_process
-from dos_rig.install import install_firmware
+from dos_agent.firmware_install import install_firmware
 from dos_rig.rig import DEFAULT_EPOCH, Rig
 
 GATEWAY_EUI = "0016C001FF10A235"

@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Callable
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
+FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
 
 
 class InstallError(RuntimeError):
