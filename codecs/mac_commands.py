@@ -124,6 +124,16 @@ NewChannelAnsLayout = Struct(
     "channel_frequency_ok" / Computed(this.status & 0x01 != 0),
 )
 
+#: DlChannelReq: ChIndex | Freq(3): the RX1 downlink frequency of an existing uplink channel.
+DlChannelReqLayout = Struct("ch_index" / Int8ul, "frequency_hz" / Frequency)
+
+#: DlChannelAns status: RFU(7-2) UplinkFrequencyExists(1) ChannelFrequencyOK(0).
+DlChannelAnsLayout = Struct(
+    "status" / Rebuild(Int8ul, (this.uplink_frequency_exists << 1) | this.channel_frequency_ok),
+    "uplink_frequency_exists" / Computed(this.status & 0x02 != 0),
+    "channel_frequency_ok" / Computed(this.status & 0x01 != 0),
+)
+
 #: RXTimingSetupReq: RFU(7-4) Del(3-0): RX1 delay in seconds (0 means 1 s).
 RXTimingSetupReqLayout = Struct(
     "settings" / Rebuild(Int8ul, this.delay),
@@ -361,6 +371,36 @@ class RXTimingSetupAns(MacCommand):
 
 
 @dataclass(frozen=True, slots=True)
+class DlChannelReq(MacCommand):
+    """Move the RX1 downlink of uplink channel `ch_index` to `frequency_hz`."""
+
+    CID: ClassVar[int] = 0x0A
+    UPLINK: ClassVar[bool] = False
+    LAYOUT: ClassVar[Construct] = DlChannelReqLayout
+    LIMITS: ClassVar[tuple[tuple[str, int, int], ...]] = (("ch_index", 0, 255), ("frequency_hz", 0, MAX_FREQUENCY_HZ))
+
+    ch_index: int
+    frequency_hz: int
+
+
+@dataclass(frozen=True, slots=True)
+class DlChannelAns(MacCommand):
+    """Answer to DlChannelReq; applied only if both bits are set. Repeated in every uplink until a downlink."""
+
+    CID: ClassVar[int] = 0x0A
+    UPLINK: ClassVar[bool] = True
+    LAYOUT: ClassVar[Construct] = DlChannelAnsLayout
+
+    uplink_frequency_exists: bool
+    channel_frequency_ok: bool
+
+    @property
+    def accepted(self) -> bool:
+        """True when the node applied the request."""
+        return self.uplink_frequency_exists and self.channel_frequency_ok
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceTimeReq(MacCommand):
     """The node asks for the network time."""
 
@@ -385,11 +425,11 @@ class DeviceTimeAns(MacCommand):
 
 UPLINK_COMMANDS: tuple[type[MacCommand], ...] = (
     LinkCheckReq, LinkADRAns, DutyCycleAns, RXParamSetupAns, DevStatusAns, NewChannelAns, RXTimingSetupAns,
-    DeviceTimeReq,
+    DlChannelAns, DeviceTimeReq,
 )
 DOWNLINK_COMMANDS: tuple[type[MacCommand], ...] = (
     LinkCheckAns, LinkADRReq, DutyCycleReq, RXParamSetupReq, DevStatusReq, NewChannelReq, RXTimingSetupReq,
-    DeviceTimeAns,
+    DlChannelReq, DeviceTimeAns,
 )
 
 #: (CID -> command class, its payload size, its compiled layout) per direction.

@@ -16,6 +16,8 @@ from dos_codecs.mac_commands import (
     DevStatusReq,
     DeviceTimeAns,
     DeviceTimeReq,
+    DlChannelAns,
+    DlChannelReq,
     DutyCycleAns,
     DutyCycleReq,
     LinkADRAns,
@@ -64,6 +66,8 @@ COMMAND_STRATEGIES: dict[type[MacCommand], st.SearchStrategy[MacCommand]] = {
     NewChannelAns: st.builds(NewChannelAns, st.booleans(), st.booleans()),
     RXTimingSetupReq: st.builds(RXTimingSetupReq, delay=nibble),
     RXTimingSetupAns: st.just(RXTimingSetupAns()),
+    DlChannelReq: st.builds(DlChannelReq, ch_index=st.integers(0, 255), frequency_hz=frequencies),
+    DlChannelAns: st.builds(DlChannelAns, st.booleans(), st.booleans()),
     DeviceTimeReq: st.just(DeviceTimeReq()),
     DeviceTimeAns: st.builds(DeviceTimeAns, gps_seconds=st.integers(0, 0xFFFFFFFF), fraction=st.integers(0, 255)),
 }
@@ -100,6 +104,9 @@ def test_every_command_has_a_strategy_and_a_unique_cid_per_direction() -> None:
         (NewChannelAns(data_rate_range_ok=True, channel_frequency_ok=False), "0702"),
         (RXTimingSetupReq(delay=5), "0805"),
         (RXTimingSetupAns(), "08"),
+        # channel 3's RX1 on 868.5 MHz = 8685000 x 100 Hz = 0x8485c8 (LE)
+        (DlChannelReq(ch_index=3, frequency_hz=868_500_000), "0a03c88584"),
+        (DlChannelAns(uplink_frequency_exists=False, channel_frequency_ok=True), "0a01"),
         (DeviceTimeReq(), "0d"),
         (DeviceTimeAns(gps_seconds=0x12345678, fraction=0x80), "0d7856341280"),
     ],
@@ -140,7 +147,7 @@ def test_a_sequence_parses_in_order_and_sizes_add_up() -> None:
     ("wire", "uplink", "reason"),
     [
         ("01", True, "unknown_mac_command"),  # ResetInd is LoRaWAN 1.1
-        ("0a00", True, "unknown_mac_command"),
+        ("0b00", True, "unknown_mac_command"),  # RekeyInd is LoRaWAN 1.1
         ("80", False, "unknown_mac_command"),  # proprietary CID range
         ("0203", False, "truncated_mac_command"),  # LinkCheckAns needs 2 bytes
         ("03520700", False, "truncated_mac_command"),  # LinkADRReq one byte short
