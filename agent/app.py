@@ -61,6 +61,9 @@ class AgentConfig:
     dedup_ms: int = 200
     net_id: int = 0
     adr_margin_db: float = 10.0
+    #: The status page and Prometheus /metrics (`dos_agent.http_status`); off when the port is None.
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None
 
 
 def _fmt(value: object) -> str:

@@ -68,7 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = commands.add_parser("agent", help="the gateway agent").add_subparsers(dest="action", required=True)
     run = agent.add_parser("run", help="run the agent until SIGINT/SIGTERM")
-    run.add_argument("--registry", required=True, type=Path, help="registry file (SQLite)")
+    from dos_agent.config import use_given_tracking
+
+    use_given_tracking(run)  # options given here override the config file
+    run.add_argument("--config", type=Path, metavar="FILE", help="TOML config file (docs/agent.example.toml)")
+    run.add_argument("--check-config", action="store_true",
+                     help="print the resolved configuration (no secrets) and exit 0, or 1 naming what is wrong")
+    run.add_argument("--registry", type=Path, help="registry file (SQLite); required here or in the config file")
     run.add_argument("--udp", type=_host_port, default=("0.0.0.0", 1700), metavar="HOST:PORT",
                      help="Semtech UDP listen address (default 0.0.0.0:1700)")
     run.add_argument("--mqtt-host", default="127.0.0.1", help="MQTT broker host (default 127.0.0.1)")
@@ -80,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="NetID of this network, the DevAddr block OTAA joins get (default 000000)")
     run.add_argument("--adr-margin-db", type=_margin_db, default=10.0, metavar="DB",
                      help="SNR margin ADR keeps above the demodulation floor (default 10)")
+    run.add_argument("--http", type=_host_port, metavar="HOST:PORT",
+                     help="serve the status page and Prometheus /metrics here (default: off; 127.0.0.1:9108 is usual)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", default="text", choices=["text", "json"],
+                     help="text: key=value lines (default); json: one JSON object per line")
 
     devices = commands.add_parser("devices", help="the device registry").add_subparsers(dest="action", required=True)
     imp = devices.add_parser("import", help="import a provisioning file ([[device]] list, TOML or JSON)")
@@ -114,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _PASS_THROUGH:
         return _pass_through(argv[0], argv[1:])
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
+        if args.command == "agent" and args.action == "run" and args.registry is None and args.config is None:
+            parser.error("agent run: give --registry or --config")
     except SystemExit as exc:  # argparse: --help exits 0, usage errors 2
         return int(exc.code or 0)
     if args.command == "lorawan":
@@ -150,17 +163,22 @@ def _pass_through(command: str, rest: list[str]) -> int:
 
 
 def _agent_run(args: argparse.Namespace) -> int:
-    from dos_agent.app import Agent, AgentConfig
+    import json
+
+    from dos_agent.app import Agent
+    from dos_agent.config import ConfigError, configure_logging, public_view, resolve
     from dos_agent.registry import RegistryError
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    config = AgentConfig(
-        registry=args.registry, udp_host=args.udp[0], udp_port=args.udp[1],
-        mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, prefix=args.prefix, dedup_ms=args.dedup_ms,
-        net_id=args.net_id, adr_margin_db=args.adr_margin_db,
-    )
     try:
-        agent = Agent(config)
+        settings = resolve(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if args.check_config:
+        print(json.dumps(public_view(settings), indent=2))
+        return EXIT_OK
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        agent = Agent(settings.agent)
     except (RegistryError, OSError, ValueError) as exc:
         return _fail(f"cannot start the agent: {exc}")
 
