@@ -115,10 +115,12 @@ def test_import_json_and_reimport(tmp_path: Path) -> None:
         same = registry.get("70b3d57ed00000aa")
         assert (same.session_id, same.fcnt_up) == (first.session_id, 1234)
 
-        path.write_text(json.dumps({"device": [abp(asset_id="bridge-8")]}))
-        assert registry.import_file(path).updated == ("70b3d57ed00000aa",)
-        renamed = registry.get("70b3d57ed00000aa")
-        assert (renamed.asset_id, renamed.session_id, renamed.fcnt_up) == ("bridge-8", first.session_id, 1234)
+        path.write_text(json.dumps({"device": [abp(asset_id="bridge-8")]}))  # a bound device is not moved by import
+        with pytest.raises(ProvisioningError, match="DevEUI already bound to asset bridge-7; move it with"):
+            registry.import_file(path)
+        kept = registry.get("70b3d57ed00000aa")
+        assert (kept.asset_id, kept.session_id, kept.fcnt_up) == ("bridge-7", first.session_id, 1234)
+        path.write_text(json.dumps({"device": [abp()]}))
 
         path.write_text(json.dumps({"device": [abp(app_s_key=NWK)]}))  # new keys: a new session, counters afresh
         registry.import_file(path)
