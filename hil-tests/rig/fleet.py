@@ -21,6 +21,8 @@ import paho.mqtt.client as mqtt
 from dos_rig.broker import Mosquitto, free_port, stop_process
 from dos_agent.firmware_install import install_firmware
 from dos_rig.rig import DEFAULT_EPOCH, Rig
+from dos_rig.scenarios import ScenarioError, load_scenario
+from dos_rig.sensors import KITS
 
 GATEWAY_EUI = "0016C001FF10A235"
 
@@ -43,7 +45,7 @@ class Node:
     data_rate: int = 5
     adr: bool = True
     settings: dict = field(default_factory=dict)
-    scenario: dict | None = None
+    scenario: dict = field(default_factory=dict)
     board: object = None
 
     def config(self) -> dict:
@@ -67,11 +69,24 @@ class Node:
         return entry
 
 
+def node_scenario(kind: str, scenario: str | Path | dict | None) -> dict:
+    """The board scenario of a node of `kind`: a scenario file's name or path (dos_rig.scenarios), a dict of scenario
+    values or None; its sensor kit is the node kind's unless it names the same one."""
+    values = load_scenario(scenario) if isinstance(scenario, (str, Path)) else dict(scenario or {})
+    kit = values.setdefault("kit", kind if kind in KITS else "streetlight")
+    if kind in KITS and kit != kind:
+        raise ScenarioError(f"a {kind} node cannot run a scenario for the {kit} kit")
+    return values
+
+
 def make_node(index: int, kind: str = "streetlight", activation: str = "abp", prefix: str = "SL-DO",
-              position: tuple[float, float] | None = None, **options) -> Node:
-    """Node number `index` with fresh random keys, by default 200 m further along the street from the gateway per index."""
+              position: tuple[float, float] | None = None, scenario: str | Path | dict | None = None,
+              **options) -> Node:
+    """Node number `index` with fresh random keys, by default 200 m further along the street from the gateway per index;
+    `scenario` as in node_scenario()."""
     node = Node(board_id=f"node{index}", kind=kind, asset_id=f"{prefix}-{index:04d}", dev_eui=f"70B3D57ED00500{index:02X}",
-                position=position or (200.0 * index, 50.0), activation=activation, **options)
+                position=position or (200.0 * index, 50.0), activation=activation,
+                scenario=node_scenario(kind, scenario), **options)
     if activation == "otaa":
         node.join_eui, node.app_key = "70B3D57ED0000000", secrets.token_hex(16)
     else:

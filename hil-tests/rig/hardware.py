@@ -8,6 +8,8 @@
 | waste/bridge kits: TMP102 0x48, ADXL345 0x53; waste: MB7040 0x70 | same I2C |
 | bridge kit: HX711 bank | clock pin 13, data pins 34 / 38 / 39 (channels 1-3) |
 | bridge kit: crack gauge | ADC pin 36 |
+| streetlight kit: PIR presence sensor | pin 33 (input, high while sensing; IRQ on its edges) |
+| environment kit: SCD41 0x62 | same I2C |
 
 A bus reaches its devices when the MicroPython object names their pins (or names none). The radio keeps its state across an
 MCU reset (it is a separate chip); the MCU's pins, PWM and IRQs do not.
@@ -19,10 +21,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dos_rig.air import Air
-from dos_rig.clock import VirtualClock
+from dos_rig.clock import Timer, VirtualClock
 from dos_rig.sensors import (ADXL345, ADXL345_ADDRESS, BH1750, BH1750_ADDRESS, INA219, INA219_ADDRESS, MB7040,
-                             MB7040_ADDRESS, PIN_CRACK_GAUGE, TMP102, TMP102_ADDRESS, Battery, CrackGauge, HX711Bank,
-                             I2CDevice, Lamp, Scenario, SensorLog)
+                             MB7040_ADDRESS, PIN_CRACK_GAUGE, PIN_PIR, SCD41, SCD41_ADDRESS, TMP102, TMP102_ADDRESS,
+                             Battery, CrackGauge, HX711Bank, I2CDevice, I2CNack, Lamp, Scenario, SensorLog)
 from dos_rig.sx1276 import SX1276
 
 PIN_NSS, PIN_RADIO_RESET, PIN_DIO0, PIN_DIO1 = 18, 14, 26, 35
@@ -64,8 +66,11 @@ class BoardHardware:
         }
         self.battery = Battery(scenario, now, sensor_log)
         kit = scenario.values["kit"]
+        self.sensor_log = sensor_log
         self.strain_bank: HX711Bank | None = None
         self.crack_gauge: CrackGauge | None = None
+        self.has_pir = kit == "streetlight"
+        self._pir_edge: Timer | None = None
         if kit in ("waste", "bridge"):
             self.i2c_devices[TMP102_ADDRESS] = TMP102(scenario, now, sensor_log)
             self.i2c_devices[ADXL345_ADDRESS] = ADXL345(scenario, kit, now, sensor_log)
@@ -74,6 +79,11 @@ class BoardHardware:
         if kit == "bridge":
             self.strain_bank = HX711Bank(scenario, now, sensor_log, channels=len(PINS_HX711_DATA))
             self.crack_gauge = CrackGauge(scenario, now, sensor_log)
+        if kit == "environment":
+            self.i2c_devices[SCD41_ADDRESS] = SCD41(scenario, now, sensor_log)
+        if self.has_pir:
+            scenario.listeners.append(self._schedule_pir_edge)
+            self._schedule_pir_edge()
         self.pwm: dict[int, tuple[int, int]] = {}  # pin -> (freq, duty_u16) while enabled
 
     @property
@@ -116,6 +126,10 @@ class BoardHardware:
             return self.radio.dio1
         if self.strain_bank is not None and pin in PINS_HX711_DATA:
             return self.strain_bank.data(PINS_HX711_DATA.index(pin))
+        if self.has_pir and pin == PIN_PIR:
+            level = 1 if self.scenario.presence(self.clock.now_us) else 0
+            self.sensor_log.record(self.clock.now_us, "pir", level)
+            return level
         state = self.pins.get(pin)
         if state is None:
             return 0
@@ -150,12 +164,29 @@ class BoardHardware:
         else:
             self.irq_triggers.pop(pin, None)
 
-    def _dio_changed(self, index: int, level: int) -> None:
-        pin = PIN_DIO0 if index == 0 else PIN_DIO1
-        trigger = self.irq_triggers.get(pin, 0)
-        if trigger & (IRQ_RISING if level else IRQ_FALLING):
+    def _input_edge(self, pin: int, level: int) -> None:
+        """An input pin changed level: its IRQ fires when armed for that edge."""
+        if self.irq_triggers.get(pin, 0) & (IRQ_RISING if level else IRQ_FALLING):
             self.on_irq(pin)
+
+    def _dio_changed(self, index: int, level: int) -> None:
+        self._input_edge(PIN_DIO0 if index == 0 else PIN_DIO1, level)
         self.on_radio_event()
+
+    def _schedule_pir_edge(self) -> None:
+        """Arm a timer for the PIR output's next edge after now (again after every scenario change)."""
+        if self._pir_edge is not None:
+            self._pir_edge.cancel()
+            self._pir_edge = None
+        now = self.clock.now_us
+        upcoming = [t for t in map(self.scenario.rig_us, self.scenario.presence_edges_s()) if t > now]
+        if upcoming:
+            self._pir_edge = self.clock.call_at(upcoming[0], self._pir_edge_reached)
+
+    def _pir_edge_reached(self) -> None:
+        self._pir_edge = None
+        self._input_edge(PIN_PIR, 1 if self.scenario.presence(self.clock.now_us) else 0)
+        self._schedule_pir_edge()
 
     # --- SPI ----------------------------------------------------------------------------------------------------------
     @staticmethod
@@ -180,14 +211,20 @@ class BoardHardware:
         device = self._i2c_device(scl, sda, address)
         if device is None:
             return errno.ENODEV, 0
-        device.write(data)
+        try:
+            device.write(data)
+        except I2CNack:
+            return errno.ENODEV, 0
         return 0, len(data)
 
     def i2c_read(self, scl: int, sda: int, address: int, nbytes: int) -> tuple[int, bytes]:
         device = self._i2c_device(scl, sda, address)
         if device is None:
             return errno.ENODEV, b""
-        return 0, device.read(nbytes)
+        try:
+            return 0, device.read(nbytes)
+        except I2CNack:
+            return errno.ENODEV, b""
 
     def i2c_scan(self, scl: int, sda: int) -> list[int]:
         return sorted(self.i2c_devices) if self._wired((scl, sda), I2C_PINS) else []

@@ -30,6 +30,23 @@ resolution 256 counts per g, tilt about the y axis); "waste" also an MB7040 ultr
   crack_mm (0.0, 0.01 mm, served through crack_mm_per_v (10.0)), vibration ({"at_s", "duration_s", "freq_hz",
   "amplitude_g"} or None): a sine on z whose frequency is quantised to the bins of a 64-sample window at the ADXL345's
   output data rate and whose amplitude to whole counts (logged as sensor "vibration": {"freq_hz", "amplitude_g"}).
+  strain_events (list of {"at_s", "duration_s", "peak_ue": [a, b, c]}): a load on the span (a heavy vehicle) adds
+  peak_ue to strain_ue per channel for duration_s from at_s; crack_mm may also be {"start", "per_day"} (a growing
+  crack).
+- temperature_c may also be {"base", "fire_at_s", "rise_c_per_min", "max_c"}: base until fire_at_s, then rising by
+  rise_c_per_min up to max_c (a fire in a waste container).
+- streetlight: a PIR presence sensor on pin 33 (input, high while it senses someone): presence_at_s (list of virtual
+  seconds), each holding the pin high for presence_hold_s (10); the rig raises the pin's IRQ on each edge and logs
+  the level each read sees as sensor "pir".
+- environment: a Sensirion SCD41 CO2 sensor (I2C 0x62, see SCD41 below) measuring co2_ppm (number, or a school-day
+  curve {"outdoor_ppm", "lessons": [[start, end], ...] in virtual UTC hours or "HH:MM", "rise_ppm_per_min",
+  "fall_ppm_per_min", "max_ppm"}: rising during lessons, falling towards outdoor_ppm in breaks), humidity_pct (45.0)
+  and temperature_c (the same key as the TMP102's); logged as scd41_co2 (whole ppm), scd41_temperature (0.1 °C) and
+  scd41_humidity (0.1 %).
+
+Scenario time: the instants (`*_at_s`, `at_s`) and the elapsed time of the per_day and rise curves are virtual seconds
+after the scenario's origin (0: the rig's start; `Scenario.set_origin` moves it, e.g. to when the fleet is up); the
+lux and CO2 day curves follow the virtual UTC time of day (the rig's epoch).
 """
 from __future__ import annotations
 
@@ -50,12 +67,21 @@ DEFAULT_SCENARIO = {"lux": 250, "lamp_power_w": 36.0, "lamp_fails_at_s": None, "
 KIT_SCENARIO = {"kit": "streetlight", "temperature_c": 15.0, "tilt_deg": 0.0, "fill_pct": 0, "emptied_at_s": [],
                 "tip_deg": 120, "emptying_s": 60, "container_depth_m": 1.2, "sensor_offset_m": 0.1,
                 "echo_outlier_every": 0, "strain_ue": [0, 0, 0], "strain_counts_per_ue": 1073.74, "crack_mm": 0.0,
-                "crack_mm_per_v": 10.0, "vibration": None}
-KITS = ("streetlight", "waste", "bridge")
-TMP102_ADDRESS, ADXL345_ADDRESS, MB7040_ADDRESS = 0x48, 0x53, 0x70
-PIN_CRACK_GAUGE = 36
+                "crack_mm_per_v": 10.0, "vibration": None, "strain_events": [], "presence_at_s": [],
+                "presence_hold_s": 10, "co2_ppm": 420, "humidity_pct": 45.0}
+KITS = ("streetlight", "waste", "bridge", "environment")
+TMP102_ADDRESS, ADXL345_ADDRESS, MB7040_ADDRESS, SCD41_ADDRESS = 0x48, 0x53, 0x70, 0x62
+PIN_CRACK_GAUGE, PIN_PIR = 36, 33
 ACCEL_COUNTS_PER_G = 256
 VIBRATION_WINDOW = 64  # samples of the node's vibration window: event frequencies are quantised to its bins
+
+
+def hours(time_of_day: float | str) -> float:
+    """Hours of the day from a number of hours or an "HH:MM" string."""
+    if isinstance(time_of_day, str):
+        hh, _, mm = time_of_day.partition(":")
+        return int(hh) + int(mm or 0) / 60
+    return float(time_of_day)
 
 
 class Scenario:
@@ -64,6 +90,8 @@ class Scenario:
     def __init__(self, values: dict | None = None, epoch_s: int = 0):
         self.values = {**DEFAULT_SCENARIO, **KIT_SCENARIO, **(values or {})}
         self.epoch_s = epoch_s
+        self.origin_s = 0.0
+        self.listeners: list[Callable[[], None]] = []  # called after every change (the hardware reschedules edges)
         known = {**DEFAULT_SCENARIO, **KIT_SCENARIO}
         unknown = set(self.values) - set(known)
         if unknown:
@@ -76,12 +104,34 @@ class Scenario:
 
     def update(self, **changes) -> None:
         self.values.update(changes)
+        self._changed()
+
+    def set_origin(self, t_s: float) -> None:
+        """Scenario time 0 is virtual second t_s of the rig from now on."""
+        self.origin_s = t_s
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
+
+    def elapsed_s(self, t_us: int) -> float:
+        """Scenario seconds at rig time t_us."""
+        return t_us / 1e6 - self.origin_s
+
+    def rig_us(self, scenario_s: float) -> int:
+        """Rig time (µs) of a scenario instant."""
+        return round((scenario_s + self.origin_s) * 1e6)
+
+    def hour_of_day(self, t_us: int) -> float:
+        """Virtual UTC hour of the day at rig time t_us."""
+        return ((self.epoch_s + t_us / 1e6) % 86400) / 3600
 
     def lux(self, t_us: int) -> int:
         spec = self.values["lux"]
         if not isinstance(spec, dict):
             return max(0, round(spec))
-        hour = ((self.epoch_s + t_us / 1e6) % 86400) / 3600
+        hour = self.hour_of_day(t_us)
         day, night = spec.get("day", 20000), spec.get("night", 1)
         sunrise, sunset = spec.get("sunrise_h", 7.0), spec.get("sunset_h", 17.0)
         if sunrise <= hour <= sunset:
@@ -90,13 +140,38 @@ class Scenario:
 
     def lamp_failed(self, t_us: int) -> bool:
         fails_at_s = self.values["lamp_fails_at_s"]
-        return fails_at_s is not None and t_us >= fails_at_s * 1e6
+        return fails_at_s is not None and self.elapsed_s(t_us) >= fails_at_s
 
-    def temperature_c(self) -> float:
-        return round(self.values["temperature_c"], 1)
+    def presence(self, t_us: int) -> bool:
+        """Whether the PIR senses someone: within presence_hold_s of one of presence_at_s."""
+        since = self.elapsed_s(t_us)
+        hold = self.values["presence_hold_s"]
+        return any(at <= since < at + hold for at in self.values["presence_at_s"])
+
+    def presence_edges_s(self) -> list[float]:
+        """The scenario instants at which the PIR output changes level, in order."""
+        hold = self.values["presence_hold_s"]
+        spans: list[list[float]] = []
+        for at in sorted(self.values["presence_at_s"]):
+            if spans and at <= spans[-1][1]:  # a new presence while still high prolongs the pulse
+                spans[-1][1] = max(spans[-1][1], at + hold)
+            else:
+                spans.append([at, at + hold])
+        return [edge for span in spans for edge in span]
+
+    def temperature_c(self, t_us: int) -> float:
+        spec = self.values["temperature_c"]
+        if not isinstance(spec, dict):
+            return round(spec, 1)
+        base = spec.get("base", 15.0)
+        fire_at_s = spec.get("fire_at_s")
+        since = self.elapsed_s(t_us) - fire_at_s if fire_at_s is not None else -1
+        if since < 0:
+            return round(base, 1)
+        return round(min(spec.get("max_c", 120.0), base + spec.get("rise_c_per_min", 5.0) * since / 60), 1)
 
     def _emptying(self, t_s: float) -> tuple[float | None, bool]:
-        """(end of the last emptying finished by t_s or None, whether one is under way at t_s)."""
+        """(end of the last emptying finished by scenario second t_s or None, whether one is under way at t_s)."""
         last_end, under_way = None, False
         for start in sorted(self.values["emptied_at_s"]):
             end = start + self.values["emptying_s"]
@@ -107,7 +182,7 @@ class Scenario:
         return last_end, under_way
 
     def fill_pct(self, t_us: int) -> float:
-        spec, t_s = self.values["fill_pct"], t_us / 1e6
+        spec, t_s = self.values["fill_pct"], self.elapsed_s(t_us)
         if not isinstance(spec, dict):
             return float(spec)
         last_end, under_way = self._emptying(t_s)
@@ -122,7 +197,7 @@ class Scenario:
         return round((offset + depth * (1 - self.fill_pct(t_us) / 100)) * 100)
 
     def tilt_deg(self, t_us: int) -> float:
-        _end, under_way = self._emptying(t_us / 1e6)
+        _end, under_way = self._emptying(self.elapsed_s(t_us))
         return self.values["tip_deg"] if under_way else self.values["tilt_deg"]
 
     def vibration(self, t_us: int, rate_hz: float) -> tuple[float, float, float] | None:
@@ -130,7 +205,7 @@ class Scenario:
         spec = self.values["vibration"]
         if not spec:
             return None
-        since = t_us / 1e6 - spec["at_s"]
+        since = self.elapsed_s(t_us) - spec["at_s"]
         if not 0 <= since < spec["duration_s"]:
             return None
         bin_hz = rate_hz / VIBRATION_WINDOW
@@ -138,10 +213,48 @@ class Scenario:
         amplitude = round(spec["amplitude_g"] * ACCEL_COUNTS_PER_G) / ACCEL_COUNTS_PER_G
         return freq, amplitude, since
 
+    def strain_ue(self, t_us: int) -> list[int]:
+        """Whole µε per channel: the static strain plus the loads (strain_events) on the span at t_us."""
+        strain = list(self.values["strain_ue"])
+        since = self.elapsed_s(t_us)
+        for event in self.values["strain_events"]:
+            if event["at_s"] <= since < event["at_s"] + event["duration_s"]:
+                for channel, peak in enumerate(event["peak_ue"][:len(strain)]):
+                    strain[channel] += peak
+        return [round(value) for value in strain]
+
+    def crack_mm(self, t_us: int) -> float:
+        spec = self.values["crack_mm"]
+        if isinstance(spec, dict):
+            spec = spec.get("start", 0.0) + spec.get("per_day", 0.0) * self.elapsed_s(t_us) / 86400
+        return round(max(0.0, spec), 2)
+
+    def co2_ppm(self, t_us: int) -> int:
+        """Whole ppm: a constant, or the school-day curve at the virtual time of day (each day starts at outdoor_ppm)."""
+        spec = self.values["co2_ppm"]
+        if not isinstance(spec, dict):
+            return round(spec)
+        hour = self.hour_of_day(t_us)
+        outdoor, ceiling = spec.get("outdoor_ppm", 420), spec.get("max_ppm", 5000)
+        rise, fall = spec.get("rise_ppm_per_min", 30), spec.get("fall_ppm_per_min", 60)
+        level, cursor_h = float(outdoor), 0.0
+        for start_h, end_h in sorted((hours(start), hours(end)) for start, end in spec.get("lessons", [])):
+            level = max(outdoor, level - fall * (min(start_h, hour) - cursor_h) * 60)
+            if hour <= start_h:
+                return round(level)
+            level = min(ceiling, level + rise * (min(end_h, hour) - start_h) * 60)
+            if hour <= end_h:
+                return round(level)
+            cursor_h = end_h
+        return round(max(outdoor, level - fall * (hour - cursor_h) * 60))
+
+    def humidity_pct(self) -> float:
+        return round(self.values["humidity_pct"], 1)
+
     def battery_v(self, t_us: int) -> float:
         spec = self.values["battery_v"]
         if isinstance(spec, dict):
-            spec = spec.get("start", 3.7) + spec.get("per_day", 0.0) * t_us / 86400e6
+            spec = spec.get("start", 3.7) + spec.get("per_day", 0.0) * self.elapsed_s(t_us) / 86400
         return round(spec, 2)
 
 
@@ -308,9 +421,10 @@ class TMP102:
     def read(self, nbytes: int) -> bytes:
         value = 0
         if self.pointer == 0:
-            celsius = self.scenario.temperature_c()
+            t = self.now_us()
+            celsius = self.scenario.temperature_c(t)
             value = (round(celsius / 0.0625) & 0xFFF) << 4
-            self.log.record(self.now_us(), "tmp102", celsius)
+            self.log.record(t, "tmp102", celsius)
         return (value.to_bytes(2, "big") * ((nbytes + 1) // 2))[:nbytes]
 
 
@@ -421,8 +535,7 @@ class HX711Bank:
         t = self.now_us()
         per_ue = self.scenario.values["strain_counts_per_ue"]
         counts = []
-        for channel, strain in enumerate(self.scenario.values["strain_ue"][:self.channels], start=1):
-            strain = round(strain)
+        for channel, strain in enumerate(self.scenario.strain_ue(t)[:self.channels], start=1):
             self.log.record(t, f"hx711_{channel}", strain)
             counts.append(max(-0x800000, min(0x7FFFFF, round(strain * per_ue))) & 0xFFFFFF)
         return counts + [0] * (self.channels - len(counts))
@@ -454,7 +567,110 @@ class CrackGauge:
 
     def read(self) -> tuple[int, int]:
         t = self.now_us()
-        crack_mm = round(self.scenario.values["crack_mm"], 2)
+        crack_mm = self.scenario.crack_mm(t)
         microvolts = round(crack_mm / self.scenario.values["crack_mm_per_v"] * 1_000_000)
         self.log.record(t, "crack_gauge", crack_mm)
         return microvolts, min(65535, round(microvolts * 65535 / ADC_FULL_SCALE_UV))
+
+
+class I2CNack(Exception):
+    """The device did not acknowledge a transfer (the MCU's I2C call raises OSError)."""
+
+
+def sensirion_crc8(data: bytes) -> int:
+    """Sensirion's CRC-8 over one 16-bit word: polynomial 0x31, initial value 0xFF, no reflection, no final XOR."""
+    crc = 0xFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def sensirion_words(*words: int) -> bytes:
+    """16-bit words big-endian, each followed by its CRC-8, as Sensirion sensors answer."""
+    out = bytearray()
+    for word in words:
+        pair = word.to_bytes(2, "big")
+        out += pair + bytes([sensirion_crc8(pair)])
+    return bytes(out)
+
+
+class SCD41:
+    """Sensirion SCD41 CO2 sensor (I2C 0x62): 16-bit commands, answers as CRC-protected words read after them.
+
+    Periodic measurement (0x21B1: a measurement every 5 s; low power 0x21AC: every 30 s) until stopped (0x3F86);
+    measure_single_shot (0x219D) gives one after 5 s. get_data_ready_status (0xE4B8) shows a measurement not read yet in
+    its 11 low bits; read_measurement (0xEC05) gives CO2 (ppm), temperature (-45 + 175 * word / 65535 °C) and humidity
+    (100 * word / 65535 %) and clears it, and is not acknowledged when there is nothing new. While measuring
+    periodically the chip acknowledges only those commands (and stop). get_serial_number (0x3682): three words.
+    The values are the scenario's at the instant the measurement completed."""
+    START_PERIODIC, START_LOW_POWER, STOP_PERIODIC = 0x21B1, 0x21AC, 0x3F86
+    READ_MEASUREMENT, DATA_READY, SINGLE_SHOT, SERIAL_NUMBER = 0xEC05, 0xE4B8, 0x219D, 0x3682
+    PERIODIC_US = {START_PERIODIC: 5_000_000, START_LOW_POWER: 30_000_000}
+    SINGLE_SHOT_US = 5_000_000
+    SERIAL = (0x0A1B, 0x2C3D, 0x4E5F)
+
+    def __init__(self, scenario: Scenario, now_us: Callable[[], int], log: SensorLog):
+        self.scenario, self.now_us, self.log = scenario, now_us, log
+        self.period_us: int | None = None  # while measuring periodically
+        self.started_us = 0
+        self.single_shot_done_us: int | None = None
+        self.read_up_to_us = -1  # completion instant of the last measurement read out
+        self.answer: bytes | None = None
+
+    def _latest_measurement_us(self) -> int | None:
+        """Completion instant of the newest measurement by now, or None."""
+        now = self.now_us()
+        if self.period_us is not None:
+            done = (now - self.started_us) // self.period_us
+            return self.started_us + done * self.period_us if done >= 1 else None
+        if self.single_shot_done_us is not None and now >= self.single_shot_done_us:
+            return self.single_shot_done_us
+        return None
+
+    def _new_measurement_us(self) -> int | None:
+        latest = self._latest_measurement_us()
+        return latest if latest is not None and latest > self.read_up_to_us else None
+
+    def write(self, data: bytes) -> None:
+        if len(data) < 2:
+            raise I2CNack("SCD41 commands are 16 bits")
+        command = int.from_bytes(data[:2], "big")
+        periodic_only = (self.READ_MEASUREMENT, self.DATA_READY, self.STOP_PERIODIC)
+        if self.period_us is not None and command not in periodic_only:
+            raise I2CNack(f"SCD41 command {command:#06x} during periodic measurement")
+        self.answer = None
+        if command in self.PERIODIC_US:
+            self.period_us, self.started_us = self.PERIODIC_US[command], self.now_us()
+        elif command == self.STOP_PERIODIC:
+            self.period_us = None
+        elif command == self.SINGLE_SHOT:
+            self.single_shot_done_us = self.now_us() + self.SINGLE_SHOT_US
+        elif command == self.DATA_READY:
+            self.answer = sensirion_words(0x8006 if self._new_measurement_us() is not None else 0x8000)
+        elif command == self.SERIAL_NUMBER:
+            self.answer = sensirion_words(*self.SERIAL)
+        elif command == self.READ_MEASUREMENT:
+            self.answer = self._measurement()
+        else:
+            raise I2CNack(f"SCD41 command {command:#06x} is not modelled")
+
+    def _measurement(self) -> bytes | None:
+        at_us = self._new_measurement_us()
+        if at_us is None:
+            return None
+        self.read_up_to_us = at_us
+        co2 = max(0, min(0xFFFF, self.scenario.co2_ppm(at_us)))
+        celsius, humidity = self.scenario.temperature_c(at_us), self.scenario.humidity_pct()
+        t = self.now_us()
+        for sensor, value in (("scd41_co2", co2), ("scd41_temperature", celsius), ("scd41_humidity", humidity)):
+            self.log.record(t, sensor, value)
+        temperature_word = max(0, min(0xFFFF, round((celsius + 45) * 65535 / 175)))
+        return sensirion_words(co2, temperature_word, max(0, min(0xFFFF, round(humidity * 65535 / 100))))
+
+    def read(self, nbytes: int) -> bytes:
+        answer, self.answer = self.answer, None
+        if answer is None:
+            raise I2CNack("SCD41 has nothing to send")
+        return (answer + bytes(max(0, nbytes - len(answer))))[:nbytes]
