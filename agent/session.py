@@ -8,7 +8,8 @@ parsed (structural reasons from `dos_codecs.lorawan`), then a JoinRequest goes t
 through candidate devices by DevAddr, the 32-bit FCnt rebuild and the MIC. A frame whose MIC verifies at a counter not
 above the last accepted one is a confirmed retransmission (the last FCnt again, confirmed: ACKed again, published
 once), a counter reset (it verifies at its bare 16-bit value, more than REPLAY_WINDOW below the last: the node lost its
-state; an `FcntReset` event, then accepted or rejected per the device's policy), or a replay (`fcnt_replay`).
+state; an `FcntReset` event, then accepted or rejected per the device's policy), or a replay (`fcnt_replay`). A frame
+that only a retired device's session verifies is rejected as `retired_device`.
 
 Downlinks: after each accepted uplink, the device's MAC answers and requests, its oldest queued downlink and the ACK
 of a confirmed uplink are packed into one frame (MAC commands in FOpts, or alone on FPort 0 encrypted with NwkSKey),
@@ -379,7 +380,8 @@ class SessionLayer:
         candidates = [d for d in self.registry.devices_by_dev_addr(frame.dev_addr) if d.nwk_s_key and d.app_s_key]
         if not candidates:
             detail = f"no device holds DevAddr {dev_addr}"
-            return [UplinkRejected("unknown_dev_addr", detail, best, received_at, dev_addr, duplicates=duplicates)]
+            return [self._from_retired(frame, best, received_at, dev_addr, duplicates)
+                    or UplinkRejected("unknown_dev_addr", detail, best, received_at, dev_addr, duplicates=duplicates)]
         for device in candidates:
             fcnt = next_fcnt(device.fcnt_up, frame.fcnt16)
             if fcnt is None:
@@ -419,7 +421,23 @@ class SessionLayer:
                 detail = f"FCnt {ahead} is {ahead - last} past the last accepted {last}"
                 return [UplinkRejected("fcnt_gap", detail, best, received_at, dev_addr, device.dev_eui, duplicates)]
         detail = f"MIC verifies for none of {len(candidates)} device(s) with DevAddr {dev_addr} (FCnt16 {frame.fcnt16})"
-        return [UplinkRejected("mic_failed", detail, best, received_at, dev_addr, duplicates=duplicates)]
+        return [self._from_retired(frame, best, received_at, dev_addr, duplicates)
+                or UplinkRejected("mic_failed", detail, best, received_at, dev_addr, duplicates=duplicates)]
+
+    def _from_retired(
+        self, frame: DataFrame, best: Reception, received_at: float, dev_addr: str, duplicates: int
+    ) -> UplinkRejected | None:
+        """A frame that a retired device sent (its MIC verifies under the session it had): rejected as
+        `retired_device`, never published as data; None when no retired device sent it."""
+        for device in self.registry.retired_by_dev_addr(frame.dev_addr):
+            if not (device.nwk_s_key and device.app_s_key):
+                continue
+            fcnt = frame.fcnt16 if device.fcnt_up is None else forward_fcnt(device.fcnt_up, frame.fcnt16)
+            if fcnt is not None and _mic_ok(self._session_keys(device), frame, fcnt):
+                detail = f"retired device {device.dev_eui} (last on asset {device.asset_id}) sent FCnt {fcnt}"
+                return UplinkRejected("retired_device", detail, best, received_at, dev_addr, device.dev_eui,
+                                      duplicates)
+        return None
 
     def _fcnt_reset(
         self, device: DeviceRecord, frame: DataFrame, fcnt: int, receptions: tuple[Reception, ...], received_at: float,

@@ -26,7 +26,7 @@ MAX_CBOR_DEPTH = 4
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _SCHEMA_KEYS = {"kind", "version", "title", "description", "message"}
 _MESSAGE_KEYS = {"name", "fport", "direction", "description", "field"}
-_NUMERIC_FIELD_KEYS = {"key", "name", "type", "unit", "scale", "min", "max", "description"}
+_NUMERIC_FIELD_KEYS = {"key", "name", "type", "unit", "scale", "min", "max", "description", "cumulative"}
 _BOOL_FIELD_KEYS = {"key", "name", "type", "unit", "description"}
 
 
@@ -44,6 +44,8 @@ class Field:
     description: str
     divisor: int | None
     multiplier: int | None
+    #: a counter that only grows over the asset's life (e.g. energy): the agent continues it across device swaps
+    cumulative: bool = False
 
     def value_of(self, raw: int | bool) -> int | float | bool:
         """The engineering value of a raw wire value."""
@@ -241,7 +243,7 @@ def _parse_field(table: object, source: str, where: str) -> Field:
     if ftype == "bool":
         _check_keys(table, _BOOL_FIELD_KEYS, {"key", "name", "type", "unit"}, source, where)
     else:
-        _check_keys(table, _NUMERIC_FIELD_KEYS, _NUMERIC_FIELD_KEYS - {"description"}, source, where)
+        _check_keys(table, _NUMERIC_FIELD_KEYS, _NUMERIC_FIELD_KEYS - {"description", "cumulative"}, source, where)
     key, name, unit = table["key"], table["name"], table["unit"]
     if not _is_int(key) or not 0 <= key <= MAX_FIELD_KEY:
         raise _fail(source, f"{where}: key {key!r} is not an int 0..{MAX_FIELD_KEY}", "bad_key")
@@ -262,7 +264,10 @@ def _parse_field(table: object, source: str, where: str) -> Field:
         raise _fail(source, f"{where} ({name}): min {low} > max {high}", "bad_range")
     if ftype == "uint" and low < 0:
         raise _fail(source, f"{where} ({name}): a uint field cannot have min {low} < 0", "bad_range")
-    return Field(key, name, ftype, unit, table["scale"], low, high, description, divisor, multiplier)
+    cumulative = table.get("cumulative", False)
+    if not isinstance(cumulative, bool):
+        raise _fail(source, f"{where} ({name}): cumulative is true or false")
+    return Field(key, name, ftype, unit, table["scale"], low, high, description, divisor, multiplier, cumulative)
 
 
 def _parse_message(table: object, source: str, where: str) -> Message:
