@@ -28,6 +28,11 @@ class InstallError(RuntimeError):
     """The board could not be installed; the message says what to do."""
 
 
+def node_kinds(firmware_dir: Path = FIRMWARE_DIR) -> list[str]:
+    """The node kinds firmware/manifest.toml can install (those with an app)."""
+    return sorted(tomllib.loads((firmware_dir / "manifest.toml").read_text()).get("kind", {}))
+
+
 def firmware_files(board: str, kind: str, firmware_dir: Path = FIRMWARE_DIR) -> list[str]:
     """Paths (relative to firmware/) that a `board` running the `kind` app needs, from firmware/manifest.toml."""
     manifest = tomllib.loads((firmware_dir / "manifest.toml").read_text())
