@@ -1,0 +1,143 @@
+"""Firmware memory and speed in the real micropython, measured in one run (never asserts; see bench/README.md).
+
+1. heap high-water of each app with the LoRaWAN stack: the smallest `-X heapsize` (1 KiB steps, by bisection) in which
+   the app, installed as the installer stages it (precompiled .mpy), completes an OTAA join, a config downlink with MAC
+   commands and several readings (tests/test_firmware_memory.py's run). Goal: 64 KiB (issue 4). Also printed: the heap
+   in use (gc.mem_alloc after a collect) once the node is up and at the end.
+2. bytes allocated by one cbor.encode_reading of each kind's worst-case routine reading (gc disabled around it). Goal:
+   <= 512 B.
+3. time per encode and per data-frame MIC (AES-CMAC of a 37-byte frame) relative to a baseline measured in the same
+   micropython process: concatenating the same 37 bytes of frame from a header and a payload, the least a node does
+   per frame. Best of ROUNDS rounds of N calls each.
+
+Usage: python bench/firmware_memory.py [--n N]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from dos_agent.firmware_install import node_kinds, stage_firmware  # noqa: E402
+from firmware_support import MicroPythonError, run_micropython  # noqa: E402
+from test_firmware_memory import ENCODE_RUN, install, memory_run, worst_case  # noqa: E402
+
+HEAP_GOAL_KIB = 64
+ENCODE_GOAL_BYTES = 512
+HEAP_RANGE_KIB = (16, 1024)
+ROUNDS = 5
+
+TIMING_RUN = """
+import gc, time
+from cbor import encode_reading
+from lorawan.crypto import Cmac, data_mic
+
+N, ROUNDS = %(n)d, %(rounds)d
+cases = %(cases)r
+header, body = bytes(13), bytes(24)
+cmac = Cmac(bytes(range(16)))
+frame = header + body
+dev_addr = bytes(4)
+
+
+def best_us(step):
+    best = None
+    for _ in range(ROUNDS):
+        gc.collect()
+        start = time.ticks_us()
+        step()
+        took = time.ticks_diff(time.ticks_us(), start)
+        best = took if best is None or took < best else best
+    return best / N
+
+
+def baseline():
+    for _ in range(N):
+        header + body
+
+
+def mic():
+    for i in range(N):
+        data_mic(cmac, 0, dev_addr, i, frame)
+
+
+print('baseline', best_us(baseline))
+print('mic', best_us(mic))
+for kind, values in cases:
+    def encode():
+        for _ in range(N):
+            encode_reading(kind, 'reading', values)
+    print('encode', kind, best_us(encode))
+"""
+
+
+def smallest_heap_kib(kind: str, firmware: Path, cwd: Path) -> int | None:
+    """The smallest heap (KiB) in which the `kind` app's memory run completes; None if not even in the largest."""
+    def completes(kib: int) -> bool:
+        try:
+            return memory_run(kind, firmware, cwd, f"{kib}K")[-1].startswith("finished ")
+        except MicroPythonError:
+            return False
+
+    low, high = HEAP_RANGE_KIB
+    if not completes(high):
+        return None
+    while high - low > 1:  # completes(high), and low is below what is needed (or the range's floor)
+        middle = (low + high) // 2
+        low, high = (low, middle) if completes(middle) else (middle, high)
+    return high
+
+
+def verdict(ok: bool) -> str:
+    return "" if ok else "  MISSED"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="calls per timing round (default 2000)")
+    args = parser.parse_args()
+    kinds = node_kinds()
+    with tempfile.TemporaryDirectory(prefix="bench-fw-") as scratch:
+        root = Path(scratch)
+        firmware = install(root / "memory")
+        print(f"1. heap high-water per app (smallest -X heapsize that completes the run; goal {HEAP_GOAL_KIB} KiB)")
+        for kind in kinds:
+            needed = smallest_heap_kib(kind, firmware, root)
+            if needed is None:
+                print(f"   {kind:12} does not complete even in {HEAP_RANGE_KIB[1]} KiB  MISSED")
+                continue
+            lines = memory_run(kind, firmware, root, "2M")
+            started = next(line for line in lines if line.startswith("started ")).split()[1]
+            finished = lines[-1].split()[1]
+            print(f"   {kind:12} {needed:4d} KiB (in use: {int(started) / 1024:.1f} KiB once up, "
+                  f"{int(finished) / 1024:.1f} KiB at the end){verdict(needed <= HEAP_GOAL_KIB)}")
+
+        print(f"2. bytes allocated per cbor.encode_reading, worst-case message (goal <= {ENCODE_GOAL_BYTES} B)")
+        cases = [(kind, name, values) for kind in kinds for name, values in worst_case(kind).items()]
+        out = run_micropython(ENCODE_RUN % {"cases": cases}, path=[firmware], cwd=root, heap="2M").splitlines()
+        for line in out:
+            kind, name, _fport, payload, used = line.split()
+            print(f"   {kind + '/' + name:24} {int(used):4d} B for a {len(payload) // 2}-byte payload"
+                  f"{verdict(int(used) <= ENCODE_GOAL_BYTES)}")
+
+        print(f"3. time per call relative to a 13 + 24 byte concatenation in the same run (best of {ROUNDS} x {args.n})")
+        timing = root / "timing"  # the firmware alone: the real `time`, not the tests' virtual clock
+        for kind in kinds:
+            stage_firmware("emu", kind, timing)
+        readings = [(kind, worst_case(kind)["reading"]) for kind in kinds]
+        out = run_micropython(TIMING_RUN % {"n": args.n, "rounds": ROUNDS, "cases": readings}, path=[timing],
+                              cwd=root, heap="2M").splitlines()
+        baseline_us = float(out[0].split()[1])
+        print(f"   baseline (concatenation)      {baseline_us:7.2f} us")
+        for line in out[1:]:
+            parts = line.split()
+            label = "data-frame MIC (AES-CMAC)" if parts[0] == "mic" else f"encode {parts[1]} reading"
+            took = float(parts[-1])
+            print(f"   {label:29} {took:7.2f} us = {took / baseline_us:6.1f} x baseline")
+
+
+if __name__ == "__main__":
+    main()
