@@ -48,7 +48,7 @@ def test_decode_message_gives_what_the_schema_codec_encoded(batch):
 def test_decode_message_errors_and_unknown_keys():
     out = run_micropython("""
 from cbor import CborError, decode_message
-for kind, fport, payload in (('streetlight', 3, 'a2011402f5'), ('streetlight', 3, 'a10912'), ('streetlight', 9, 'a0'),
+for kind, fport, payload in (('streetlight', 3, 'a2011402f5'), ('streetlight', 3, 'a11712'), ('streetlight', 9, 'a0'),
                              ('streetlight', 3, '81 01'), ('streetlight', 3, 'a10120'), ('streetlight', 3, 'a10201'),
                              ('streetlight', 3, 'a101'), ('lamppost', 3, 'a0')):
     try:
@@ -58,9 +58,15 @@ for kind, fport, payload in (('streetlight', 3, 'a2011402f5'), ('streetlight', 3
 """).splitlines()
     assert out[0] in ("('config', {'interval_s': 20, 'confirmed': True}, [])",
                       "('config', {'confirmed': True, 'interval_s': 20}, [])")
-    assert out[1] == "('config', {}, [9])"  # an unknown key is reported, not fatal
+    assert out[1] == "('config', {}, [23])"  # an unknown key is reported, not fatal
     assert out[2:] == ["unknown_fport", "not_a_map", "wrong_type", "wrong_type", "truncated", "unknown_fport"]
 
+
+DEFAULTS = {"interval_s": 60, "confirmed": False, "dusk_lux": 50, "dim_level": 100, "battery_low_v": 3.4,
+            "presence_level": 100, "presence_hold_s": 60, "night_dim_after_min": 300, "night_dim_level": 50,
+            "night_dim_for_min": 0}
+BANNER_REST = ("battery_low_v=3.4 presence_level=100 presence_hold_s=60 night_dim_after_min=300 night_dim_level=50 "
+               "night_dim_for_min=0")
 
 SETTINGS_RUN = """
 import json
@@ -82,17 +88,17 @@ def settings_run(folder, changes: dict, config: dict | None = None) -> list[dict
 def test_settings_are_applied_refused_and_kept_across_reboots(tmp_path):
     boot, result = settings_run(tmp_path, {"interval_s": 20, "dim_level": 40, "dusk_lux": 5000, "confirmed": 1,
                                            "colour": 3})
-    assert boot == {"values": {"interval_s": 60, "confirmed": False, "dusk_lux": 50, "dim_level": 100}, "dropped": []}
+    assert boot == {"values": DEFAULTS, "dropped": []}
     assert sorted(map(tuple, result["applied"])) == [("dim_level", 100, 40), ("interval_s", 60, 20)]
     assert sorted(map(tuple, result["refused"])) == [("colour", "not a setting of this node"),
                                                      ("confirmed", "1 out of range"), ("dusk_lux", "5000 out of range")]
     boot, result = settings_run(tmp_path, {"interval_s": 20, "confirmed": True})
-    assert boot["values"] == {"interval_s": 20, "confirmed": False, "dusk_lux": 50, "dim_level": 40}
+    assert boot["values"] == {**DEFAULTS, "interval_s": 20, "dim_level": 40}
     assert result == {"applied": [["confirmed", False, True]], "refused": []}  # 20 again is no change
     # a technician installs a config.json with another dim level: the installed value is the newer decision
     installed = {**CONFIG, "settings": {"dim_level": 70}}
     boot, _ = settings_run(tmp_path, {}, installed)
-    assert boot == {"values": {"interval_s": 20, "confirmed": True, "dusk_lux": 50, "dim_level": 70},
+    assert boot == {"values": {**DEFAULTS, "interval_s": 20, "confirmed": True, "dim_level": 70},
                     "dropped": ["dim_level"]}
     saved = json.loads((tmp_path / "state.json").read_text())["settings"]
     assert saved == {"interval_s": [20, 60], "confirmed": [True, False]}
@@ -206,7 +212,7 @@ def test_config_downlink_changes_the_running_app_and_survives_a_reboot(tmp_path)
     replies = [accept, down(0, fport=3, frm_payload=change)] + [down(n, ack=True) for n in range(1, 4)]
     lines = app_run(tmp_path, replies, exit_on_send=6)  # the JoinRequest, then four readings
     text = [line for line in lines if isinstance(line, str)]
-    assert "settings: interval_s=60 confirmed=False dusk_lux=50 dim_level=100" in text
+    assert "settings: interval_s=60 confirmed=False dusk_lux=50 dim_level=100 " + BANNER_REST in text
     assert "joined: DevAddr 26aa0007, DevNonce 0, DR5" in text
     for applied in ("interval_s 60 -> 20", "confirmed False -> True", "dim_level 100 -> 40"):
         assert f"config: {applied} (downlink fcnt 0)" in text, text
@@ -227,7 +233,7 @@ def test_config_downlink_changes_the_running_app_and_survives_a_reboot(tmp_path)
     assert all(line.endswith(" acked") for line in acked[1:]), acked
     # a reboot keeps the remote settings (and joins with the next DevNonce)
     lines = app_run(tmp_path, [], exit_on_send=1)
-    assert "settings: interval_s=20 confirmed=True dusk_lux=50 dim_level=40" in lines
+    assert "settings: interval_s=20 confirmed=True dusk_lux=50 dim_level=40 " + BANNER_REST in lines
     assert json.loads((tmp_path / "state.json").read_text())["dev_nonce"] == 2
 
 ALARM_FPORT = load_schema("streetlight").message("alarm").fport

@@ -1,30 +1,43 @@
 """Bridge condition-monitoring node: strain on up to 3 channels (HX711 bank, per-asset zero offsets), a vibration window
 of the ADXL345's vertical axis computed on the node (RMS, peak, dominant frequency), tilt along the span (from the same
-window), crack width (potentiometric gauge on an ADC), temperature (TMP102) and battery; one reading over LoRaWAN every
-`interval_s`. A reading carries strain and vibration every time and as many of the slowly changing fields (tilt, crack
-width, temperature, battery) as fit in PAYLOAD_BUDGET bytes, taking turns, so that a routine payload stays <= 24 bytes
-(all ten fields take about 30); only strains and vibration all at extreme values (25 bytes) exceed it.
+window), crack width (potentiometric gauge on an ADC), temperature (TMP102) and battery (with a low flag); one reading
+over LoRaWAN every `interval_s`. A reading carries strain and vibration peak every time and as many of the other fields
+as fit in 24 bytes (apps.runtime.fit_reading), taking turns: all eleven fields take up to 43 bytes.
 
-Settings (config "settings", interval_s at the top level; both also by the FPort 3 "config" downlink): interval_s (600),
-confirmed (false). Calibration (config "calibration"): strain_channels (3), strain_counts_per_ue (1073.74: quarter
-bridge, gauge factor 2, HX711 gain 128), strain_zero_ue ([0, 0, 0]: each channel's strain at installation, subtracted),
+Threshold alarms, checked with every reading: |strain| of a channel over `strain_limit_ue`, vibration RMS over
+`vibration_rms_limit`, vibration peak over `vibration_peak_limit`, |tilt - tilt at installation| over `tilt_limit`,
+crack width over `crack_limit`. Each check trips above its limit and clears only below limit - hysteresis_pct % of
+it; a check that trips starts an episode (apps.runtime.Episode): the "alarm" message names the tripped quantities with
+their values and goes at once as a confirmed uplink, before the reading, and with every reading until acknowledged.
+
+Settings (config "settings", interval_s at the top level; all also by the FPort 3 "config" downlink): interval_s (600),
+confirmed (false), battery_low_v (3.4), strain_limit_ue (500), vibration_rms_limit (0.1 g), vibration_peak_limit
+(0.3 g), tilt_limit (1.0°), crack_limit (1.0 mm), hysteresis_pct (10). Calibration (config "calibration"):
+strain_channels (3), strain_counts_per_ue (1073.74: quarter bridge, gauge factor 2, HX711 gain 128), strain_zero_ue
+([0, 0, 0]: each channel's strain at installation, subtracted), tilt_zero_deg (0.0: the tilt at installation),
 crack_mm_per_v (10.0), battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
-from apps.runtime import apply_config, config_fport, handle, print_settings, radio_summary, run_slots
-from cbor import encode_reading
+from apps.runtime import (Battery, Episode, apply_config, config_fport, fit_reading, handle, over_limit,
+                          print_settings, radio_summary, run_slots, send_alarm, send_message)
 from config import ConfigError, number, section
 from drivers.adxl345 import ADXL345, COUNTS_PER_G, along_x_tilt
 from drivers.tmp102 import TMP102
 from drivers.vibration import vibration
-from lorawan.commands import battery_level
-from schema_v1 import MESSAGES
 from settings import Settings
 
 KIND = "bridge"
 CONFIG_FPORT = config_fport(KIND)
-SETTINGS = (("interval_s", 600, 10, 86400), ("confirmed", False, None, None))
-PAYLOAD_BUDGET = 24  # bytes of CBOR for a routine reading
-SLOW_FIELDS = ("tilt", "crack_width", "temperature", "battery")
+# (name, default, low, high): the ranges of the schema's config message; low None for a bool
+SETTINGS = (("interval_s", 600, 10, 86400), ("confirmed", False, None, None), ("battery_low_v", 3.4, 0, 5),
+            ("strain_limit_ue", 500, 0, 5000), ("vibration_rms_limit", 0.1, 0, 16),
+            ("vibration_peak_limit", 0.3, 0, 16), ("tilt_limit", 1.0, 0, 90), ("crack_limit", 1.0, 0, 50),
+            ("hysteresis_pct", 10, 0, 90))
+# every reading carries the strains and the vibration peak; these take turns in the rest of the 24 bytes
+SLOW_FIELDS = ("vibration_rms", "vibration_freq", "tilt", "crack_width", "temperature", "battery", "battery_low")
+# (alarm field, the setting that limits its magnitude)
+CHECKS = (("strain_1", "strain_limit_ue"), ("strain_2", "strain_limit_ue"), ("strain_3", "strain_limit_ue"),
+          ("vibration_rms", "vibration_rms_limit"), ("vibration_peak", "vibration_peak_limit"),
+          ("tilt_change", "tilt_limit"), ("crack_width", "crack_limit"))
 WINDOW_SAMPLES = 64
 SAMPLE_RATE_HZ = 50
 
@@ -34,35 +47,27 @@ def strains(counts, counts_per_ue, zero_ue):
     return [round(c / counts_per_ue - zero) for c, zero in zip(counts, zero_ue)]
 
 
-def _cbor_field_bytes(raw):
-    """Bytes of one small-key map entry whose value is the CBOR integer raw."""
-    n = raw if raw >= 0 else -1 - raw
-    return 2 if n < 24 else 3 if n < 0x100 else 4 if n < 0x10000 else 6
+class Thresholds:
+    """The threshold checks (CHECKS), each with its own episode."""
 
+    def __init__(self):
+        self.episodes = {}
+        for name, _limit in CHECKS:
+            self.episodes[name] = Episode()
 
-def fit_reading(values, first_slow):
-    """(the values to send, the slow field to start with next time): every field but the slow ones, then slow fields
-    from SLOW_FIELDS[first_slow] on, in turn, while the payload stays within PAYLOAD_BUDGET; the first one left out
-    leads the next reading."""
-    factors = {}
-    for name, _key, factor, _code in MESSAGES[KIND]["reading"][1]:
-        factors[name] = factor
-    chosen, size = {}, 1  # the map head
-    for name, value in values.items():
-        if name not in SLOW_FIELDS:
-            chosen[name] = value
-            size += _cbor_field_bytes(round(value * factors[name]))
-    left_out = None
-    for i in range(len(SLOW_FIELDS)):
-        index = (first_slow + i) % len(SLOW_FIELDS)
-        name = SLOW_FIELDS[index]
-        entry = _cbor_field_bytes(round(values[name] * factors[name]))
-        if size + entry <= PAYLOAD_BUDGET:
-            chosen[name] = values[name]
-            size += entry
-        elif left_out is None:
-            left_out = index
-    return chosen, first_slow if left_out is None else left_out
+    def check(self, measured, settings):
+        """Feed {alarm field: value} (a check whose field is missing is left as it was); returns (the alarm's values,
+        the episodes it reports), the values empty when no alarm is due."""
+        alarm, due = {}, []
+        for name, limit_name in CHECKS:
+            if name not in measured:
+                continue
+            value, limit, episode = measured[name], settings[limit_name], self.episodes[name]
+            over = over_limit(episode.active, abs(value), limit, limit * settings["hysteresis_pct"] / 100)
+            if episode.update(over):
+                alarm[name] = value
+                due.append(episode)
+        return alarm, due
 
 
 class Bridge:
@@ -77,10 +82,10 @@ class Bridge:
         if type(zero) is not list or len(zero) != self.channels or any(type(z) not in (int, float) for z in zero):
             raise ConfigError("calibration.strain_zero_ue must be a list of %d numbers" % self.channels)
         self.zero_ue = zero
+        self.tilt_zero_deg = number(calibration, "tilt_zero_deg", 0.0, -90, 90, "calibration")
         self.crack_mm_per_v = number(calibration, "crack_mm_per_v", 10.0, 0.001, 1000, "calibration")
-        self.battery_divider = number(calibration, "battery_divider", board.BATTERY_DIVIDER, 1, 100, "calibration")
-        self.battery_empty_v = number(calibration, "battery_empty_v", 3.3, 0, 60, "calibration")
-        self.battery_full_v = number(calibration, "battery_full_v", 4.2, self.battery_empty_v + 0.01, 60, "calibration")
+        self.battery = Battery(board, calibration)
+        self.thresholds = Thresholds()
         self.board = board
         self.strain_adcs = board.strain_adcs(self.channels) if self.channels else None
         self.thermometer = TMP102(board.i2c())
@@ -95,16 +100,40 @@ class Bridge:
         rms, peak, freq = vibration(zs, SAMPLE_RATE_HZ, floor=1 / COUNTS_PER_G)
         values.update(vibration_rms=rms, vibration_peak=peak, vibration_freq=freq, tilt=along_x_tilt(mean_x),
                       crack_width=self.board.crack_gauge_volts() * self.crack_mm_per_v,
-                      temperature=self.thermometer.celsius(), battery=self.board.battery_volts(self.battery_divider))
+                      temperature=self.thermometer.celsius(),
+                      battery=self.battery.measure(self.settings.values["battery_low_v"]), battery_low=self.battery.low)
         return values
+
+    def alarm(self, values):
+        """(the "alarm" message's values, the episodes it reports) for a reading; the values empty when none is due."""
+        measured = {"tilt_change": values["tilt"] - self.tilt_zero_deg}
+        for name, _limit in CHECKS:
+            if name in values:
+                measured[name] = values[name]
+        return self.thresholds.check(measured, self.settings.values)
 
     def handle(self, events):
         """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
         return handle(events, CONFIG_FPORT, lambda payload, fcnt: apply_config(KIND, self.settings, payload, fcnt))
 
 
+def _log_line(values, events):
+    strain = " ".join("%s=%d" % (k, values[k]) for k in ("strain_1", "strain_2", "strain_3") if k in values)
+    return ("reading %s vibration rms=%.3fg peak=%.3fg freq=%.1fHz tilt=%.2fdeg crack=%.2fmm temperature=%.1fC "
+            "battery=%.2fV%s -> %s") % (strain, values["vibration_rms"], values["vibration_peak"],
+                                        values["vibration_freq"], values["tilt"], values["crack_width"],
+                                        values["temperature"], values["battery"],
+                                        " LOW" if values["battery_low"] else "", radio_summary(events))
+
+
+def _alarm_line(alarm, events):
+    return "alarm: %s -> %s" % (" ".join("%s=%g" % (name, alarm[name]) for name, _limit in CHECKS if name in alarm),
+                                radio_summary(events))
+
+
 def run(board, config, node, store):
-    """The app's loop, forever: one reading per interval_s slot (apps.runtime.run_slots); the slow fields take turns."""
+    """The app's loop, forever: one reading per interval_s slot (apps.runtime.run_slots), a due threshold alarm
+    ahead of it; the slow fields take turns."""
     app = Bridge(board, config, store)
     settings = app.settings.values
     print_settings(app.settings, SETTINGS)
@@ -112,17 +141,11 @@ def run(board, config, node, store):
 
     def step():
         values = app.reading()
-        node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
-        sent, first_slow[0] = fit_reading(values, first_slow[0])
-        fport, payload = encode_reading(KIND, "reading", sent)
-        events = node.send(fport, payload, settings["confirmed"])
-        joins, downlinks = app.handle(events)
-        strain = " ".join("%s=%d" % (k, values[k]) for k in ("strain_1", "strain_2", "strain_3") if k in values)
-        line = ("reading %s vibration rms=%.3fg peak=%.3fg freq=%.1fHz tilt=%.2fdeg crack=%.2fmm temperature=%.1fC "
-                "battery=%.2fV -> %s") % (strain, values["vibration_rms"], values["vibration_peak"],
-                                          values["vibration_freq"], values["tilt"], values["crack_width"],
-                                          values["temperature"], values["battery"], radio_summary(events))
-        for text in joins + [line] + downlinks:
-            print(text)
+        node.mac.battery_level = app.battery.level(values["battery"])
+        alarm, episodes = app.alarm(values)
+        if alarm:
+            send_alarm(node, KIND, alarm, episodes, app.handle, _alarm_line)
+        sent, first_slow[0] = fit_reading(KIND, values, SLOW_FIELDS, first_slow[0])
+        send_message(node, KIND, "reading", sent, settings["confirmed"], app.handle, lambda _v, e: _log_line(values, e))
 
     run_slots(node, settings, step)

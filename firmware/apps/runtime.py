@@ -1,16 +1,125 @@
 """What every node app shares: applying the FPort 3 "config" downlink, log lines for joins, downlinks and how a send()
-went, the settings banner at boot, random offsets that keep nodes powered up together from colliding, and the reporting
-loop (one reading per interval slot; a failed reading is logged, RESET_AFTER_FAILURES in a row reset the board)."""
+went, the settings banner at boot, random offsets that keep nodes powered up together from colliding, the reporting
+loop (one reading per interval slot; a failed reading is logged, RESET_AFTER_FAILURES in a row reset the board; control
+work between readings), the battery (voltage, low flag with hysteresis, DevStatus level), routine readings fitted into
+PAYLOAD_BUDGET bytes (slow fields take turns), and alarms: an episode per alarm condition, its "alarm" message sent at
+once as a confirmed uplink and again with every reading until the network acknowledged it."""
 import os
 
 import machine
 
-from cbor import CborError, decode_message
+from cbor import CborError, decode_message, encode_reading
+from config import number
+from lorawan.commands import battery_level
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from schema_v1 import MESSAGES
 
 RESET_AFTER_FAILURES = 5  # consecutive failed readings before the board resets itself
 BOOT_SPREAD_MS = 30000  # the first reading comes within this long after boot
+PAYLOAD_BUDGET = 24  # bytes of CBOR for a routine reading (SF12 at EU868 DR0 carries 51)
+BATTERY_HYSTERESIS_V = 0.1  # battery_low clears only this far above battery_low_v
+
+
+class Battery:
+    """The board's battery through its divider (calibration battery_divider, battery_empty_v, battery_full_v): the
+    voltage, the low flag (set below a limit, cleared only BATTERY_HYSTERESIS_V above it) and the DevStatus level."""
+
+    def __init__(self, board, calibration):
+        self.board = board
+        self.divider = number(calibration, "battery_divider", board.BATTERY_DIVIDER, 1, 100, "calibration")
+        self.empty_v = number(calibration, "battery_empty_v", 3.3, 0, 60, "calibration")
+        self.full_v = number(calibration, "battery_full_v", 4.2, self.empty_v + 0.01, 60, "calibration")
+        self.low = False
+
+    def measure(self, low_v):
+        """The voltage now; updates `low` against the limit low_v."""
+        volts = self.board.battery_volts(self.divider)
+        self.low = volts < (low_v + BATTERY_HYSTERESIS_V if self.low else low_v)
+        return volts
+
+    def level(self, volts):
+        """The DevStatusAns battery byte for `volts`."""
+        return battery_level(volts, self.empty_v, self.full_v)
+
+
+def over_limit(was_over, value, limit, hysteresis):
+    """Whether `value` is over `limit`, with hysteresis: it goes over above limit and back only below limit - hysteresis."""
+    return value > (limit - hysteresis if was_over else limit)
+
+
+class Episode:
+    """One alarm condition. An episode runs from when the condition holds until it no longer does; its alarm is due
+    from the start until the network acknowledged it, and not again within the episode."""
+
+    def __init__(self):
+        self.active = self.acked = False
+
+    def update(self, active):
+        """Feed whether the condition holds now; returns whether the alarm is due."""
+        self.active = active
+        if not active:
+            self.acked = False
+        return self.due()
+
+    def due(self):
+        return self.active and not self.acked
+
+
+def acked(events):
+    """Whether the network acknowledged the confirmed uplink whose events these are."""
+    return any(isinstance(e, Done) and e.acked for e in events)
+
+
+def send_message(node, kind, message, values, confirmed, handle_events, log_line):
+    """Encode and send one message of `kind`, apply what came back (handle_events(events) -> (join lines, downlink
+    lines)) and print log_line(values, events) between them; returns the events."""
+    fport, payload = encode_reading(kind, message, values)
+    events = node.send(fport, payload, confirmed)
+    joins, downlinks = handle_events(events)
+    for line in joins + [log_line(values, events)] + downlinks:
+        print(line)
+    return events
+
+
+def send_alarm(node, kind, values, episodes, handle_events, log_line):
+    """Send the "alarm" message `values` at once as a confirmed uplink; once the network acknowledged it, the
+    `episodes` it reports are no longer due (until acknowledged it goes again with the next reading)."""
+    events = send_message(node, kind, "alarm", values, True, handle_events, log_line)
+    if acked(events):
+        for episode in episodes:
+            episode.acked = True
+
+
+def _cbor_field_bytes(raw):
+    """Bytes of one small-key map entry whose value is the CBOR integer (or bool) raw."""
+    n = raw if raw >= 0 else -1 - raw
+    return 2 if n < 24 else 3 if n < 0x100 else 4 if n < 0x10000 else 6 if n < 0x100000000 else 10
+
+
+def fit_reading(kind, values, slow_fields, first_slow):
+    """(the values to send, the slow field to start with next time): every field but the slow ones, then slow fields
+    from slow_fields[first_slow] on, in turn, while the "reading" payload stays within PAYLOAD_BUDGET bytes; the first
+    one left out leads the next reading. Each app keeps its other fields small enough that at least one slow field
+    always fits (a test checks every kind with every field at its extreme)."""
+    factors = {}
+    for name, _key, factor, _code in MESSAGES[kind]["reading"][1]:
+        factors[name] = factor
+    chosen, size = {}, 1  # the map head
+    for name, value in values.items():
+        if name not in slow_fields:
+            chosen[name] = value
+            size += _cbor_field_bytes(round(value * factors[name]))
+    left_out = None
+    for i in range(len(slow_fields)):
+        index = (first_slow + i) % len(slow_fields)
+        name = slow_fields[index]
+        entry = _cbor_field_bytes(round(values[name] * factors[name]))
+        if size + entry <= PAYLOAD_BUDGET:
+            chosen[name] = values[name]
+            size += entry
+        elif left_out is None:
+            left_out = index
+    return chosen, first_slow if left_out is None else left_out
 
 
 def config_fport(kind):
@@ -99,14 +208,27 @@ def guarded(step, failures):
         return failures
 
 
-def run_slots(node, settings, step):
+def sleep_until(node, at_ms, between=None):
+    """Sleep until at_ms; between(now_ms), if given, does the app's control work meanwhile and returns when it wants
+    to run again (None: not before at_ms)."""
+    while between is not None:
+        now = node.now_ms()
+        wake_ms = between(now) if now < at_ms else None
+        if wake_ms is None or wake_ms >= at_ms:
+            break
+        node.sleep_until(wake_ms)
+    node.sleep_until(at_ms)
+
+
+def run_slots(node, settings, step, between=None):
     """Forever: step() once per interval_s slot (settings["interval_s"], read anew each slot), at a random instant in
-    the first half of the slot, so that nodes powered up together do not keep colliding on the air."""
+    the first half of the slot, so that nodes powered up together do not keep colliding on the air; between() does
+    control work between readings (see sleep_until)."""
     failures = 0
     slot_ms = node.now_ms()
     offset_ms = first_delay_ms(settings["interval_s"])
     while True:
-        node.sleep_until(slot_ms + offset_ms)
+        sleep_until(node, slot_ms + offset_ms, between)
         failures = guarded(step, failures)
         interval_ms = int(settings["interval_s"] * 1000)
         spread_ms = interval_ms // 2

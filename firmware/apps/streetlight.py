@@ -1,39 +1,55 @@
 """Streetlight node: switches the lamp at dusk and dawn from the ambient light (BH1750) with hysteresis, dims it to
 `dim_level`, meters its power (INA219) and energy (Wh, persisted), reads the backup battery, and reports a reading over
-LoRaWAN every `interval_s` through the payload schema (as confirmed uplinks when `confirmed` is set). A lamp whose power
-draw is implausible for its commanded state (on: under FAULT_FRACTION of lamp_rated_w times the dim level; off: over
-OFF_LIMIT_W) is a fault: the "alarm" message goes at once as a confirmed uplink, before the reading, and with every
-reading until the network acknowledged it, once per fault episode (again only after the lamp was seen healthy). One
-short log line per reading, alarm and event worth knowing (join, applied setting, ignored downlink), never keys.
+LoRaWAN every `interval_s` through the payload schema (as confirmed uplinks when `confirmed` is set).
+
+While lit, two things change the level between readings: a night-dimming schedule relative to the dusk switch-on (what
+controllers call a "virtual midnight": no wall clock needed), `night_dim_level` from `night_dim_after_min` after
+switch-on for `night_dim_for_min` (0: none), and a presence sensor (PIR, if the board has one, polled every
+PIR_POLL_MS while lit) that raises the lamp to at least `presence_level` until `presence_hold_s` after the last presence
+sensed (public safety). The reading counts the presence events (PIR going high) since the last reading.
+
+A lamp whose power draw is implausible for its commanded state (on: under FAULT_FRACTION of lamp_rated_w times the
+level; off: over OFF_LIMIT_W) is a fault: the "alarm" message goes at once as a confirmed uplink, before the reading,
+and with every reading until the network acknowledged it, once per fault episode (apps.runtime.Episode). The reading
+carries battery_low (set below `battery_low_v`, with hysteresis); energy, ambient light and battery voltage take turns
+when all fields would not fit in 24 bytes. One short log line per reading, alarm and event worth knowing (join,
+applied setting, ignored downlink, night dimming), never keys.
 
 Settings (config "settings", interval_s at the top level; all but hysteresis_lux also by the FPort 3 "config" downlink,
 applied at once and kept across reboots): interval_s (60), confirmed (false), dusk_lux (50): on below it,
-hysteresis_lux (20): off above dusk_lux + hysteresis_lux, dim_level (100, percent). Calibration (config "calibration"):
-ina219_shunt_ohm (0.1), lamp_rated_w (36.0, the lamp's power at full level), battery_divider (the board's),
-battery_empty_v (3.3) and battery_full_v (4.2), the battery voltages reported as level 1 and 254 to DevStatusReq.
+hysteresis_lux (20): off above dusk_lux + hysteresis_lux, dim_level (100, percent), battery_low_v (3.4),
+presence_level (100), presence_hold_s (60), night_dim_after_min (300), night_dim_level (50), night_dim_for_min (0).
+Calibration (config "calibration"): ina219_shunt_ohm (0.1), lamp_rated_w (36.0, the lamp's power at full level),
+battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), the battery voltages reported as level
+1 and 254 to DevStatusReq.
 """
-from apps.runtime import apply_config, config_fport, handle, print_settings, radio_summary, run_slots
-from cbor import encode_reading
+from apps.runtime import (Battery, Episode, apply_config, config_fport, fit_reading, handle, print_settings,
+                          radio_summary, run_slots, send_alarm, send_message)
 from config import number, section
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
-from lorawan.commands import battery_level
-from lorawan.events import Done
 from settings import Settings
 
 KIND = "streetlight"
 CONFIG_FPORT = config_fport(KIND)
 # (name, default, low, high): the ranges of the schema's config message; low None for a bool
 SETTINGS = (("interval_s", 60, 10, 86400), ("confirmed", False, None, None), ("dusk_lux", 50, 0, 1000),
-            ("dim_level", 100, 0, 100))
+            ("dim_level", 100, 0, 100), ("battery_low_v", 3.4, 0, 5), ("presence_level", 100, 0, 100),
+            ("presence_hold_s", 60, 0, 3600), ("night_dim_after_min", 300, 0, 1440), ("night_dim_level", 50, 0, 100),
+            ("night_dim_for_min", 0, 0, 1440))
+SLOW_FIELDS = ("energy", "ambient_light", "battery")  # take turns when the reading would exceed 24 bytes
 ENERGY_SAVE_EVERY = 10  # readings between energy writes to flash
 _MS_PER_HOUR = 3600000
+_MS_PER_MIN = 60000
 FAULT_FRACTION = 0.3  # a lit lamp drawing less than this share of its expected power is faulty
 OFF_LIMIT_W = 5.0  # a switched-off lamp drawing more than this is faulty (stuck relay)
+PIR_POLL_MS = 1000  # while lit: the PIR holds its output high for seconds, so no presence is missed
+SCHEDULE_POLL_MS = 60000  # while lit without a PIR: the schedule counts in minutes
 
 
 class Streetlight:
-    """The lamp controller and meter; reading(now_ms) does one control step and returns the values to report."""
+    """The lamp controller and meter: reading(now_ms) does the dusk/dawn step and returns the values to report,
+    control(now_ms) sets the level between readings (schedule, presence)."""
 
     def __init__(self, board, config, store):
         self.settings = Settings(config, store, SETTINGS)
@@ -41,37 +57,82 @@ class Streetlight:
         self.hysteresis_lux = number(settings, "hysteresis_lux", 20, 0, 65535)
         shunt_ohm = number(calibration, "ina219_shunt_ohm", 0.1, 0.0001, 10, "calibration")
         self.lamp_rated_w = number(calibration, "lamp_rated_w", 36.0, 0.1, 400, "calibration")
-        self.battery_divider = number(calibration, "battery_divider", board.BATTERY_DIVIDER, 1, 100, "calibration")
-        self.battery_empty_v = number(calibration, "battery_empty_v", 3.3, 0, 60, "calibration")
-        self.battery_full_v = number(calibration, "battery_full_v", 4.2, self.battery_empty_v + 0.01, 60, "calibration")
-        self.board, self.store = board, store
+        self.battery = Battery(board, calibration)
+        self.store = store
         self.light = BH1750(board.i2c())
         self.meter = INA219(board.i2c(), shunt_ohm=shunt_ohm)
         self.lamp = board.lamp()
+        self.pir = board.presence() if hasattr(board, "presence") else None
         self.energy_wh = store.get("energy_wh", 0.0)
         self.readings = 0
         self._power_w = 0.0
         self._last_ms = None
-        self.fault_reported = False
+        self.fault = Episode()
+        self.lit_since_ms = None  # the dusk switch-on: the schedule counts from it
+        self.presence_until_ms = None
+        self.presence_events = 0
+        self._sensed = False
+        self.night = False
 
-    def reading(self, now_ms):
-        dusk_lux = self.settings.values["dusk_lux"]
-        lux = self.light.lux()
-        if self.lamp.on and lux > dusk_lux + self.hysteresis_lux:
-            self.lamp.set(False, 0)
-        elif not self.lamp.on and lux < dusk_lux:
-            self.lamp.set(True, self.settings.values["dim_level"])
-        if self._last_ms is not None:  # the lamp drew the last measured power since the last reading
+    def _meter(self, now_ms):
+        """Energy up to now at the last measured power, then measure the power now."""
+        if self._last_ms is not None:  # the lamp drew the last measured power since then
             self.energy_wh += self._power_w * (now_ms - self._last_ms) / _MS_PER_HOUR
         self._last_ms = now_ms
         self._power_w = max(0.0, self.meter.power_watts())
+
+    def night_dimming(self, now_ms):
+        """Whether the night-dimming schedule is in force at now_ms (lamp lit since lit_since_ms)."""
+        values = self.settings.values
+        start = self.lit_since_ms + values["night_dim_after_min"] * _MS_PER_MIN
+        return start <= now_ms < start + values["night_dim_for_min"] * _MS_PER_MIN
+
+    def control(self, now_ms):
+        """While lit: poll the PIR, follow the schedule and presence, re-meter after a level change; returns when to
+        run again (None while the lamp is off)."""
+        if not self.lamp.on:
+            return None
+        values = self.settings.values
+        if self.pir is not None:
+            sensed = self.pir.sensed()
+            if sensed:
+                if not self._sensed:
+                    self.presence_events += 1
+                self.presence_until_ms = now_ms + values["presence_hold_s"] * 1000
+            self._sensed = sensed
+        night = self.night_dimming(now_ms)
+        if night != self.night:
+            self.night = night
+            print("night dimming: %s" % ("%d%%" % values["night_dim_level"] if night else "over"))
+        level = values["night_dim_level"] if night else values["dim_level"]
+        if self.presence_until_ms is not None and now_ms < self.presence_until_ms:
+            level = max(level, values["presence_level"])
+        if level != self.lamp.level_pct:
+            self._meter(now_ms)
+            self.lamp.set(True, level)
+            self._meter(now_ms)
+        return now_ms + (PIR_POLL_MS if self.pir is not None else SCHEDULE_POLL_MS)
+
+    def reading(self, now_ms):
+        lux = self.light.lux()
+        if self.lamp.on and lux > self.settings.values["dusk_lux"] + self.hysteresis_lux:
+            self.lamp.set(False, 0)
+            self.lit_since_ms = self.presence_until_ms = None
+            self._sensed = self.night = False
+        elif not self.lamp.on and lux < self.settings.values["dusk_lux"]:
+            self.lit_since_ms = now_ms
+            self.lamp.set(True, self.settings.values["dim_level"])
+        self.control(now_ms)
+        self._meter(now_ms)
         self.readings += 1
         if self.readings % ENERGY_SAVE_EVERY == 0:
             self.store.put("energy_wh", self.energy_wh)
             self.store.flush()
+        presence, self.presence_events = min(65535, self.presence_events), 0
+        volts = self.battery.measure(self.settings.values["battery_low_v"])
         return {"lamp_on": self.lamp.on, "dim_level": self.lamp.level_pct, "power": self._power_w,
-                "energy": self.energy_wh, "ambient_light": min(65535, lux),
-                "battery": self.board.battery_volts(self.battery_divider)}
+                "energy": self.energy_wh, "ambient_light": min(65535, lux), "battery": volts,
+                "battery_low": self.battery.low, "presence": presence}
 
     def lamp_fault(self, values):
         """The "alarm" message's values while `values` (a reading) show a lamp fault whose alarm the network has not
@@ -82,29 +143,22 @@ class Streetlight:
             faulty = power_w < FAULT_FRACTION * expected_w
         else:
             faulty = power_w > OFF_LIMIT_W
-        if not faulty:
-            self.fault_reported = False
-        if not faulty or self.fault_reported:
+        if not self.fault.update(faulty):
             return None
         return {"lamp_fault": True, "power": min(400.0, power_w), "expected_power": min(400.0, expected_w),
                 "dim_level": values["dim_level"]}
 
-    def configure(self, payload, fcnt):
-        """Apply a "config" downlink payload at once (a lit lamp takes a new dim level now); returns its log lines."""
-        lines = apply_config(KIND, self.settings, payload, fcnt)
-        if self.lamp.on and self.lamp.level_pct != self.settings.values["dim_level"]:
-            self.lamp.set(True, self.settings.values["dim_level"])
-        return lines
-
     def handle(self, events):
-        """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
-        return handle(events, CONFIG_FPORT, self.configure)
+        """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied
+        (a lit lamp takes a new level at the next control step, right after the exchange)."""
+        return handle(events, CONFIG_FPORT, lambda payload, fcnt: apply_config(KIND, self.settings, payload, fcnt))
 
 
 def _log_line(values, events):
-    return "reading lamp=%s dim=%d%% power=%.1fW energy=%dWh light=%dlx battery=%.2fV -> %s" % (
+    return "reading lamp=%s dim=%d%% power=%.1fW energy=%dWh light=%dlx battery=%.2fV%s presence=%d -> %s" % (
         "on" if values["lamp_on"] else "off", values["dim_level"], values["power"], round(values["energy"]),
-        round(values["ambient_light"]), values["battery"], radio_summary(events))
+        round(values["ambient_light"]), values["battery"], " LOW" if values["battery_low"] else "",
+        values["presence"], radio_summary(events))
 
 
 def _alarm_line(alarm, events):
@@ -112,29 +166,21 @@ def _alarm_line(alarm, events):
         alarm["power"], alarm["expected_power"], alarm["dim_level"], radio_summary(events))
 
 
-def _send(app, node, message, values, confirmed, log_line):
-    """Encode and send one message, apply what came back and print its lines."""
-    fport, payload = encode_reading(KIND, message, values)
-    events = node.send(fport, payload, confirmed)
-    joins, downlinks = app.handle(events)
-    for line in joins + [log_line(values, events)] + downlinks:
-        print(line)
-    return events
-
-
 def run(board, config, node, store):
-    """The app's loop, forever: one control step and reading per interval_s slot (apps.runtime.run_slots)."""
+    """The app's loop, forever: one dusk/dawn step and reading per interval_s slot (apps.runtime.run_slots), the
+    level controlled between readings while lit."""
     app = Streetlight(board, config, store)
     settings = app.settings.values
     print_settings(app.settings, SETTINGS)
+    first_slow = [0]
 
     def step():
         values = app.reading(node.now_ms())
-        node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
+        node.mac.battery_level = app.battery.level(values["battery"])
         alarm = app.lamp_fault(values)
         if alarm is not None:  # until acknowledged: an alarm lost on the air goes again with the next reading
-            events = _send(app, node, "alarm", alarm, True, _alarm_line)
-            app.fault_reported = any(isinstance(e, Done) and e.acked for e in events)
-        _send(app, node, "reading", values, settings["confirmed"], _log_line)
+            send_alarm(node, KIND, alarm, (app.fault,), app.handle, _alarm_line)
+        sent, first_slow[0] = fit_reading(KIND, values, SLOW_FIELDS, first_slow[0])
+        send_message(node, KIND, "reading", sent, settings["confirmed"], app.handle, lambda _v, e: _log_line(values, e))
 
-    run_slots(node, settings, step)
+    run_slots(node, settings, step, app.control)

@@ -1,28 +1,36 @@
 """Waste container node: fill level from an ultrasonic range finder on the lid (MB7040, median of several pings) and the
-container geometry, temperature (TMP102), tilt (ADXL345) with emptying detection, battery; one reading over LoRaWAN
-every `interval_s`, every half of it once the container is fuller than `fast_fill_pct`. The tilt is checked every
-`tilt_poll_s` between readings: tipped beyond `tip_deg` and back below `upright_deg` is one emptying, logged, and
-followed at once by a reading (the fill restarts from the empty container).
+container geometry, temperature (TMP102), tilt (ADXL345) with emptying detection, battery (with a low flag); one reading
+over LoRaWAN every `interval_s`, every half of it once the container is fuller than `fast_fill_pct`. The tilt and the
+temperature are checked every `tilt_poll_s` between readings: tipped beyond `tip_deg` and back below `upright_deg` is one
+emptying, logged, and followed at once by a reading (the fill restarts from the empty container).
 
-Settings (config "settings", interval_s at the top level; interval_s and confirmed also by the FPort 3 "config"
-downlink): interval_s (900), confirmed (false), fast_fill_pct (80), tilt_poll_s (30), tip_deg (60), upright_deg (20).
-Calibration (config "calibration"): container_depth_m (1.2: from the full mark down to the bottom), sensor_offset_m
-(0.1: from the sensor down to the full mark), pings (5), battery_divider (the board's), battery_empty_v (3.3),
-battery_full_v (4.2).
+Fire: a temperature over `fire_temp_c`, or a rise faster than `fire_rise_c_per_min` between two samples at least
+RATE_WINDOW_MS apart, starts a fire episode (it ends once the temperature is FIRE_HYSTERESIS_C under the limit and the
+rise slowed to under half its limit). The "alarm" message goes at once, as a confirmed uplink followed by a reading, and
+with every reading until the network acknowledged it, once per episode (apps.runtime.Episode).
+
+Settings (config "settings", interval_s at the top level; interval_s, confirmed, battery_low_v, fire_temp_c and
+fire_rise_c_per_min also by the FPort 3 "config" downlink): interval_s (900), confirmed (false), battery_low_v (3.4),
+fire_temp_c (70), fire_rise_c_per_min (8.0: a rate-of-rise heat detector's 15 °F/min), fast_fill_pct (80),
+tilt_poll_s (30), tip_deg (60), upright_deg (20). Calibration (config "calibration"): container_depth_m (1.2: from the
+full mark down to the bottom), sensor_offset_m (0.1: from the sensor down to the full mark), pings (5),
+battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
-from apps.runtime import apply_config, config_fport, first_delay_ms, guarded, handle, print_settings, radio_summary
-from cbor import encode_reading
+from apps.runtime import (Battery, Episode, apply_config, config_fport, first_delay_ms, guarded, handle, over_limit,
+                          print_settings, radio_summary, send_alarm, send_message)
 from config import number, section
 from drivers.adxl345 import ADXL345
 from drivers.mb7040 import MB7040
 from drivers.tmp102 import TMP102
-from lorawan.commands import battery_level
 from settings import Settings
 
 KIND = "waste"
 CONFIG_FPORT = config_fport(KIND)
 # (name, default, low, high): the ranges of the schema's config message; low None for a bool
-SETTINGS = (("interval_s", 900, 10, 86400), ("confirmed", False, None, None))
+SETTINGS = (("interval_s", 900, 10, 86400), ("confirmed", False, None, None), ("battery_low_v", 3.4, 0, 5),
+            ("fire_temp_c", 70, 0, 125), ("fire_rise_c_per_min", 8.0, 0, 100))
+FIRE_HYSTERESIS_C = 5
+RATE_WINDOW_MS = 20000  # a rise rate over a shorter time would mostly be the sensor's 0.0625 °C steps
 
 
 def fill_percent(distance_m, depth_m, offset_m):
@@ -54,6 +62,32 @@ class TiltWatch:
         return False
 
 
+class FireWatch:
+    """The fire episode from temperature samples: over the temperature limit, or rising faster than the rate limit."""
+
+    def __init__(self):
+        self.episode = Episode()
+        self.celsius, self.rate = None, 0.0
+        self._base = None  # (ms, °C) the rise is measured from
+        self._hot = self._rising = False
+
+    def sample(self, now_ms, celsius, limit_c, limit_rate):
+        """Feed one sample; returns whether the alarm is due."""
+        self.celsius = celsius
+        if self._base is None:
+            self._base = (now_ms, celsius)
+        elif now_ms - self._base[0] >= RATE_WINDOW_MS:
+            self.rate = (celsius - self._base[1]) * 60000 / (now_ms - self._base[0])
+            self._base = (now_ms, celsius)
+        self._hot = over_limit(self._hot, celsius, limit_c, FIRE_HYSTERESIS_C)
+        self._rising = over_limit(self._rising, self.rate, limit_rate, limit_rate / 2)
+        return self.episode.update(self._hot or self._rising)
+
+    def alarm(self):
+        """The "alarm" message's values."""
+        return {"fire": True, "temperature": self.celsius, "rise_rate": max(-100.0, min(100.0, self.rate))}
+
+
 class Waste:
     """The container's sensors; reading() returns the values to report."""
 
@@ -67,25 +101,31 @@ class Waste:
         self.depth_m = number(calibration, "container_depth_m", 1.2, 0.1, 10, "calibration")
         self.offset_m = number(calibration, "sensor_offset_m", 0.1, 0, 5, "calibration")
         self.pings = int(number(calibration, "pings", 5, 1, 15, "calibration"))
-        self.battery_divider = number(calibration, "battery_divider", board.BATTERY_DIVIDER, 1, 100, "calibration")
-        self.battery_empty_v = number(calibration, "battery_empty_v", 3.3, 0, 60, "calibration")
-        self.battery_full_v = number(calibration, "battery_full_v", 4.2, self.battery_empty_v + 0.01, 60, "calibration")
-        self.board = board
+        self.battery = Battery(board, calibration)
         self.ranger = MB7040(board.i2c())
         self.thermometer = TMP102(board.i2c())
         self.accelerometer = ADXL345(board.i2c())
+        self.fire = FireWatch()
         self.last_fill = 0
 
     def emptied(self):
         """Check the tilt once; True when that completes an emptying."""
         return self.tilt.update(self.accelerometer.tilt_from_upright())
 
+    def fire_due(self, now_ms, celsius=None):
+        """Sample the temperature (measured now unless given); True while a fire alarm is due."""
+        values = self.settings.values
+        if celsius is None:
+            celsius = self.thermometer.celsius()
+        return self.fire.sample(now_ms, celsius, values["fire_temp_c"], values["fire_rise_c_per_min"])
+
     def reading(self):
         distance = self.ranger.distance_m(self.pings)
         tilt = self.accelerometer.tilt_from_upright()
         self.last_fill = fill_percent(distance, self.depth_m, self.offset_m)
+        volts = self.battery.measure(self.settings.values["battery_low_v"])
         return {"fill_level": self.last_fill, "distance": distance, "temperature": self.thermometer.celsius(),
-                "tilt": round(tilt), "battery": self.board.battery_volts(self.battery_divider)}
+                "tilt": round(tilt), "battery": volts, "battery_low": self.battery.low}
 
     def interval_ms(self):
         """The reporting interval: halved while the container is fuller than fast_fill_pct."""
@@ -97,24 +137,31 @@ class Waste:
         return handle(events, CONFIG_FPORT, lambda payload, fcnt: apply_config(KIND, self.settings, payload, fcnt))
 
 
+def _log_line(values, events):
+    return "reading fill=%d%% distance=%.3fm temperature=%.1fC tilt=%ddeg battery=%.2fV%s -> %s" % (
+        values["fill_level"], values["distance"], values["temperature"], values["tilt"], values["battery"],
+        " LOW" if values["battery_low"] else "", radio_summary(events))
+
+
+def _alarm_line(alarm, events):
+    return "alarm: fire: temperature=%.1fC rise=%.1fC/min -> %s" % (
+        alarm["temperature"], alarm["rise_rate"], radio_summary(events))
+
+
 def run(board, config, node, store):
-    """The app's loop, forever: sleep until the next reading, checking the tilt every tilt_poll_s; an emptying brings
-    the reading forward. A failed reading is logged and the loop goes on (apps.runtime.guarded)."""
+    """The app's loop, forever: sleep until the next reading, checking the tilt and the temperature every
+    tilt_poll_s; an emptying or a fire brings the reading forward (a due fire alarm goes first). A failed reading is
+    logged and the loop goes on (apps.runtime.guarded)."""
     app = Waste(board, config, store)
     settings = app.settings.values
     print_settings(app.settings, SETTINGS)
 
     def step():
         values = app.reading()
-        node.mac.battery_level = battery_level(values["battery"], app.battery_empty_v, app.battery_full_v)
-        fport, payload = encode_reading(KIND, "reading", values)
-        events = node.send(fport, payload, settings["confirmed"])
-        joins, downlinks = app.handle(events)
-        line = "reading fill=%d%% distance=%.3fm temperature=%.1fC tilt=%ddeg battery=%.2fV -> %s" % (
-            values["fill_level"], values["distance"], values["temperature"], values["tilt"], values["battery"],
-            radio_summary(events))
-        for text in joins + [line] + downlinks:
-            print(text)
+        node.mac.battery_level = app.battery.level(values["battery"])
+        if app.fire_due(node.now_ms(), values["temperature"]):
+            send_alarm(node, KIND, app.fire.alarm(), (app.fire.episode,), app.handle, _alarm_line)
+        send_message(node, KIND, "reading", values, settings["confirmed"], app.handle, _log_line)
 
     failures = 0
     next_ms = node.now_ms() + first_delay_ms(settings["interval_s"])
@@ -129,7 +176,10 @@ def run(board, config, node, store):
                     print("emptied: tipped to %d deg and back (emptying %d); fill restarts"
                           % (round(app.tilt.max_deg), app.tilt.emptyings))
                     break
+                burning = app.fire.episode.active
+                if app.fire_due(now) and not burning:  # a new fire episode: its alarm goes at once
+                    break
             except OSError as exc:
-                print("tilt check failed: %s: %s" % (type(exc).__name__, exc))
+                print("tilt or temperature check failed: %s: %s" % (type(exc).__name__, exc))
         failures = guarded(step, failures)
         next_ms = node.now_ms() + app.interval_ms()

@@ -1,7 +1,7 @@
 """The emulated board of the HIL rig (a Heltec WiFi LoRa 32 V2 in shape): pins and buses exactly as the wiring table in
-docs/architecture.md. Same interface as every board file: radio(), i2c(), lamp(), battery_volts(), BATTERY_DIVIDER; for
-the waste and bridge kits also strain_adcs() (HX711 bank) and crack_gauge_volts(). The kits' I2C sensors (MB7040 0x70,
-TMP102 0x48, ADXL345 0x53) share i2c()."""
+docs/architecture.md. Same interface as every board file: radio(), i2c(), lamp(), presence(), battery_volts(),
+BATTERY_DIVIDER; for the waste and bridge kits also strain_adcs() (HX711 bank) and crack_gauge_volts(). The kits' I2C
+sensors (MB7040 0x70, TMP102 0x48, ADXL345 0x53) share i2c()."""
 from machine import ADC, I2C, PWM, SPI, Pin
 
 NAME = "emu"
@@ -29,6 +29,13 @@ def lamp():
     from drivers.lamp import Lamp
 
     return Lamp(Pin(12, Pin.OUT, value=0), PWM(Pin(25), freq=1000, duty_u16=0))
+
+
+def presence():
+    """The streetlight's PIR presence sensor: output on pin 33, high while it senses presence."""
+    from drivers.pir import PIR
+
+    return PIR(Pin(33, Pin.IN))
 
 
 def battery_volts(divider=BATTERY_DIVIDER):
