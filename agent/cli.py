@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import logging
 import signal
+import sqlite3
 import sys
+import time
 from pathlib import Path
 
 EXIT_OK = 0
@@ -98,6 +101,42 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--registry", required=True, type=Path)
     listing = devices.add_parser("list", help="list devices (keys are never shown)")
     listing.add_argument("--registry", required=True, type=Path)
+    show = devices.add_parser("show", help="one device (keys are never shown) and its bindings")
+    show.add_argument("dev_eui")
+    show.add_argument("--registry", required=True, type=Path)
+    retire = devices.add_parser("retire", help="retire a device for good: its later frames are rejected")
+    retire.add_argument("dev_eui")
+    retire.add_argument("--registry", required=True, type=Path)
+
+    assets = commands.add_parser("assets", help="assets: what the devices measure").add_subparsers(
+        dest="action", required=True)
+    assets.add_parser("list", help="list assets with their current device").add_argument(
+        "--registry", required=True, type=Path)
+    for action, help_text in (("show", "one asset: place, calibration, settings, device"),
+                              ("history", "every binding of an asset and its journal"),
+                              ("retire", "retire an asset (and its device) for good")):
+        one = assets.add_parser(action, help=help_text)
+        one.add_argument("asset_id")
+        one.add_argument("--registry", required=True, type=Path)
+    add = assets.add_parser("add", help="add an asset")
+    add.add_argument("asset_id")
+    add.add_argument("--kind", required=True, help="node kind: streetlight, waste, bridge, ...")
+    add.add_argument("--lat", type=float, help="latitude, degrees (WGS84)")
+    add.add_argument("--lon", type=float, help="longitude, degrees (WGS84)")
+    add.add_argument("--address", help="street address")
+    add.add_argument("--calibration", type=_name_value, action="append", default=[], metavar="NAME=VALUE",
+                     help="calibration value written into each device's config (repeatable)")
+    add.add_argument("--settings", type=_name_value, action="append", default=[], metavar="NAME=VALUE",
+                     help="app setting written into each device's config (repeatable)")
+    add.add_argument("--registry", required=True, type=Path)
+
+    swap = commands.add_parser("swap", help="replace an asset's device (Gerätetausch), or undo the last swap")
+    swap.add_argument("--asset", required=True, help="the asset whose device is replaced")
+    what = swap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--new-device", metavar="DEVEUI", help="the registered device that takes over")
+    what.add_argument("--undo", action="store_true", help="reverse the asset's last swap (made by mistake)")
+    swap.add_argument("--move", action="store_true", help="take the new device from the asset it is bound to")
+    swap.add_argument("--registry", required=True, type=Path)
 
     schema = commands.add_parser("schema", help="payload schema tools").add_subparsers(dest="action", required=True)
     table = schema.add_parser("firmware-table", help="generate the firmware's schema table (firmware/schema_v1.py)")
@@ -139,9 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         ("agent", "run"): _agent_run,
         ("devices", "import"): _devices_import,
         ("devices", "list"): _devices_list,
+        ("devices", "show"): _devices_show,
+        ("devices", "retire"): _devices_retire,
+        ("assets", "list"): _assets_list,
+        ("assets", "show"): _assets_show,
+        ("assets", "add"): _assets_add,
+        ("assets", "history"): _assets_history,
+        ("assets", "retire"): _assets_retire,
+        ("swap", None): _swap,
         ("schema", "firmware-table"): _firmware_table,
         ("codec", "export"): _codec_export,
-    }[(args.command, args.action)]
+    }[(args.command, getattr(args, "action", None))]
     return handler(args)
 
 
@@ -219,23 +266,169 @@ def _devices_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _devices_list(args: argparse.Namespace) -> int:
+def _existing_registry(path: Path):  # noqa: ANN202
+    """The registry at `path`, which must exist (reading or changing, never creating one by mistake)."""
     from dos_agent.registry import RegistryError
 
-    if not args.registry.exists():
-        return _fail(f"{args.registry}: no such registry")
+    if not path.exists():
+        raise RegistryError(f"{path}: no such registry")
+    return _open_registry(path)
+
+
+def _print_table(columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+    cells = [columns] + [tuple("-" if value is None else str(value) for value in row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for row in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _registry_command(args: argparse.Namespace, action) -> int:  # noqa: ANN001
+    """Run `action(registry)` on the existing registry; registry and asset errors become one line and exit 1."""
+    from dos_agent.registry import AssetError, RegistryError
+
+    try:
+        with _existing_registry(args.registry) as registry:
+            return action(registry)
+    except (AssetError, RegistryError, OSError, sqlite3.Error) as exc:
+        return _fail(str(exc))
+
+
+def _devices_list(args: argparse.Namespace) -> int:
+    columns = ("dev_eui", "asset_id", "kind", "activation", "dev_addr", "fcnt_up", "state")
+
+    def listing(registry) -> int:  # noqa: ANN001
+        views = [device.public_view() for device in registry.devices()]
+        _print_table(columns, [tuple(view[c] for c in columns) for view in views])
+        return EXIT_OK
+
+    return _registry_command(args, listing)
+
+
+def _iso(at: float | None) -> str | None:
+    from dos_agent.events import iso_utc
+
+    return None if at is None else iso_utc(at)
+
+
+def _devices_show(args: argparse.Namespace) -> int:
+    def show(registry) -> int:  # noqa: ANN001
+        device = registry.get(args.dev_eui)
+        if device is None:
+            return _fail(f"unknown device {args.dev_eui.lower()}; see `dos-edge devices list`")
+        for name, value in device.public_view().items():
+            print(f"{name}: {'-' if value is None else value}")
+        for binding in registry.bindings(dev_eui=device.dev_eui):
+            print(f"binding: asset {binding.asset_id} from {_iso(binding.from_at)} to {_iso(binding.to_at) or 'now'}")
+        return EXIT_OK
+
+    return _registry_command(args, show)
+
+
+def _devices_retire(args: argparse.Namespace) -> int:
+    def retire(registry) -> int:  # noqa: ANN001
+        entry = registry.retire_device(args.dev_eui, time.time())
+        print(f"device {entry.old_dev_eui} retired (last on asset {entry.asset_id}); its frames are rejected from now on")
+        return EXIT_OK
+
+    return _registry_command(args, retire)
+
+
+def _assets_list(args: argparse.Namespace) -> int:
+    def listing(registry) -> int:  # noqa: ANN001
+        rows = []
+        for asset in registry.assets():
+            device = registry.device_for_asset(asset.asset_id)
+            rows.append((asset.asset_id, asset.kind, asset.state, device.dev_eui if device else None, asset.address))
+        _print_table(("asset_id", "kind", "state", "device", "address"), rows)
+        return EXIT_OK
+
+    return _registry_command(args, listing)
+
+
+def _assets_show(args: argparse.Namespace) -> int:
+    def show(registry) -> int:  # noqa: ANN001
+        asset = registry.asset(args.asset_id)
+        if asset is None:
+            return _fail(f"unknown asset {args.asset_id}; see `dos-edge assets list`")
+        device = registry.device_for_asset(asset.asset_id)
+        print(f"asset_id: {asset.asset_id}\nkind: {asset.kind}\nstate: {asset.state}")
+        print(f"location: {asset.lat if asset.lat is not None else '-'}, {asset.lon if asset.lon is not None else '-'}"
+              f" {asset.address or ''}".rstrip())
+        print(f"calibration: {json.dumps(asset.calibration, sort_keys=True)}")
+        print(f"settings: {json.dumps(asset.settings, sort_keys=True)}")
+        print(f"device: {device.dev_eui if device else '-'}")
+        print(f"created: {_iso(asset.created_at)}" + (f"\nretired: {_iso(asset.retired_at)}" if asset.retired_at else ""))
+        return EXIT_OK
+
+    return _registry_command(args, show)
+
+
+def _assets_add(args: argparse.Namespace) -> int:
+    from dos_agent.registry import Asset, AssetError, RegistryError
+
+    asset = Asset(args.asset_id, args.kind, lat=args.lat, lon=args.lon, address=args.address,
+                  calibration=dict(args.calibration), settings=dict(args.settings), created_at=time.time())
     try:
         with _open_registry(args.registry) as registry:
-            devices = registry.devices()
-    except (RegistryError, OSError) as exc:
+            registry.add_asset(asset)
+    except (AssetError, RegistryError, OSError, sqlite3.Error) as exc:
         return _fail(str(exc))
-    columns = ("dev_eui", "asset_id", "kind", "activation", "dev_addr", "fcnt_up", "state")
-    views = [device.public_view() for device in devices]
-    rows = [columns] + [tuple("-" if view[c] is None else str(view[c]) for c in columns) for view in views]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print(f"asset {asset.asset_id} ({asset.kind}) added")
     return EXIT_OK
+
+
+def _assets_history(args: argparse.Namespace) -> int:
+    def history(registry) -> int:  # noqa: ANN001
+        if registry.asset(args.asset_id) is None:
+            return _fail(f"unknown asset {args.asset_id}; see `dos-edge assets list`")
+        bindings = registry.bindings(args.asset_id)
+        _print_table(("dev_eui", "from", "to"), [(b.dev_eui, _iso(b.from_at), _iso(b.to_at) or "now")
+                                                 for b in bindings])
+        for entry in registry.journal(args.asset_id):
+            print(f"{_iso(entry.at)} {entry.type}: old {entry.old_dev_eui or '-'} new {entry.new_dev_eui or '-'}"
+                  f"{'' if entry.published else ' (not published yet)'}")
+        return EXIT_OK
+
+    return _registry_command(args, history)
+
+
+def _assets_retire(args: argparse.Namespace) -> int:
+    def retire(registry) -> int:  # noqa: ANN001
+        entry = registry.retire_asset(args.asset_id, time.time())
+        device = f" with device {entry.old_dev_eui}" if entry.old_dev_eui else ""
+        print(f"asset {entry.asset_id} retired{device}")
+        return EXIT_OK
+
+    return _registry_command(args, retire)
+
+
+def _swap(args: argparse.Namespace) -> int:
+    def swap(registry) -> int:  # noqa: ANN001
+        if args.undo:
+            entry = registry.undo_swap(args.asset, time.time())
+            print(f"asset {entry.asset_id}: swap undone, device {entry.new_dev_eui} is back, {entry.old_dev_eui} is "
+                  "unbound (provisioned)")
+        else:
+            entry = registry.swap(args.asset, args.new_device, time.time(), move=args.move)
+            print(f"asset {entry.asset_id}: device {entry.old_dev_eui or '-'} -> {entry.new_dev_eui}"
+                  + (f" ({entry.old_dev_eui} retired)" if entry.old_dev_eui else ""))
+        return EXIT_OK
+
+    return _registry_command(args, swap)
+
+
+def _name_value(text: str) -> tuple[str, object]:
+    """NAME=VALUE with VALUE a JSON number, true/false, or else text."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    if not isinstance(value, (int, float, bool, str)):
+        value = raw
+    return name, value
 
 
 def default_firmware_table_path() -> Path:

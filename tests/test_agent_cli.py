@@ -102,6 +102,84 @@ def test_listing_a_missing_registry_fails(tmp_path: Path, capsys: pytest.Capture
     assert not (tmp_path / "none.sqlite").exists()
 
 
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_assets_devices_and_swap_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reg = ("--registry", str(tmp_path / "reg.sqlite"))
+    code, out, _ = run_cli(capsys, "assets", "add", "lamp-0001", "--kind", "streetlight", "--lat", "51.5136",
+                           "--lon", "7.4653", "--address", "Hansaplatz 1", "--calibration", "ina219_shunt_ohm=0.1",
+                           "--settings", "dim_level=80", "--settings", "confirmed=false", *reg)
+    assert (code, out.strip()) == (EXIT_OK, "asset lamp-0001 (streetlight) added")
+    provisioning = tmp_path / "devices.toml"
+    provisioning.write_text(DEVICES_TOML)
+    assert run_cli(capsys, "devices", "import", str(provisioning), *reg)[0] == EXIT_OK
+    provisioning.write_text(DEVICES_TOML.replace("0000001", "0000002").replace("26011f01", "26011f02"))
+    assert run_cli(capsys, "devices", "import", str(provisioning), *reg)[0] == EXIT_FAILURE  # the asset is bound
+    provisioning.write_text(DEVICES_TOML.replace("0000001", "0000002").replace("26011f01", "26011f02")
+                            + "replace = false\n")
+    code, _, err = run_cli(capsys, "devices", "import", str(provisioning), *reg)
+    assert code == EXIT_FAILURE and "asset lamp-0001 is bound to device 70b3d57ed0000001" in err
+
+    code, out, _ = run_cli(capsys, "assets", "show", "lamp-0001", *reg)
+    assert code == EXIT_OK and "settings: {\"confirmed\": false, \"dim_level\": 80}" in out
+    assert "calibration: {\"ina219_shunt_ohm\": 0.1}" in out and "device: 70b3d57ed0000001" in out
+    assert "Hansaplatz 1" in out
+
+    provisioning.write_text(DEVICES_TOML.replace("0000001", "0000002").replace("26011f01", "26011f02")
+                            .replace('asset_id = "lamp-0001"', 'asset_id = "spare-1"'))
+    assert run_cli(capsys, "devices", "import", str(provisioning), *reg)[0] == EXIT_OK
+    code, _, err = run_cli(capsys, "swap", "--asset", "lamp-0001", "--new-device", "70B3D57ED0000002", *reg)
+    assert code == EXIT_FAILURE and err.count("\n") == 1 and "pass --move" in err
+    code, out, _ = run_cli(capsys, "swap", "--asset", "lamp-0001", "--new-device", "70B3D57ED0000002", "--move", *reg)
+    assert (code, out.strip()) == (EXIT_OK, "asset lamp-0001: device 70b3d57ed0000001 -> 70b3d57ed0000002 "
+                                            "(70b3d57ed0000001 retired)")
+    code, out, _ = run_cli(capsys, "assets", "history", "lamp-0001", *reg)
+    lines = out.splitlines()
+    assert code == EXIT_OK and lines[0].split() == ["dev_eui", "from", "to"]
+    assert lines[1].startswith("70b3d57ed0000001") and lines[2].startswith("70b3d57ed0000002")
+    assert lines[2].split()[-1] == "now" and "swap: old 70b3d57ed0000001 new 70b3d57ed0000002" in out
+
+    code, out, _ = run_cli(capsys, "swap", "--asset", "lamp-0001", "--undo", *reg)
+    assert code == EXIT_OK and "device 70b3d57ed0000001 is back" in out
+    code, out, _ = run_cli(capsys, "devices", "show", "70b3d57ed0000002", *reg)
+    assert code == EXIT_OK and "state: provisioned" in out and NWK not in out and "nwk_s_key: True" in out
+    code, out, _ = run_cli(capsys, "devices", "retire", "70b3d57ed0000002", *reg)
+    assert code == EXIT_OK and "retired" in out
+    code, _, err = run_cli(capsys, "devices", "retire", "70b3d57ed0000002", *reg)
+    assert code == EXIT_FAILURE and err.strip() == "dos-edge: device 70b3d57ed0000002 is retired already"
+    code, out, _ = run_cli(capsys, "assets", "retire", "lamp-0001", *reg)
+    assert (code, out.strip()) == (EXIT_OK, "asset lamp-0001 retired with device 70b3d57ed0000001")
+    code, out, _ = run_cli(capsys, "assets", "list", *reg)
+    assert code == EXIT_OK and out.splitlines()[1].split()[:4] == ["lamp-0001", "streetlight", "retired", "-"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["assets", "show", "nope"], "dos-edge: unknown asset nope; see `dos-edge assets list`"),
+    (["assets", "history", "nope"], "dos-edge: unknown asset nope; see `dos-edge assets list`"),
+    (["devices", "show", "70b3d57ed00000ff"], "dos-edge: unknown device 70b3d57ed00000ff; see `dos-edge devices list`"),
+    (["swap", "--asset", "nope", "--new-device", "70b3d57ed0000001"],
+     "dos-edge: unknown asset nope; add it with `dos-edge assets add`"),
+    (["swap", "--asset", "lamp-0001", "--undo"],
+     "dos-edge: the last change of asset lamp-0001 is not a swap (none); nothing to undo"),
+    (["assets", "add", "lamp-0001", "--kind", "streetlight"],
+     "dos-edge: asset lamp-0001 exists already; see `dos-edge assets show lamp-0001`"),
+    (["assets", "add", "x/y", "--kind", "streetlight"], "dos-edge: asset id 'x/y': expected 1-64 characters"),
+])
+def test_registry_commands_fail_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                             message: str) -> None:
+    reg = ("--registry", str(tmp_path / "reg.sqlite"))
+    assert main(["assets", "add", "lamp-0001", "--kind", "streetlight", *reg]) == EXIT_OK
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, *argv, *reg)
+    assert code == EXIT_FAILURE and err.startswith(message) and err.count("\n") == 1
+    assert main(["assets", "list", "--registry", str(tmp_path / "missing.sqlite")]) == EXIT_FAILURE
+    assert main(["swap", "--asset", "a", *reg]) == EXIT_USAGE  # --new-device or --undo
+
+
 def test_firmware_table_write_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "schema_v1.py"
     assert main(["schema", "firmware-table", "--check", "--out", str(out)]) == EXIT_FAILURE
