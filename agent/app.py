@@ -15,13 +15,16 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dos_agent.counters import Counters
 from dos_agent.events import SchemaBook, asset_event, encode_event, uplink_event
 from dos_agent.gwmp_server import GwmpServer
-from dos_agent.mqtt_sink import DEFAULT_INFLIGHT, MqttSink
+from dos_agent.chirpstack_input import ChirpStackInput
+from dos_agent.mqtt_sink import DEFAULT_INFLIGHT, BrokerSettings, MqttSink
+from dos_agent.outbox import DEFAULT_MAX_AGE_S, DEFAULT_MAX_ROWS, Outbox
+from dos_agent.outputs import Outputs
 from dos_agent.registry import Registry
 from dos_agent.session import (
     CollectAt,
@@ -64,6 +67,46 @@ class AgentConfig:
     #: The status page and Prometheus /metrics (`dos_agent.http_status`); off when the port is None.
     http_host: str = "127.0.0.1"
     http_port: int | None = None
+    #: MQTT security: TLS when a CA file is given (client certificate and key optional), username/password.
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
+    mqtt_username: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
+    #: The store-and-forward queue (`dos_agent.outbox`); its file defaults to `<registry>.outbox` beside the registry.
+    outbox_path: Path | None = None
+    outbox_max_rows: int = DEFAULT_MAX_ROWS
+    outbox_max_age_s: float = DEFAULT_MAX_AGE_S
+    outbox_fsync: bool = False
+    #: Outputs beside ours (`dos_agent.outputs`): ChirpStack-compatible uplinks under this application (None: off),
+    #: Home Assistant discovery under this prefix (None: off).
+    outputs_chirpstack_application: str | None = None
+    homeassistant_discovery_prefix: str | None = None
+    #: The ChirpStack MQTT integration input (`dos_agent.chirpstack_input`): its broker (None: off).
+    chirpstack_host: str | None = None
+    chirpstack_port: int = 1883
+    chirpstack_ca_file: Path | None = None
+    chirpstack_cert_file: Path | None = None
+    chirpstack_key_file: Path | None = None
+    chirpstack_username: str | None = None
+    chirpstack_password: str | None = field(default=None, repr=False)
+
+    def mqtt_broker(self) -> BrokerSettings:
+        """Our broker's address, TLS files and credentials."""
+        return BrokerSettings(self.mqtt_host, self.mqtt_port, self.mqtt_ca_file, self.mqtt_cert_file,
+                              self.mqtt_key_file, self.mqtt_username, self.mqtt_password)
+
+    def chirpstack_broker(self) -> BrokerSettings | None:
+        """The ChirpStack broker of the input, None when the input is off."""
+        if self.chirpstack_host is None:
+            return None
+        return BrokerSettings(self.chirpstack_host, self.chirpstack_port, self.chirpstack_ca_file,
+                              self.chirpstack_cert_file, self.chirpstack_key_file, self.chirpstack_username,
+                              self.chirpstack_password)
+
+    def outbox_file(self) -> Path:
+        """Where the outbox lives."""
+        return self.outbox_path or self.registry.with_name(self.registry.name + ".outbox")
 
 
 def _fmt(value: object) -> str:
@@ -87,8 +130,14 @@ class Agent:
         self.clock = time.time
         self.session = SessionLayer(self.registry, self.schemas, config.net_id, config.dedup_ms / 1000,
                                     config.adr_margin_db)
-        self.sink = MqttSink(config.mqtt_host, config.mqtt_port, config.prefix, config.max_inflight)
+        outbox = Outbox(config.outbox_file(), config.outbox_max_rows, config.outbox_max_age_s, config.outbox_fsync)
+        self.sink = MqttSink(config.mqtt_broker(), config.prefix, config.max_inflight, outbox)
         self.sink.subscribe_downlinks(self.handle_downlink_request)
+        self.outputs = Outputs(self.sink, self.schemas, config.outputs_chirpstack_application,
+                               config.homeassistant_discovery_prefix)
+        chirpstack = config.chirpstack_broker()
+        self.chirpstack_input = None if chirpstack is None else ChirpStackInput(
+            chirpstack, self.registry, self.schemas, self.outputs, self.clock)
         self.server = GwmpServer(self.session, self.counters, self.handle_event, self.handle_tx_ack, self.clock)
         self.udp_address: tuple[str, int] | None = None
         self._transport: asyncio.DatagramTransport | None = None
@@ -106,6 +155,10 @@ class Agent:
         )
         self.udp_address = self._transport.get_extra_info("sockname")[:2]
         await self.sink.start()
+        for device in self.registry.devices():
+            self.outputs.announce(device.asset_id, device.kind, device.dev_eui)
+        if self.chirpstack_input is not None:
+            await self.chirpstack_input.start()
         self._tick = asyncio.create_task(self._housekeeping(), name="agent-housekeeping")
         log.info(
             "agent: listening on udp %s:%d, publishing to mqtt %s:%d under %s/, %d device(s) in %s",
@@ -135,6 +188,8 @@ class Agent:
         for output in self.session.collect(self.clock() + self.session.dedup.window_s):
             if not isinstance(output, Transmit):
                 self.handle_event(output)
+        if self.chirpstack_input is not None:
+            await self.chirpstack_input.stop()
         self._publish_counters()
         await self.sink.stop()
         self.registry.close()
@@ -176,7 +231,7 @@ class Agent:
         if event.fport:  # without FPort, or on FPort 0 (MAC commands only), there is no application data
             document = uplink_event(event, self.schemas)
             decode_error = document["decode_error"]
-            published = self.sink.publish_event(device.asset_id, encode_event(document))
+            published = self.outputs.publish_uplink(document, device.dev_addr)
             if not published:
                 self.counters.count_sink("dropped")
         if log.isEnabledFor(logging.INFO):
@@ -306,6 +361,7 @@ class Agent:
                 if self.registry.flush() and self.registry.reload_if_changed():
                     log.info("agent: registry changed on disk, %d device(s)", len(self.registry.devices()))
                 if loop.time() >= next_counters:
+                    self.sink.housekeeping()
                     self._publish_counters()
                     next_counters = loop.time() + COUNTERS_EVERY_S
             except Exception:  # housekeeping must outlive a locked file or a bug

@@ -80,7 +80,7 @@ class Tap:
                 message = self._incoming.get(timeout=remaining)
             except queue.Empty:
                 continue
-            if message.topic.endswith("/down"):
+            if message.topic.endswith(("/down", "/agent/status")):  # requests, and the plain-text online/offline
                 continue
             self.seen.append((message.topic, json.loads(message.payload)))
 
@@ -88,7 +88,7 @@ class Tap:
         """Messages seen so far on `<prefix>/<suffix>` (after draining what has arrived)."""
         while not self._incoming.empty():
             message = self._incoming.get()
-            if not message.topic.endswith("/down"):
+            if not message.topic.endswith(("/down", "/agent/status")):
                 self.seen.append((message.topic, json.loads(message.payload)))
         return [doc for topic, doc in self.seen if topic == f"{self.prefix}/{suffix}"]
 
