@@ -1,0 +1,332 @@
+"""Fuzz targets for everything the agent takes from outside: GWMP datagrams, PHYPayloads (with forgeries of a known
+device's frames), CBOR payloads against the schema decoder, MQTT downlink request JSON, and ChirpStack uplink JSON.
+
+A target is a hypothesis strategy and a check. The check feeds one case to the real code and returns an outcome label
+(`ok:...` or the typed error's reason); any other exception is a crash and escapes. The PHYPayload check also raises
+`ForgeryAccepted` when a frame that is not byte-for-byte a genuine one is accepted. `bench/fuzz/run.py` runs the
+campaign (>= 100,000 cases a target), `tests/test_fuzz_short.py` a few thousand cases with the same targets.
+
+The serial input (RAK3172 `+EVT:RXP2P` lines) has no agent-side parser yet; it gets a target when it lands.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cbor2
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from dos_agent.downlink import MAX_PAYLOAD, DownlinkRequestError, parse_downlink_request
+from dos_agent.events import SchemaBook
+from dos_agent.registry import Registry
+from dos_agent.session import JoinAccepted, Reception, SessionLayer, UplinkAccepted
+from dos_codecs.crypto import SessionKeys, seal_join_request
+from dos_codecs.errors import CodecError, DatagramError, FrameError
+from dos_codecs.gwmp import GwmpKind, Rxpk, parse_datagram, parse_rxpk, parse_tx_ack_error, rxpk_to_json
+from dos_codecs.lorawan import DataFrame, JoinRequest, MType, parse_phy
+from dos_codecs.schema import available_kinds, load_schema
+
+
+class ForgeryAccepted(AssertionError):
+    """The session layer accepted a frame that was not a genuine one."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One fuzz target: `strategy` draws a case, `check(case)` returns its outcome label."""
+
+    name: str
+    strategy: st.SearchStrategy
+    check: Callable[[object], str]
+
+
+# --- shared strategies ------------------------------------------------------------------------------------------------
+
+_JSON_SCALARS = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=20)
+JSON_VALUES = st.recursive(_JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+def _flip_bits(data: bytes, positions: list[int]) -> bytes:
+    out = bytearray(data)
+    for position in positions:
+        out[position % len(out)] ^= 1 << (position // len(out) % 8)
+    return bytes(out)
+
+
+# --- GWMP datagrams ---------------------------------------------------------------------------------------------------
+
+_EUI = bytes.fromhex("aa555a0000000001")
+_GOOD_RXPK = rxpk_to_json(Rxpk(tmst=1_000_000, freq=868.1, chan=0, rfch=0, stat=1, sf=7, bw_khz=125, codr="4/5",
+                               rssi=-60, lsnr=9.0, data=bytes(range(20)), time="2026-11-22T08:30:00.000000Z"))
+
+
+@st.composite
+def _rxpk_like(draw: st.DrawFn) -> dict:
+    """A good rxpk with some fields replaced by arbitrary JSON values or removed."""
+    rxpk = dict(_GOOD_RXPK)
+    for key in draw(st.lists(st.sampled_from(sorted(rxpk)), max_size=3)):
+        if draw(st.booleans()):
+            rxpk[key] = draw(JSON_VALUES)
+        else:
+            rxpk.pop(key, None)
+    return rxpk
+
+
+def _header(token: bytes, kind: GwmpKind) -> bytes:
+    """Protocol version 2, token, identifier, gateway EUI (the JSON that follows is the case's own)."""
+    return bytes([2]) + token + bytes([kind]) + _EUI
+
+
+@st.composite
+def _datagram_bytes(draw: st.DrawFn) -> bytes:
+    shape = draw(st.sampled_from(("random", "push_data", "tx_ack", "mutated")))
+    if shape == "random":
+        return draw(st.binary(max_size=300))
+    token = draw(st.binary(min_size=2, max_size=2))
+    if shape == "tx_ack":
+        payload = draw(st.none() | st.dictionaries(st.text(max_size=10), JSON_VALUES, max_size=3)
+                       | st.builds(lambda e: {"txpk_ack": {"error": e}}, JSON_VALUES))
+        return _header(token, GwmpKind.TX_ACK) + (b"" if payload is None else json.dumps(payload).encode())
+    rxpks = draw(st.lists(_rxpk_like(), max_size=3) | JSON_VALUES)
+    data = _header(token, GwmpKind.PUSH_DATA) + json.dumps({"rxpk": rxpks}).encode()
+    if shape == "mutated":
+        data = _flip_bits(data, draw(st.lists(st.integers(0, 8 * len(data) - 1), min_size=1, max_size=4)))
+    return data
+
+
+def check_datagram(data: bytes) -> str:
+    """parse_datagram, then every rxpk of a PUSH_DATA or the error of a TX_ACK: DatagramError is the only failure."""
+    try:
+        datagram = parse_datagram(data)
+        if datagram.kind == GwmpKind.PUSH_DATA:
+            rxpks = datagram.payload.get("rxpk", [])
+            if not isinstance(rxpks, list):
+                return "rxpk_not_list"
+            outcomes = []
+            for obj in rxpks:
+                try:
+                    parse_rxpk(obj)
+                    outcomes.append("ok")
+                except DatagramError as exc:
+                    outcomes.append(exc.reason)
+            return f"push_data:{'+'.join(sorted(set(outcomes))) or 'empty'}"
+        if datagram.kind == GwmpKind.TX_ACK:
+            return f"tx_ack:{parse_tx_ack_error(datagram.payload)}"
+        return f"ok:{datagram.kind.name.lower()}"
+    except DatagramError as exc:
+        return exc.reason
+
+
+# --- PHYPayloads and forgeries ----------------------------------------------------------------------------------------
+
+ABP = {"dev_eui": "70b3d57ed000fa01", "asset_id": "fuzz-lamp", "kind": "streetlight", "activation": "abp",
+       "dev_addr": "2601fa01", "nwk_s_key": "3c" * 16, "app_s_key": "c3" * 16}
+OTAA = {"dev_eui": "70b3d57ed000fa02", "asset_id": "fuzz-bin", "kind": "waste", "activation": "otaa",
+        "join_eui": "70b3d57ed0000000", "app_key": "e1" * 16}
+_RECEPTION = Reception(gateway_eui="aa555a0000000001", tmst=1_000_000, freq=868_100_000, sf=7, bw=125_000, rssi=-60,
+                       snr=9.0, can_transmit=False)
+
+
+class PhyTarget:
+    """A session layer over a registry (in a temporary folder) with one ABP and one OTAA device. Each case is
+    random bytes, a genuine frame of the ABP device with a fresh FCnt, or a genuine frame or JoinRequest with bits
+    flipped or the MIC replaced. Genuine frames must be accepted (so the oracle can tell), others never."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="dos-fuzz-")
+        self.registry = Registry(Path(self._folder.name) / "registry.sqlite")
+        self.registry.import_devices([ABP, OTAA])
+        self.session = SessionLayer(self.registry, SchemaBook(), dedup_window_s=0)
+        self.keys = SessionKeys(bytes.fromhex(ABP["nwk_s_key"]), bytes.fromhex(ABP["app_s_key"]))
+        self._fcnt = itertools.count(1)
+        self._dev_nonce = itertools.count(1)
+        self._time = itertools.count(1_700_000_000)
+
+    def close(self) -> None:
+        self.registry.close()
+        self._folder.cleanup()
+
+    def genuine_frame(self, payload: bytes, fport: int, confirmed: bool) -> bytes:
+        fcnt = next(self._fcnt)
+        frame = DataFrame(mtype=MType.CONFIRMED_UP if confirmed else MType.UNCONFIRMED_UP,
+                          dev_addr=int(ABP["dev_addr"], 16), fcnt16=fcnt & 0xFFFF, adr=False, ack=False, fopts=b"",
+                          fport=fport, frm_payload=payload)
+        return self.keys.seal(frame, fcnt)
+
+    def genuine_join(self) -> bytes:
+        request = JoinRequest(bytes.fromhex(OTAA["join_eui"]), bytes.fromhex(OTAA["dev_eui"]),
+                              next(self._dev_nonce) & 0xFFFF)
+        return seal_join_request(request, bytes.fromhex(OTAA["app_key"]))
+
+    def strategy(self) -> st.SearchStrategy:
+        frames = st.builds(lambda p, f, c: ("frame", p, f, c), st.binary(max_size=40), st.integers(1, 223),
+                           st.booleans())
+        mutation = st.one_of(
+            st.builds(lambda bits: ("flip", bits), st.lists(st.integers(0, 10_000), min_size=1, max_size=3)),
+            st.builds(lambda mic: ("mic", mic), st.binary(min_size=4, max_size=4)),
+        )
+        return st.one_of(
+            st.builds(lambda data: ("random", data), st.binary(max_size=64)),
+            st.builds(lambda f: ("genuine", f), frames),
+            st.builds(lambda f, m: ("forged", f, m), frames | st.just(("join",)), mutation),
+        )
+
+    def _build(self, spec: tuple) -> bytes:
+        return self.genuine_join() if spec[0] == "join" else self.genuine_frame(*spec[1:])
+
+    def check(self, case: tuple) -> str:
+        if case[0] == "random":
+            try:
+                parse_phy(case[1])
+                parsed = "parsed"
+            except FrameError as exc:
+                parsed = exc.reason
+            accepted = self._accepted(case[1])
+            if accepted:  # random bytes that verify under a device's key: a forgery
+                raise ForgeryAccepted(f"random bytes accepted: {case[1].hex()}")
+            return f"random:{parsed}"
+        if case[0] == "genuine":
+            phy = self._build(case[1])
+            if not self._accepted(phy):
+                raise AssertionError(f"a genuine frame was not accepted: {phy.hex()}")
+            return "genuine:accepted"
+        original = self._build(case[1])
+        mutation = case[2]
+        if mutation[0] == "flip":
+            forged = _flip_bits(original, mutation[1])
+        else:
+            forged = original[:-4] + mutation[1]
+        if forged == original:  # flips that cancel out, or the same MIC drawn
+            return "forged:unchanged"
+        if self._accepted(forged):
+            raise ForgeryAccepted(f"forged frame accepted: {forged.hex()} (genuine {original.hex()})")
+        return "forged:rejected"
+
+    def _accepted(self, phy: bytes) -> bool:
+        outputs = self.session.handle_uplink(phy, _RECEPTION, float(next(self._time)))
+        return any(isinstance(o, (UplinkAccepted, JoinAccepted)) for o in outputs)
+
+
+# --- CBOR payloads ----------------------------------------------------------------------------------------------------
+
+_CBOR_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.binary(max_size=8) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.integers(-2, 30) | st.text(max_size=3), inner,
+                                                                  max_size=4),
+    max_leaves=4)
+_SCHEMAS = {kind: load_schema(kind) for kind in available_kinds()}
+
+
+@st.composite
+def _payload_case(draw: st.DrawFn) -> tuple[str, int, bytes]:
+    kind = draw(st.sampled_from(sorted(_SCHEMAS)))
+    known = st.sampled_from([m.fport for m in _SCHEMAS[kind].messages if m.direction == "up"])
+    fport = draw(known if draw(st.integers(0, 3)) else st.integers(0, 255))  # mostly a message's FPort
+    shape = draw(st.sampled_from(("random", "map", "value", "mutated")))
+    if shape == "random":
+        return kind, fport, draw(st.binary(max_size=40))
+    if shape == "value":
+        return kind, fport, cbor2.dumps(draw(_CBOR_VALUES))
+    raw = draw(st.dictionaries(st.integers(0, 30), st.one_of(st.integers(-2**33, 2**33), st.integers(0, 2000),
+                                                             st.booleans(), _CBOR_VALUES), max_size=10))
+    data = cbor2.dumps(raw)
+    if shape == "mutated" and data:
+        data = _flip_bits(data, draw(st.lists(st.integers(0, 8 * len(data) - 1), min_size=1, max_size=3)))
+    return kind, fport, data
+
+
+def check_payload(case: tuple[str, int, bytes]) -> str:
+    """Schema.decode: PayloadError (a CodecError) is the only failure; a decoded value is of the field's type."""
+    kind, fport, payload = case
+    try:
+        decoded = _SCHEMAS[kind].decode(fport, payload)
+    except CodecError as exc:
+        return exc.reason
+    for name, reading in decoded.readings.items():
+        if not isinstance(reading["value"], (bool, int, float)):
+            raise AssertionError(f"{kind} {name}: decoded a {type(reading['value']).__name__}")
+    return "ok:warnings" if decoded.warnings else "ok"
+
+
+# --- MQTT downlink requests -------------------------------------------------------------------------------------------
+
+_REQUEST_FIELDS = st.sampled_from(("fport", "fport", "confirmed", "data", "object", "id", "extra"))
+
+
+@st.composite
+def _downlink_request(draw: st.DrawFn) -> tuple[str, bytes]:
+    kind = draw(st.sampled_from(sorted(_SCHEMAS)))
+    shape = draw(st.sampled_from(("random", "json", "request", "data")))
+    if shape == "random":
+        return kind, draw(st.binary(max_size=80))
+    if shape == "json":
+        return kind, json.dumps(draw(JSON_VALUES)).encode()
+    if shape == "data":  # well formed but for the size, which may be too long
+        request = {"fport": draw(st.integers(1, 223)), "data": draw(st.binary(max_size=230)).hex(),
+                   "confirmed": draw(st.booleans())}
+        return kind, json.dumps(request).encode()
+    request: dict[str, object] = {}
+    for key in draw(st.lists(_REQUEST_FIELDS, min_size=1, max_size=4, unique=True)):
+        request[key] = draw(JSON_VALUES | {
+            "fport": st.integers(1, 4) | st.integers(-5, 300),
+            "data": st.binary(max_size=240).map(bytes.hex) | st.text(max_size=8),
+            "object": st.dictionaries(st.sampled_from(("interval_s", "confirmed", "dim_level", "dusk_lux", "x")),
+                                      JSON_VALUES | st.integers(-10, 100_000), max_size=3),
+            "id": st.text("Az09._:-", min_size=1, max_size=64) | st.text("Az09/ ", max_size=70),
+        }.get(key, JSON_VALUES))
+    return kind, json.dumps(request).encode()
+
+
+def check_downlink(case: tuple[str, bytes]) -> str:
+    """parse_downlink_request: DownlinkRequestError is the only failure; what is queued fits a downlink."""
+    kind, raw = case
+    try:
+        item = parse_downlink_request(raw, "70b3d57ed000fa01", lambda: _SCHEMAS[kind], lambda: "generated-id")
+    except DownlinkRequestError as exc:
+        return exc.reason
+    if not (1 <= item.fport <= 223 and len(item.payload) <= MAX_PAYLOAD and isinstance(item.confirmed, bool)):
+        raise AssertionError(f"queued an impossible downlink: {item}")
+    return "ok"
+
+
+def targets() -> list[Target]:
+    """Every target; the PHYPayload one owns a registry: call `close_targets` when done."""
+    phy = PhyTarget()
+    return [
+        Target("gwmp_datagram", _datagram_bytes(), check_datagram),
+        Target("phy_payload", phy.strategy(), phy.check),
+        Target("cbor_payload", _payload_case(), check_payload),
+        Target("downlink_json", _downlink_request(), check_downlink),
+    ]
+
+
+def close_targets(chosen: list[Target]) -> None:
+    """Release what the targets hold (the PHYPayload target's registry)."""
+    for target in chosen:
+        owner = getattr(target.check, "__self__", None)
+        if isinstance(owner, PhyTarget):
+            owner.close()
+
+
+
+def run_target(target: Target, cases: int) -> Counter[str]:
+    """Run `cases` cases of `target` through hypothesis (generation, then shrinking of a failure; no example
+    database); returns the outcome counts. A crash or an accepted forgery propagates, shrunk."""
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=cases, deadline=None, database=None, phases=(Phase.generate, Phase.shrink),
+              suppress_health_check=list(HealthCheck))
+    @given(target.strategy)
+    def fuzz(case: object) -> None:
+        outcomes[target.check(case)] += 1
+
+    fuzz()
+    return outcomes
