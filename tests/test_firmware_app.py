@@ -126,7 +126,7 @@ for bad in ({{"interval_s": 5}}, {{"settings": {{"confirmed": "yes"}}}}, {{"sett
 # ---- the whole app: fake board, scripted radio, virtual time
 
 APP_RUN = """
-import json
+import json, time
 from apps.streetlight import run
 from drivers.lamp import Lamp
 from fwtest import ScriptedRadio
@@ -166,14 +166,24 @@ class FakePin:
 
 class FakePWM:
     def duty_u16(self, value=None):
-        print(json.dumps({{"pwm": value}}))
+        print(json.dumps({{"pwm": value, "t_ms": time.ticks_ms()}}))
+
+
+class FakePIR:
+    '''High during the windows {presence_ms!r} ([start, end) in ms).'''
+
+    def sensed(self):
+        now = time.ticks_ms()
+        return any(start <= now < end for start, end in {presence_ms!r})
 
 
 class FakeBoard:
+    '''Its battery reads {battery_v!r} in turn, the last one from then on.'''
     BATTERY_DIVIDER = 2
 
     def __init__(self):
         self._i2c = FakeI2C()
+        self.battery_reads = 0
 
     def i2c(self):
         return self._i2c
@@ -181,8 +191,13 @@ class FakeBoard:
     def lamp(self):
         return Lamp(FakePin(), FakePWM())
 
+    def presence(self):
+        return FakePIR()
+
     def battery_volts(self, divider):
-        return 3.75
+        volts = {battery_v!r}
+        self.battery_reads += 1
+        return volts[min(self.battery_reads, len(volts)) - 1]
 
 
 config = json.loads({config!r})
@@ -193,10 +208,12 @@ run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
 
 
 def app_run(folder, replies: list[str | None], exit_on_send: int, config: dict | None = None, lux_raw: int = 12,
-            power_registers: tuple[int, ...] = (18000,)) -> list[str | dict]:
+            power_registers: tuple[int, ...] = (18000,), presence_ms: tuple[tuple[int, int], ...] = (),
+            battery_v: tuple[float, ...] = (3.75,)) -> list[str | dict]:
     """One boot of the streetlight app until the `exit_on_send`-th transmission; output lines (JSON ones as dicts)."""
     code = APP_RUN.format(config=json.dumps(config or CONFIG), replies=replies, exit_on_send=exit_on_send,
-                          lux_raw=lux_raw, power_registers=list(power_registers))
+                          lux_raw=lux_raw, power_registers=list(power_registers),
+                          presence_ms=[list(w) for w in presence_ms], battery_v=list(battery_v))
     return [json.loads(line) if line.startswith("{") else line for line in run_firmware(code, cwd=folder).splitlines()]
 
 

@@ -97,13 +97,17 @@ from fwtest import ScriptedRadio
 from lorawan.node import node_from_config
 from store import Store
 
-STRAIN_UE = (250, -40, 10)
+STRAIN_UE = %(strain_ue)r  # per read in turn, the last one from then on
 VIBRATION = (6.25, 20)  # Hz (bin 8 of 64 at 50 Hz), amplitude in counts
 
 
 class FakeStrainAdcs:
+    def __init__(self):
+        self.reads = 0
+
     def read(self):
-        return [round(s * %(counts_per_ue)r) for s in STRAIN_UE]
+        self.reads += 1
+        return [round(s * %(counts_per_ue)r) for s in STRAIN_UE[min(self.reads, len(STRAIN_UE)) - 1]]
 
 
 class FakeI2C:
@@ -147,13 +151,14 @@ class FakeBoard:
 
 config = json.loads(%(config)r)
 store = Store()
-radio = ScriptedRadio([], exit_on_send=5)
+radio = %(radio)s
 run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
 """
 
 
 def test_bridge_app_reports_what_its_sensors_measured(tmp_path):
-    code = APP_RUN % {"config": json.dumps(CONFIG), "counts_per_ue": COUNTS_PER_UE}
+    code = APP_RUN % {"config": json.dumps(CONFIG), "counts_per_ue": COUNTS_PER_UE, "strain_ue": [(250, -40, 10)],
+                      "radio": "ScriptedRadio([], exit_on_send=5)"}
     lines = run_firmware(code, cwd=tmp_path).splitlines()
     transmissions = [json.loads(line) for line in lines if line.startswith("{")]
     keys = SessionKeys(nwk_s_key=bytes.fromhex(NWK_S_KEY), app_s_key=bytes.fromhex(APP_S_KEY))

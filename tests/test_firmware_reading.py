@@ -1,9 +1,12 @@
 """cbor.encode_reading in micropython with the generated table firmware/schema_v1.py gives exactly the bytes of the CPython
-schema codec (dos_codecs.schema Schema.encode), and stays within its allocation budget."""
+schema codec (dos_codecs.schema Schema.encode), and stays within its allocation budget; every kind's routine reading, as
+its app sends it (slow fields taking turns, apps.runtime.fit_reading), stays within 24 bytes, every field at its
+extreme included."""
 from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -84,3 +87,68 @@ print(json.dumps([allocated, fport, payload.hex()]))
     assert allocated <= 512, f"one reading allocated {allocated} bytes"
     values = {"lamp_on": True, "dim_level": 80, "power": 35.5, "energy": 123456.7, "ambient_light": 12, "battery": 3.71}
     assert (fport, payload) == (1, load_schema("streetlight").encode("reading", values).hex())
+
+
+# ---- every kind's routine reading within 24 bytes, as its app sends it
+
+MAX_READING_BYTES = 24
+
+
+def largest_values(kind: str) -> dict:
+    """The reading with every field at the end of its range whose encoding takes the most bytes."""
+    schema = load_schema(kind)
+    values = {}
+    for spec in schema.message("reading").fields:
+        if spec.type == "bool":
+            values[spec.name] = True
+        else:
+            values[spec.name] = max((spec.min, spec.max),
+                                    key=lambda v: len(schema.encode("reading", {spec.name: v})))
+    return values
+
+
+SENT_AS_THE_APP_DOES = """
+import json
+from apps.runtime import fit_reading
+from cbor import encode_reading
+import apps.{kind} as app
+
+slow = getattr(app, "SLOW_FIELDS", None)  # an app without slow fields sends every field every time
+for values in {batches!r}:
+    first = 0
+    for _ in range(2 * len(slow or ()) + 1):
+        sent = values
+        if slow is not None:
+            sent, first = fit_reading({kind!r}, values, slow, first)
+        fport, payload = encode_reading({kind!r}, "reading", sent)
+        print(json.dumps([sorted(sent), payload.hex()]))
+"""
+
+
+def sent_readings(kind: str, batches: list[dict]) -> list[tuple[list[str], bytes]]:
+    code = SENT_AS_THE_APP_DOES.format(kind=kind, batches=[{k: v for k, v in b.items()} for b in batches])
+    return [(names, bytes.fromhex(payload)) for names, payload in map(json.loads, run_micropython(code).splitlines())]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_routine_readings_with_every_field_at_its_extreme_stay_within_24_bytes(kind):
+    values = largest_values(kind)
+    sent = sent_readings(kind, [values])
+    everything = len(load_schema(kind).encode("reading", values))
+    print(f"{kind}: every field at its largest takes {everything} bytes")
+    assert all(len(payload) <= MAX_READING_BYTES for _names, payload in sent), [len(p) for _n, p in sent]
+    # the fields that take turns still all get their turn
+    assert set().union(*(set(names) for names, _payload in sent)) == set(values)
+    for names, payload in sent:
+        decoded = load_schema(kind).decode(1, payload)
+        assert decoded.warnings == [] and set(decoded.readings) == set(names)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_routine_readings_with_any_values_stay_within_24_bytes(data):
+    kind = data.draw(st.sampled_from(KINDS))
+    fields = load_schema(kind).message("reading").fields
+    batches = [{spec.name: data.draw(field_values(spec)) for spec in fields} for _ in range(3)]
+    for names, payload in sent_readings(kind, batches):
+        assert len(payload) <= MAX_READING_BYTES, (kind, names)

@@ -56,8 +56,11 @@ from fwtest import ScriptedRadio
 from lorawan.node import node_from_config
 from store import Store
 
-TEMPERATURE_C = 21.4
 EMPTYING_MS = (600000, 660000)
+
+
+def temperature_c(t_ms):
+    return %(temperature)s
 
 
 def distance_cm(t_ms):
@@ -90,7 +93,7 @@ class FakeI2C:
 
     def readfrom_mem_into(self, address, register, buf):
         if address == 0x48:
-            count = round(TEMPERATURE_C / 0.0625) & 0xFFF
+            count = round(temperature_c(time.ticks_ms()) / 0.0625) & 0xFFF
             buf[0], buf[1] = count >> 4, (count & 0xF) << 4
             return
         tipped = EMPTYING_MS[0] <= time.ticks_ms() < EMPTYING_MS[1]
@@ -114,13 +117,13 @@ class FakeBoard:
 
 config = json.loads(%(config)r)
 store = Store()
-radio = ScriptedRadio([], exit_on_send=%(exit_on_send)d)
+radio = %(radio)s
 run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
 """
 
 
 def test_waste_app_reports_faster_near_full_and_at_once_after_an_emptying(tmp_path):
-    code = APP_RUN % {"config": json.dumps(CONFIG), "exit_on_send": 19}
+    code = APP_RUN % {"config": json.dumps(CONFIG), "temperature": "21.4", "radio": "ScriptedRadio([], exit_on_send=19)"}
     output = run_firmware(code, cwd=tmp_path).splitlines()
     lines = [json.loads(line) if line.startswith("{") else line for line in output]
     text = [line for line in lines if isinstance(line, str)]
