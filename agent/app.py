@@ -21,6 +21,7 @@ from pathlib import Path
 from dos_agent.counters import Counters
 from dos_agent.events import SchemaBook, asset_event, encode_event, uplink_event
 from dos_agent.gwmp_server import GwmpServer
+from dos_agent.http_status import StatusServer
 from dos_agent.chirpstack_input import ChirpStackInput
 from dos_agent.mqtt_sink import DEFAULT_INFLIGHT, BrokerSettings, MqttSink
 from dos_agent.outbox import DEFAULT_MAX_AGE_S, DEFAULT_MAX_ROWS, Outbox
@@ -41,6 +42,7 @@ from dos_agent.session import (
     UplinkRejected,
     UplinkRepeated,
 )
+from dos_agent.status import StatusModel
 
 log = logging.getLogger("dos_agent")
 
@@ -139,6 +141,9 @@ class Agent:
         self.chirpstack_input = None if chirpstack is None else ChirpStackInput(
             chirpstack, self.registry, self.schemas, self.outputs, self.clock)
         self.server = GwmpServer(self.session, self.counters, self.handle_event, self.handle_tx_ack, self.clock)
+        self.status = StatusModel(self.clock)
+        self.http = (None if config.http_port is None else
+                     StatusServer(lambda: self.status.snapshot(self), config.http_host, config.http_port))
         self.udp_address: tuple[str, int] | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._tick: asyncio.Task[None] | None = None
@@ -160,6 +165,8 @@ class Agent:
         if self.chirpstack_input is not None:
             await self.chirpstack_input.start()
         self._tick = asyncio.create_task(self._housekeeping(), name="agent-housekeeping")
+        if self.http is not None:
+            log.info("agent: status page on http://%s:%d/ (metrics at /metrics)", *await self.http.start())
         log.info(
             "agent: listening on udp %s:%d, publishing to mqtt %s:%d under %s/, %d device(s) in %s",
             *self.udp_address, self.config.mqtt_host, self.config.mqtt_port, self.config.prefix,
@@ -178,6 +185,8 @@ class Agent:
         """Close the UDP port, publish the final counters, drain and close MQTT, commit and close the registry."""
         if self._transport is not None:
             self._transport.close()
+        if self.http is not None:
+            await self.http.stop()
         if self._tick is not None:
             self._tick.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -231,6 +240,7 @@ class Agent:
         if event.fport:  # without FPort, or on FPort 0 (MAC commands only), there is no application data
             document = uplink_event(event, self.schemas)
             decode_error = document["decode_error"]
+            self.status.uplink(document, event.received_at)
             published = self.outputs.publish_uplink(document, device.dev_addr)
             if not published:
                 self.counters.count_sink("dropped")
@@ -292,6 +302,7 @@ class Agent:
         ))
 
     def _publish_asset_event(self, document: dict) -> None:
+        self.status.asset_event(document)
         if not self.sink.publish_asset_event(document["asset_id"], document["type"], encode_event(document)):
             self.counters.count_sink("dropped")
 
