@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from dos_codecs.schema import load_schema
+from dos_codecs.schema import available_kinds, load_schema
 from firmware_support import run_micropython
 
 
-@pytest.mark.parametrize("kind", ["streetlight", "waste", "bridge"])
+@pytest.mark.parametrize("kind", available_kinds())
 def test_app_setting_ranges_are_the_schema_ranges(kind):
     out = run_micropython(f"import json\nfrom apps.{kind} import SETTINGS\nprint(json.dumps(SETTINGS))")
     declared = {name: (default, low, high) for name, default, low, high in json.loads(out)}

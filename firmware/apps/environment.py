@@ -1,0 +1,96 @@
+"""Environment node (school air quality): CO2, temperature and relative humidity from a Sensirion SCD41, and the
+battery (with a low flag); one reading over LoRaWAN every `interval_s`. The SCD41 measures periodically (every 5 s) from
+boot; a reading waits for the next measurement (up to MEASUREMENT_WAIT_MS) and reads it out.
+
+Ventilate alarm: CO2 over `co2_limit_ppm` starts an episode (it ends once CO2 fell under co2_limit_ppm -
+co2_hysteresis_ppm); the "alarm" message (ventilate, co2, co2_limit) goes at once, as a confirmed uplink before the
+reading, and with every reading until the network acknowledged it, once per episode (apps.runtime.Episode).
+
+Settings (config "settings", interval_s at the top level; all also by the FPort 3 "config" downlink): interval_s (300),
+confirmed (false), battery_low_v (3.4), co2_limit_ppm (1000: the German Umweltbundesamt's guide value for classrooms),
+co2_hysteresis_ppm (200). Calibration (config "calibration"): battery_divider (the board's), battery_empty_v (3.3),
+battery_full_v (4.2).
+"""
+import time
+
+from apps.runtime import (Battery, Episode, apply_config, config_fport, handle, over_limit, print_settings,
+                          radio_summary, run_slots, send_alarm, send_message)
+from config import section
+from drivers.scd41 import SCD41
+from settings import Settings
+
+KIND = "environment"
+CONFIG_FPORT = config_fport(KIND)
+# (name, default, low, high): the ranges of the schema's config message; low None for a bool
+SETTINGS = (("interval_s", 300, 10, 86400), ("confirmed", False, None, None), ("battery_low_v", 3.4, 0, 5),
+            ("co2_limit_ppm", 1000, 400, 5000), ("co2_hysteresis_ppm", 200, 0, 1000))
+MEASUREMENT_WAIT_MS = 12000  # longer than the SCD41's 5 s measurement interval
+POLL_MS = 500
+
+
+class Environment:
+    """The room's sensor; reading() returns the values to report, ventilate_due() whether the alarm is due."""
+
+    def __init__(self, board, config, store):
+        self.settings = Settings(config, store, SETTINGS)
+        self.battery = Battery(board, section(config, "calibration"))
+        self.sensor = SCD41(board.i2c())
+        self.sensor.start_periodic_measurement()
+        self.ventilate = Episode()
+        self._over = False
+
+    def measure(self):
+        """(CO2 ppm, °C, %) of the next measurement; OSError when none comes within MEASUREMENT_WAIT_MS."""
+        waited = 0
+        while not self.sensor.data_ready():
+            if waited >= MEASUREMENT_WAIT_MS:
+                raise OSError("SCD41: no measurement within %d ms" % MEASUREMENT_WAIT_MS)
+            time.sleep_ms(POLL_MS)
+            waited += POLL_MS
+        return self.sensor.read_measurement()
+
+    def reading(self):
+        co2, celsius, humidity = self.measure()
+        volts = self.battery.measure(self.settings.values["battery_low_v"])
+        return {"co2": co2, "temperature": celsius, "humidity": humidity, "battery": volts,
+                "battery_low": self.battery.low}
+
+    def ventilate_due(self, co2):
+        """Feed a CO2 reading; True while the ventilate alarm is due."""
+        values = self.settings.values
+        self._over = over_limit(self._over, co2, values["co2_limit_ppm"], values["co2_hysteresis_ppm"])
+        return self.ventilate.update(self._over)
+
+    def alarm(self, co2):
+        """The "alarm" message's values."""
+        return {"ventilate": True, "co2": co2, "co2_limit": self.settings.values["co2_limit_ppm"]}
+
+    def handle(self, events):
+        """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
+        return handle(events, CONFIG_FPORT, lambda payload, fcnt: apply_config(KIND, self.settings, payload, fcnt))
+
+
+def _log_line(values, events):
+    return "reading co2=%dppm temperature=%.1fC humidity=%.1f%% battery=%.2fV%s -> %s" % (
+        values["co2"], values["temperature"], values["humidity"], values["battery"],
+        " LOW" if values["battery_low"] else "", radio_summary(events))
+
+
+def _alarm_line(alarm, events):
+    return "alarm: ventilate: co2=%dppm limit=%dppm -> %s" % (alarm["co2"], alarm["co2_limit"], radio_summary(events))
+
+
+def run(board, config, node, store):
+    """The app's loop, forever: one reading per interval_s slot (apps.runtime.run_slots), a due alarm ahead of it."""
+    app = Environment(board, config, store)
+    settings = app.settings.values
+    print_settings(app.settings, SETTINGS)
+
+    def step():
+        values = app.reading()
+        node.mac.battery_level = app.battery.level(values["battery"])
+        if app.ventilate_due(values["co2"]):
+            send_alarm(node, KIND, app.alarm(values["co2"]), (app.ventilate,), app.handle, _alarm_line)
+        send_message(node, KIND, "reading", values, settings["confirmed"], app.handle, _log_line)
+
+    run_slots(node, settings, step)
