@@ -1,10 +1,11 @@
-"""Compact canonical CBOR (RFC 8949) for MicroPython: an encoder that writes into a reusable buffer, a small decoder for
-downlinks, `encode_reading`, which turns a reading into its payload through the generated schema table, and
-`decode_message`, which turns a downlink payload (e.g. the FPort 3 config) back into named values through it."""
+"""Compact canonical CBOR (RFC 8949) for MicroPython, as much as a node needs: `encode_reading`, which turns a reading
+into its payload (a map of small int keys to ints and bools) through the generated schema table in a reused buffer, a
+general decoder for downlinks (`loads`), and `decode_message`, which turns a downlink payload (e.g. the FPort 3 config)
+back into named values through the table. No general encoder: the node never sends anything else, and its code would
+only take heap."""
 import struct
-from math import copysign, frexp, isinf, isnan
 
-_FALSE, _TRUE, _NULL = 0xF4, 0xF5, 0xF6
+_FALSE, _TRUE = 0xF4, 0xF5
 _MAX_DEPTH = 16
 
 
@@ -17,7 +18,8 @@ class CborError(ValueError):
 
 
 class Writer:
-    """Appends CBOR items to a bytearray it owns, growing it only when an item does not fit."""
+    """Appends CBOR heads and simple values to a bytearray it owns and reuses, growing it only when an item does not
+    fit. Only what encode_reading() writes: unsigned and negative ints, true and false in a map."""
 
     def __init__(self, size=64):
         self.buf = bytearray(size)
@@ -58,109 +60,17 @@ class Writer:
             n >>= 8
         self.pos = pos + 1 + size
 
-    def raw(self, data):
-        self._room(len(data))
-        self.buf[self.pos:self.pos + len(data)] = data
-        self.pos += len(data)
-
     def signed(self, value):
         if value >= 0:
             self.head(0, value)
         else:
             self.head(1, -1 - value)
 
-    def real(self, value):
-        bits = _half_bits(value)
-        if bits is not None:
-            self.byte(0xF9)
-            self.byte(bits >> 8)
-            self.byte(bits & 0xFF)
-            return
-        single = struct.pack(">f", value)
-        if struct.unpack(">f", single)[0] == value:
-            self.byte(0xFA)
-            self.raw(single)
-        else:
-            self.byte(0xFB)
-            self.raw(struct.pack(">d", value))
-
-    def value(self, value, depth=0):
-        if depth > _MAX_DEPTH:
-            raise CborError("too_deep")
-        kind = type(value)
-        if kind is int:
-            self.signed(value)
-        elif kind is bool:
-            self.byte(_TRUE if value else _FALSE)
-        elif value is None:
-            self.byte(_NULL)
-        elif kind is float:
-            self.real(value)
-        elif kind is str:
-            data = value.encode()
-            self.head(3, len(data))
-            self.raw(data)
-        elif kind is bytes or kind is bytearray or kind is memoryview:
-            self.head(2, len(value))
-            self.raw(value)
-        elif kind is list or kind is tuple:
-            self.head(4, len(value))
-            for item in value:
-                self.value(item, depth + 1)
-        elif kind is dict:
-            self._map(value, depth)
-        else:
-            raise CborError("unsupported_type", kind.__name__)
-
-    def _map(self, value, depth):
-        # Canonical order: keys sorted by their encoded form, shorter first, then bytewise.
-        pairs = []
-        for key, item in value.items():
-            key_writer = Writer(16)
-            key_writer.value(key, depth + 1)
-            encoded = bytes(memoryview(key_writer.buf)[:key_writer.pos])
-            pairs.append((len(encoded), encoded, item))
-        pairs.sort(key=lambda pair: (pair[0], pair[1]))
-        self.head(5, len(pairs))
-        for _, encoded, item in pairs:
-            self.raw(encoded)
-            self.value(item, depth + 1)
-
     def getvalue(self):
         return bytes(memoryview(self.buf)[:self.pos])
 
 
-def _half_bits(value):
-    """IEEE 754 half-precision bits of `value` if it is exactly representable there, else None."""
-    if isnan(value):
-        return 0x7E00
-    sign = 0x8000 if copysign(1.0, value) < 0 else 0
-    if isinf(value):
-        return sign | 0x7C00
-    if value == 0:
-        return sign
-    mantissa, exponent = frexp(abs(value))  # abs(value) = mantissa * 2**exponent, 0.5 <= mantissa < 1
-    if exponent > 16:
-        return None
-    if exponent >= -13:  # normal: 11 significant bits
-        scaled = mantissa * 2048
-        if scaled != int(scaled):
-            return None
-        return sign | (exponent + 14) << 10 | (int(scaled) - 1024)
-    scaled = abs(value) * 16777216  # subnormal: a multiple of 2**-24
-    if scaled != int(scaled):
-        return None
-    return sign | int(scaled)
-
-
-def dumps(value):
-    """Canonical CBOR bytes of `value` (None, bool, int within 64 bits, float, str, bytes, list/tuple, dict)."""
-    writer = Writer()
-    writer.value(value)
-    return writer.getvalue()
-
-
-_reading_writer = Writer(128)
+_reading_writer = Writer(64)
 
 
 def encode_reading(kind, message, values):
