@@ -18,15 +18,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dos_codecs.errors import CodecError
+
 from dos_agent.counters import Counters
-from dos_agent.events import SchemaBook, asset_event, encode_event, uplink_event
+from dos_agent.events import SchemaBook, asset_event, encode_event, iso_utc, uplink_event
 from dos_agent.gwmp_server import GwmpServer
 from dos_agent.http_status import StatusServer
 from dos_agent.chirpstack_input import ChirpStackInput
 from dos_agent.mqtt_sink import DEFAULT_INFLIGHT, BrokerSettings, MqttSink
 from dos_agent.outbox import DEFAULT_MAX_AGE_S, DEFAULT_MAX_ROWS, Outbox
 from dos_agent.outputs import Outputs
-from dos_agent.registry import Registry
+from dos_agent.registry import DeviceRecord, Registry
 from dos_agent.session import (
     CollectAt,
     DownlinkDropped,
@@ -47,6 +49,10 @@ from dos_agent.status import StatusModel
 log = logging.getLogger("dos_agent")
 
 TICK_S = 0.25
+#: The asset event type (`<prefix>/assets/<asset_id>/event/<type>`) of each registry journal entry type; an undone
+#: swap is a swap event with `undo` true.
+JOURNAL_EVENT_TYPES = {"swap": "swap", "undo": "swap", "retire": "device_retired", "retire_asset": "asset_retired",
+                       "unbind": "device_moved"}
 COUNTERS_EVERY_S = 1.0
 #: A PULL_RESP token is forgotten this long after it was sent (its TX_ACK is not coming any more).
 TX_TOKEN_TTL_S = 10.0
@@ -151,6 +157,7 @@ class Agent:
         self._collect_timer: asyncio.TimerHandle | None = None
         self._collect_at: float | None = None
         self._tx_tokens: dict[tuple[str, bytes], tuple[int, float]] = {}
+        self._cumulative_fields: dict[tuple[str, int], tuple] = {}  # (kind, fport) -> cumulative Fields
 
     async def start(self) -> None:
         """Bind the UDP port, connect to the broker (reconnecting in the background), start housekeeping."""
@@ -164,6 +171,7 @@ class Agent:
             self.outputs.announce(device.asset_id, device.kind, device.dev_eui)
         if self.chirpstack_input is not None:
             await self.chirpstack_input.start()
+        self._publish_journal()
         self._tick = asyncio.create_task(self._housekeeping(), name="agent-housekeeping")
         if self.http is not None:
             log.info("agent: status page on http://%s:%d/ (metrics at /metrics)", *await self.http.start())
@@ -221,6 +229,8 @@ class Agent:
                     gateway=output.reception.gateway_eui, rssi=output.reception.rssi, snr=output.reception.snr,
                     detail=output.detail,
                 ))
+            if output.reason == "retired_device":
+                self._retired_device_frame(output)
         elif isinstance(output, UplinkRepeated):
             self.counters.count_frame("retransmission")
             self.counters.count_frame_copies(output.duplicates)
@@ -239,6 +249,7 @@ class Agent:
         decode_error = None
         if event.fport:  # without FPort, or on FPort 0 (MAC commands only), there is no application data
             document = uplink_event(event, self.schemas)
+            self._continue_cumulative(device, event.fport, document["readings"])
             decode_error = document["decode_error"]
             self.status.uplink(document, event.received_at)
             published = self.outputs.publish_uplink(document, device.dev_addr)
@@ -251,6 +262,50 @@ class Agent:
                 gateways=len(event.receptions) or 1, confirmed=event.confirmed or None, decode_error=decode_error,
                 published=published,
             ))
+
+    def _continue_cumulative(self, device: DeviceRecord, fport: int, readings: dict) -> None:
+        """Cumulative readings (schema `cumulative = true`, e.g. the streetlight's energy) become the asset's series:
+        the device's value plus its binding's offset, so they go on across device swaps."""
+        fields = self._cumulative_fields.get((device.kind, fport))
+        if fields is None:
+            try:
+                message = self.schemas.get(device.kind).message_for_fport(fport)
+            except CodecError:
+                message = None
+            fields = self._cumulative_fields[(device.kind, fport)] = tuple(
+                f for f in (message.fields if message else ()) if f.cumulative)
+        present = {f.name: f for f in fields if f.name in readings}
+        if not present:
+            return
+        totals = self.registry.continue_cumulative(device.dev_eui, {n: readings[n]["value"] for n in present})
+        for name, total in totals.items():
+            readings[name]["value"] = present[name].value_of(present[name].raw_of(total))
+
+    def _retired_device_frame(self, rejected: UplinkRejected) -> None:
+        """A retired device's frame: reported on its last asset's event topic (never as the asset's data)."""
+        device = self.registry.get(rejected.dev_eui)
+        if device is not None:
+            self._publish_asset_event(asset_event("rejected", device.asset_id, device.dev_eui, rejected.received_at,
+                                                  reason=rejected.reason, detail=rejected.detail))
+
+    def _publish_journal(self) -> None:
+        """Publish the registry's unpublished swaps and retirements (written by `dos-edge swap`, `... retire`, even
+        while the agent was down) as asset events, oldest first; an entry is marked only once the sink took it."""
+        done = []
+        for entry in self.registry.unpublished_journal():
+            document = asset_event(
+                JOURNAL_EVENT_TYPES[entry.type], entry.asset_id, entry.new_dev_eui or entry.old_dev_eui, entry.at,
+                old_dev_eui=entry.old_dev_eui, new_dev_eui=entry.new_dev_eui, at=iso_utc(entry.at),
+                undo=entry.type == "undo",
+            )
+            if not self.sink.publish_asset_event(entry.asset_id, document["type"], encode_event(document)):
+                self.counters.count_sink("dropped")
+                break
+            log.info(log_line(entry.type, "journal", asset=entry.asset_id, old_dev_eui=entry.old_dev_eui,
+                              new_dev_eui=entry.new_dev_eui))
+            done.append(entry.id)
+        if done:
+            self.registry.mark_published(done)
 
     def _device_event(self, output: JoinAccepted | JoinRejected | FcntReset | DownlinkDropped | MacEvent) -> None:
         """Joins, refused joins, counter resets, dropped downlinks and MAC reports: counted, logged, published."""
@@ -371,6 +426,7 @@ class Agent:
                 self._tx_tokens = {k: v for k, v in self._tx_tokens.items() if now - v[1] < TX_TOKEN_TTL_S}
                 if self.registry.flush() and self.registry.reload_if_changed():
                     log.info("agent: registry changed on disk, %d device(s)", len(self.registry.devices()))
+                    self._publish_journal()
                 if loop.time() >= next_counters:
                     self.sink.housekeeping()
                     self._publish_counters()
