@@ -1,6 +1,8 @@
 """Boot: read config.json, bring up the board, the radio and the LoRaWAN node, then run the app for the node kind.
 
-A missing or broken config, an unknown board or app, or a radio that fails its self-test prints one line and stops.
+A board with `lorawan_modem()` (a RAK3172 on a UART) gets the modem's node (drivers/rak3172.py: the module runs the
+LoRaWAN MAC); every other board gets the firmware's own MAC on its radio() (lorawan/node.py). A missing or broken config,
+an unknown board or app, or a radio or modem that fails to answer prints one line and stops.
 """
 
 
@@ -20,18 +22,27 @@ def main():
             print("config: cannot load %s.%s (%s); node stopped" % (package, name, exc))
             return
     board, app = modules
-    from lorawan.node import node_from_config
     from store import Store
 
     store = Store()
     if store.problem:
         print("state: %s; starting from empty state" % store.problem)
+    modem = hasattr(board, "lorawan_modem")
     try:
-        node = node_from_config(config, board.radio, store)
-    except (OSError, ValueError) as exc:  # RadioError is an OSError, ConfigError a ValueError
+        if modem:
+            from drivers.rak3172 import node_from_config
+
+            node = node_from_config(config, board.lorawan_modem)
+        else:
+            from lorawan.node import node_from_config
+
+            node = node_from_config(config, board.radio, store)
+    except (OSError, ValueError) as exc:  # RadioError and ModemError are OSErrors, ConfigError a ValueError
         print("startup: %s; node stopped" % exc)
         return
-    if node.mac.activated:
+    if modem:
+        lorawan = "RAK3172 modem, %s DevEUI %s" % (config["activation"].upper(), config.get("dev_eui"))
+    elif node.mac.activated:
         lorawan = "ABP DevAddr %s, FCntUp from %d" % (config.get("dev_addr"), node.mac.fcnt_up)
     else:
         lorawan = "OTAA DevEUI %s, joins with DevNonce %d" % (config.get("dev_eui"), node.mac.dev_nonce)

@@ -46,11 +46,12 @@ class Node:
     adr: bool = True
     settings: dict = field(default_factory=dict)
     scenario: dict = field(default_factory=dict)
+    board_file: str = "emu"  # firmware/boards/<board_file>.py: "emu" (SX1276) or "emu_rak3172" (RAK3172 on UART1)
     board: object = None
 
     def config(self) -> dict:
         """The board's config.json."""
-        config = {"board": "emu", "kind": self.kind, "asset_id": self.asset_id, "dev_eui": self.dev_eui,
+        config = {"board": self.board_file, "kind": self.kind, "asset_id": self.asset_id, "dev_eui": self.dev_eui,
                   "activation": self.activation, "interval_s": self.interval_s, "data_rate": self.data_rate,
                   "adr": self.adr, "settings": self.settings, "calibration": {}}
         if self.activation == "otaa":
@@ -81,12 +82,12 @@ def node_scenario(kind: str, scenario: str | Path | dict | None) -> dict:
 
 def make_node(index: int, kind: str = "streetlight", activation: str = "abp", prefix: str = "SL-DO",
               position: tuple[float, float] | None = None, scenario: str | Path | dict | None = None,
-              **options) -> Node:
+              board: str = "emu", **options) -> Node:
     """Node number `index` with fresh random keys, by default 200 m further along the street from the gateway per index;
-    `scenario` as in node_scenario()."""
+    `scenario` as in node_scenario(); `board` is its board file (emu, or emu_rak3172: a RAK3172 modem on UART1)."""
     node = Node(board_id=f"node{index}", kind=kind, asset_id=f"{prefix}-{index:04d}", dev_eui=f"70B3D57ED00500{index:02X}",
                 position=position or (200.0 * index, 50.0), activation=activation,
-                scenario=node_scenario(kind, scenario), **options)
+                scenario=node_scenario(kind, scenario), board_file=board, **options)
     if activation == "otaa":
         node.join_eui, node.app_key = "70B3D57ED0000000", secrets.token_hex(16)
     else:
@@ -243,8 +244,8 @@ class Fleet:
             self.rig.add_gateway(eui, position)
         for node in self.nodes:
             node.board = self.rig.add_board(node.board_id, self.workdir / "boards" / node.board_id, node.position,
-                                            scenario=node.scenario)
-            install_firmware(str(node.board.link), "emu", node.kind, node.config(), log=self.log)
+                                            scenario=node.scenario, rak3172=node.board_file == "emu_rak3172")
+            install_firmware(str(node.board.link), node.board_file, node.kind, node.config(), log=self.log)
             self.log(f"{node.board_id}: {node.kind} {node.asset_id} DevEUI {node.dev_eui} installed and reset")
 
     def uplinks(self, asset_id: str | None = None) -> list[dict]:

@@ -3,7 +3,10 @@
 Frames both ways: 2-byte big-endian length, then the body; a request body starts with an op byte. A board connects over TCP
 and sends HELLO with its id; the reply carries the virtual epoch (s) and its unique id. Requests are served on the board's
 `BoardHardware`; SLEEP replies only when the clock reaches the wake instant (or a pin IRQ comes), RESET never replies (the
-rig restarts the process). A malformed frame is counted and logged and closes that connection; the board reconnects.
+rig restarts the process). UART ops reach the serial device the rig wired to the UART's (TX, RX) pins (`attach_uart`, e.g.
+a RAK3172): what the board writes goes to the device when both use the same baud rate (else it is counted as garbled and
+lost); what the device sends waits in the board's receive buffer (bounded, overflow counted), and UART_READ replies at once
+when bytes are there, else when some arrive or its virtual deadline passes (the board sleeps meanwhile). A malformed frame is counted and logged and closes that connection; the board reconnects.
 
 A `RomLink` is a clock participant: an awake board blocks the clock until it sleeps, or until it has been silent for the
 stall limit, awake without sleeping for the busy limit, or only polling (time, pin, read-only SPI/I2C/ADC) for a while:
@@ -15,7 +18,7 @@ import asyncio
 import logging
 import struct
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 from dos_rig.clock import Timer, VirtualClock
 from dos_rig.hardware import PIN_NSS, BoardHardware
@@ -37,11 +40,15 @@ OP_I2C_READ = 49
 OP_I2C_SCAN = 50
 OP_ADC_READ = 64
 OP_PWM = 80
+OP_UART_INIT = 96
+OP_UART_WRITE = 97
+OP_UART_READ = 98
 
 SLEEP_ABSOLUTE = 1
 SLEEP_WAKE_ON_IRQ = 2
 FOREVER_US = 1 << 62
 
+UART_RX_BUFFER = 4096  # bytes a board's UART keeps for it before the oldest unread ones are lost
 SPIN_POLLS = 64  # this many polls in a row, over at least SPIN_WALL_S, is a board waiting by spinning
 SPIN_WALL_S = 0.005
 
@@ -64,6 +71,15 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
     if length == 0:
         raise LinkProtocolError("empty_frame")
     return await reader.readexactly(length)
+
+
+class SerialDevice(Protocol):
+    """The far end of a board's UART (a modem on its TX/RX pins)."""
+
+    baudrate: int
+
+    def receive(self, data: bytes) -> None:
+        """Bytes the board wrote to the UART."""
 
 
 class RomLink:
@@ -92,6 +108,36 @@ class RomLink:
         self._sleep_future: asyncio.Future | None = None
         self._sleep_timer: Timer | None = None
         self._sleep_wakes_on_irq = False
+        self.uart_devices: dict[tuple[int, int], SerialDevice] = {}  # (MCU TX pin, MCU RX pin) -> device
+        self.uart_counters: dict[str, int] = {}
+        self._uart_baud: dict[tuple[int, int], int] = {}
+        self._uart_rx: dict[tuple[int, int], bytearray] = {}
+        self._uart_waiting: tuple[int, int] | None = None
+
+    # --- UART wiring --------------------------------------------------------------------------------------------------
+    def attach_uart(self, pins: tuple[int, int], device: SerialDevice) -> Callable[[bytes], None]:
+        """Wire `device` to the board's UART on (TX, RX) pins; returns the function the device sends its bytes with."""
+        self.uart_devices[pins] = device
+        return lambda data: self.uart_output(pins, data)
+
+    def _uart_count(self, name: str, n: int) -> None:
+        self.uart_counters[name] = self.uart_counters.get(name, 0) + n
+
+    def uart_output(self, pins: tuple[int, int], data: bytes) -> None:
+        """The device on pins sent bytes: into the board's receive buffer; a board waiting for them wakes."""
+        if not (self.connected or self.booting) or self._uart_baud.get(pins) is None:
+            self._uart_count("lost_uart_closed", len(data))  # nobody opened the UART: the bytes go nowhere
+            return
+        if self._uart_baud[pins] != self.uart_devices[pins].baudrate:
+            self._uart_count("garbled_baud_mismatch", len(data))
+            return
+        buffer = self._uart_rx.setdefault(pins, bytearray())
+        buffer += data
+        if len(buffer) > UART_RX_BUFFER:
+            self._uart_count("lost_rx_overflow", len(buffer) - UART_RX_BUFFER)
+            del buffer[:len(buffer) - UART_RX_BUFFER]
+        if self.asleep and self._uart_waiting == pins:
+            self._wake()
 
     # --- the clock's view ---------------------------------------------------------------------------------------------
     def blocking_until(self, wall_now: float) -> float | None:
@@ -116,6 +162,8 @@ class RomLink:
     def process_ended(self) -> None:
         self.booting = False
         self.pending_irqs.clear()
+        self._uart_baud.clear()  # the MCU's UARTs are closed and their buffers gone until the firmware opens them again
+        self._uart_rx.clear()
         self._disconnect(self._writer)
 
     def radio_event(self) -> None:
@@ -171,6 +219,7 @@ class RomLink:
         if future is not None and not future.done():
             future.cancel()
         self.asleep = False
+        self._uart_waiting = None
 
     # --- requests -----------------------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -251,6 +300,20 @@ class RomLink:
             pin, freq, duty, enabled = self._unpack(">BIHB", body)
             self._work()
             hw.set_pwm(pin, freq, duty, bool(enabled))
+        elif op == OP_UART_INIT:
+            _uart_id, baudrate, tx, rx = self._unpack(">bIBB", body)
+            self._work()
+            self._uart_baud[(tx, rx)] = baudrate
+            self._uart_rx.setdefault((tx, rx), bytearray())
+        elif op == OP_UART_WRITE:
+            tx, rx = self._unpack(">BB", body)
+            self._work()
+            self._uart_write((tx, rx), body[3:])
+        elif op == OP_UART_READ:
+            tx, rx, max_bytes, flags, value = self._unpack(">BBHBQ", body)
+            reply = await self._uart_read((tx, rx), max_bytes, flags, value, writer)
+            if reply is None:
+                return
         elif op == OP_RESET:
             self._work()
             self.on_reset()
@@ -279,7 +342,45 @@ class RomLink:
         pins, self.pending_irqs = bytes(self.pending_irqs), []
         return struct.pack(">QQ", self.clock.now_us, deadline) + pins
 
+    def _uart_write(self, pins: tuple[int, int], data: bytes) -> None:
+        device = self.uart_devices.get(pins)
+        if device is None or pins not in self._uart_baud:
+            self._uart_count("lost_no_device", len(data))
+        elif self._uart_baud[pins] != device.baudrate:
+            self._uart_count("garbled_baud_mismatch", len(data))
+        else:
+            device.receive(bytes(data))
+
+    async def _uart_read(self, pins: tuple[int, int], max_bytes: int, flags: int, value: int,
+                         writer: asyncio.StreamWriter) -> bytes | None:
+        now = self.clock.now_us
+        deadline = min(value if flags & SLEEP_ABSOLUTE else now + value, FOREVER_US)
+        buffer = self._uart_rx.get(pins)
+        if buffer is None:
+            raise LinkProtocolError("uart_not_open", f"UART on pins {pins} read before it was initialised")
+        if buffer or deadline <= now:
+            self._work() if buffer else self._poll()
+        else:
+            self._work()
+            self._sleep_future = asyncio.get_running_loop().create_future()
+            self.asleep = True
+            self._uart_waiting = pins
+            if deadline < FOREVER_US:
+                self._sleep_timer = self.clock.call_at(deadline, self._wake)
+            self.clock.notify()
+            try:
+                await self._sleep_future
+            except asyncio.CancelledError:
+                if writer is not self._writer:
+                    return None
+                raise
+            buffer = self._uart_rx.get(pins, bytearray())
+        data = bytes(buffer[:max_bytes])
+        del buffer[:max_bytes]
+        return struct.pack(">QQ", self.clock.now_us, deadline) + data
+
     def _wake(self) -> None:
+        self._uart_waiting = None
         if self._sleep_timer is not None:
             self._sleep_timer.cancel()
             self._sleep_timer = None

@@ -8,6 +8,10 @@ Tests and the demo use the thread-safe synchronous API:
         ...  # board.link is the tty path for mpremote; board.console the console text
         rig.run_until(lambda: ..., timeout_s=10)
 
+A board added with rak3172=True carries a RAK3172 modem (`dos_rig.rak3172`) on its UART1 (RAK3172_UART_PINS); a
+standalone RAK3172 on a pty (`add_rak3172`) is a module a host program drives over a serial port, e.g. a single-channel
+receiver in P2P mode.
+
 Every board process is stopped by its PID and every link removed by `stop()`.
 """
 from __future__ import annotations
@@ -28,10 +32,12 @@ from dos_rig.clock import VirtualClock
 from dos_rig.forwarder import Gateway
 from dos_rig.hardware import BoardHardware
 from dos_rig.link import LinkServer, RomLink
+from dos_rig.rak3172 import PtyLink, Rak3172
 from dos_rig.sensors import Scenario, SensorLog
 
 DEFAULT_EPOCH = "2026-01-01T00:00:00Z"
 CALL_TIMEOUT_S = 30.0
+RAK3172_UART_PINS = (17, 23)  # the emulated board's UART1: TX GPIO17 -> module RX, RX GPIO23 <- module TX
 
 
 def epoch_seconds(epoch: str | int) -> int:
@@ -45,9 +51,10 @@ class Board:
     """One emulated board: its process, its link (tty path for tools), its hardware models and logs."""
 
     def __init__(self, rig: "Rig", board_id: str, folder: Path, link: Path, hardware: BoardHardware, rom: RomLink,
-                 process: BoardProcess, sensors: SensorLog, scenario: Scenario):
+                 process: BoardProcess, sensors: SensorLog, scenario: Scenario, rak3172: Rak3172 | None = None):
         self.rig, self.board_id, self.folder, self.link = rig, board_id, folder, link
         self.hardware, self.rom, self.process, self.sensors, self.scenario = hardware, rom, process, sensors, scenario
+        self.rak3172 = rak3172  # the modem on its UART, if it carries one
 
     @property
     def console(self) -> str:
@@ -75,6 +82,21 @@ class Board:
         return self.sensors.snapshot()
 
 
+class Rak3172Port:
+    """A standalone RAK3172 on the rig's air whose UART is a pty at `link`."""
+
+    def __init__(self, rig: "Rig", module: Rak3172, pty: PtyLink):
+        self.rig, self.module, self.pty = rig, module, pty
+
+    @property
+    def link(self) -> Path:
+        return self.pty.link
+
+    def reset(self) -> None:
+        """Reset the module as a power glitch would (the host has to configure it again)."""
+        self.rig.call(self.module.reset)
+
+
 class Rig:
     """The emulated world. Construct, add gateways and boards (before or after start()), stop() when done."""
 
@@ -92,6 +114,7 @@ class Rig:
         self.air = Air(self.clock, air_log, path_loss_exponent)
         self.boards: dict[str, Board] = {}
         self.gateways: dict[str, Gateway] = {}
+        self.modems: dict[str, Rak3172Port] = {}
         self._links: dict[str, RomLink] = {}
         self._server = LinkServer(self._links)
         self._started = False
@@ -154,6 +177,8 @@ class Rig:
             self.air.close()
 
     async def _stop(self) -> None:
+        for port in self.modems.values():
+            port.pty.close()
         for board in self.boards.values():
             board.process.stop()
         for gateway in self.gateways.values():
@@ -194,15 +219,32 @@ class Rig:
         return gateway
 
     def add_board(self, board_id: str, folder: str | os.PathLike, position: tuple = (0.0, 0.0),
-                  scenario: dict | None = None, link: str | os.PathLike | None = None) -> Board:
+                  scenario: dict | None = None, link: str | os.PathLike | None = None, rak3172: bool = False) -> Board:
         """An emulated board running micropython in folder (created if missing); its tty link is `link` (default
-        WORKDIR/<board_id>.tty). It boots main.py when the folder has one."""
+        WORKDIR/<board_id>.tty). It boots main.py when the folder has one. rak3172=True wires a RAK3172 modem to its
+        UART1 (RAK3172_UART_PINS)."""
         if board_id in self.boards:
             raise ValueError(f"board {board_id} already exists")
         return self.call(self._add_board, board_id, Path(folder).resolve(), tuple(position), scenario,
-                         Path(link) if link else self.workdir / f"{board_id}.tty")
+                         Path(link) if link else self.workdir / f"{board_id}.tty", rak3172)
 
-    def _add_board(self, board_id: str, folder: Path, position: tuple, scenario: dict | None, link: Path) -> Board:
+    def add_rak3172(self, module_id: str, position: tuple = (0.0, 0.0),
+                    link: str | os.PathLike | None = None) -> Rak3172Port:
+        """A standalone RAK3172 on the air; its UART is a pty at `link` (default WORKDIR/<module_id>.tty)."""
+        if module_id in self.modems or module_id in self.boards:
+            raise ValueError(f"{module_id} already exists")
+        path = Path(link) if link else self.workdir / f"{module_id}.tty"
+
+        def add() -> Rak3172Port:
+            module = Rak3172(module_id, self.clock, self.air, position)
+            port = Rak3172Port(self, module, PtyLink(module, path, self._loop))
+            self.modems[module_id] = port
+            return port
+
+        return self.call(add)
+
+    def _add_board(self, board_id: str, folder: Path, position: tuple, scenario: dict | None, link: Path,
+                   rak3172: bool = False) -> Board:
         scenario_model = Scenario(scenario, self.epoch_s)
         sensors = SensorLog(board_id, self.workdir / f"{board_id}.sensors.jsonl")
         hardware = BoardHardware(board_id, self.clock, self.air, position, scenario_model, sensors,
@@ -222,9 +264,13 @@ class Rig:
 
         process = BoardProcess(board_id, folder, link, self.workdir / f"{board_id}.console.log", environment,
                                on_start=rom.process_started, on_exit=process_exited, micropython=self.micropython)
+        modem = None
+        if rak3172:
+            modem = Rak3172(board_id, self.clock, self.air, position)
+            modem.output = rom.attach_uart(RAK3172_UART_PINS, modem)
         self.clock.add_participant(rom)
         self._links[board_id] = rom
-        board = Board(self, board_id, folder, link, hardware, rom, process, sensors, scenario_model)
+        board = Board(self, board_id, folder, link, hardware, rom, process, sensors, scenario_model, modem)
         self.boards[board_id] = board
         if self._started:
             process.start()
@@ -276,8 +322,12 @@ class Rig:
         return self.call(lambda: {
             "link_rejected": dict(self._server.rejected),
             "boards": {b.board_id: {"requests": b.rom.requests, "protocol_errors": dict(b.rom.protocol_errors),
-                                    "restarts": b.process.restarts, "interrupts": b.process.interrupts_sent}
+                                    "restarts": b.process.restarts, "interrupts": b.process.interrupts_sent,
+                                    "uart": dict(b.rom.uart_counters),
+                                    "rak3172": dict(b.rak3172.counters) if b.rak3172 else None}
                        for b in self.boards.values()},
+            "modems": {m: {**port.module.counters, "pty_dropped_bytes": port.pty.dropped_bytes}
+                       for m, port in self.modems.items()},
             "gateways": {g.receiver_id: {**g.counters, "malformed": dict(g.malformed)} for g in self.gateways.values()},
             "holds_expired": self.clock.holds_expired,
         })

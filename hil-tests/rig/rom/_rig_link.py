@@ -1,8 +1,8 @@
 """Emulated board ROM: the link from this board to the DOS Edge rig (MicroPython).
 
 TCP to DOS_RIG (host:port) as board DOS_BOARD. Frames both ways: a 2-byte big-endian length, then the body. A request
-body starts with an op byte; pin writes, SPI writes and PWM settings are fire-and-forget, everything else waits for its
-reply. Any failure inside a request (a KeyboardInterrupt too) closes the link, so a half-done request can never
+body starts with an op byte; pin writes, SPI writes, PWM settings and UART init/writes are fire-and-forget, everything
+else waits for its reply (a UART read until bytes came or its virtual deadline passed). Any failure inside a request (a KeyboardInterrupt too) closes the link, so a half-done request can never
 desynchronise it: the next request reconnects. Without DOS_RIG the link is disabled and machine/time stay the built-ins.
 """
 import os
@@ -24,8 +24,11 @@ OP_I2C_READ = 49
 OP_I2C_SCAN = 50
 OP_ADC_READ = 64
 OP_PWM = 80
+OP_UART_INIT = 96
+OP_UART_WRITE = 97
+OP_UART_READ = 98
 
-SLEEP_ABSOLUTE = 1
+SLEEP_ABSOLUTE = 1  # SLEEP and UART_READ: the time value is an instant, not a duration
 SLEEP_WAKE_ON_IRQ = 2
 FOREVER_US = (1 << 62)
 

@@ -1,8 +1,11 @@
-"""Emulated board ROM: `machine` with Pin, SPI/SoftSPI, I2C/SoftI2C, ADC, PWM, unique_id, reset, deepsleep, lightsleep
-and idle acting on the rig's models of the board's hardware (MicroPython; only the built-ins when DOS_RIG is unset).
+"""Emulated board ROM: `machine` with Pin, SPI/SoftSPI, I2C/SoftI2C, ADC, PWM, UART, unique_id, reset, deepsleep,
+lightsleep and idle acting on the rig's models of the board's hardware (MicroPython; only the built-ins when DOS_RIG is
+unset).
 
-Pin writes, SPI writes and PWM settings are fire-and-forget; reads and transfers wait for the rig's reply. reset() asks the
-rig to reboot the board (the process ends, the rig starts it again and it boots main.py); deepsleep(ms) sleeps then resets.
+Pin writes, SPI writes, PWM settings and UART writes are fire-and-forget; reads and transfers wait for the rig's reply. A
+UART read waits in virtual time (the board sleeps meanwhile) until bytes arrive or its `timeout` (ms) passed, as on a
+real board. reset() asks the rig to reboot the board (the process ends, the rig starts it again and it boots main.py);
+deepsleep(ms) sleeps then resets.
 """
 from umachine import *
 import _rig_link as _link
@@ -229,6 +232,84 @@ if _link.ENABLED:
 
         def deinit(self):
             self._send(0)
+
+    class UART:
+        """A UART whose far end is what the rig wires to its TX/RX pins (e.g. a RAK3172 modem)."""
+
+        _CHUNK = 512
+
+        def __init__(self, id, baudrate=115200, bits=8, parity=None, stop=1, *, tx=None, rx=None, timeout=0,
+                     timeout_char=0, **kwargs):
+            self.id = id
+            self._rx_buf = b""
+            self._tx, self._rx = _NONE, _NONE
+            self.init(baudrate, bits, parity, stop, tx=tx, rx=rx, timeout=timeout, timeout_char=timeout_char)
+
+        def init(self, baudrate=115200, bits=8, parity=None, stop=1, *, tx=None, rx=None, timeout=None,
+                 timeout_char=None, **kwargs):
+            if tx is not None:
+                self._tx = _pin_id(tx)
+            if rx is not None:
+                self._rx = _pin_id(rx)
+            if timeout is not None:
+                self._timeout_ms = int(timeout)
+            self.baudrate = int(baudrate)
+            _link.send(_link.frame(_link.OP_UART_INIT, "bIBB", self.id, self.baudrate, self._tx, self._rx))
+
+        def deinit(self):
+            pass
+
+        def write(self, buf):
+            _link.send(_link.frame_with(_link.OP_UART_WRITE, "BB", buf, self._tx, self._rx))
+            return len(buf)
+
+        def flush(self):
+            pass
+
+        def _pull(self, flags, value):
+            """Fetch what the rig received for this UART, waiting until `value` (µs, an instant with SLEEP_ABSOLUTE)
+            when nothing is there; returns the deadline instant."""
+            body = _link.call(_link.frame(_link.OP_UART_READ, "BBHBQ", self._tx, self._rx, self._CHUNK, flags, value))
+            now, deadline = _struct.unpack_from(">QQ", body, 0)
+            self._rx_buf += body[16:]
+            return now, deadline
+
+        def _wait_until(self, enough):
+            """Pull bytes until enough(buffer) or the timeout passed."""
+            if enough(self._rx_buf):
+                return
+            now, deadline = self._pull(0, self._timeout_ms * 1000)
+            while not enough(self._rx_buf) and now < deadline:
+                now, deadline = self._pull(_link.SLEEP_ABSOLUTE, deadline)
+
+        def any(self):
+            if not self._rx_buf:
+                self._pull(0, 0)
+            return len(self._rx_buf)
+
+        def _take(self, n):
+            data, self._rx_buf = self._rx_buf[:n], self._rx_buf[n:]
+            return data or None
+
+        def read(self, nbytes=None):
+            if nbytes is None:
+                self._wait_until(lambda buf: len(buf) > 0)
+                return self._take(len(self._rx_buf))
+            self._wait_until(lambda buf: len(buf) >= nbytes)
+            return self._take(nbytes)
+
+        def readinto(self, buf, nbytes=None):
+            data = self.read(len(buf) if nbytes is None else nbytes)
+            if data is None:
+                return None
+            for i in range(len(data)):
+                buf[i] = data[i]
+            return len(data)
+
+        def readline(self):
+            self._wait_until(lambda buf: b"\n" in buf)
+            end = self._rx_buf.find(b"\n")
+            return self._take(len(self._rx_buf) if end < 0 else end + 1)
 
     def unique_id():
         _link.connect()

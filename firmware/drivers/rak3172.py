@@ -1,0 +1,323 @@
+"""RAK3172 LoRaWAN modem (RUI3 AT commands over a UART) as a LoRaWAN node with the same face as lorawan/node.py:
+`send(fport, payload, confirmed)` runs one uplink's whole exchange (joining first if needed) and returns the events of
+lorawan/events.py (Joined, JoinFailed, Sent, Downlink, LinkCheck, NotSent, Done), plus now_ms(), sleep_until() and a
+`mac` with battery_level, so every app runs unchanged on a board whose radio is the module.
+
+Layers: `AtProtocol` is the sans-IO core (commands out as bytes; lines in, replies and events out); `Rak3172` is the edge
+that writes to and reads lines from the UART (machine.UART with a timeout), waiting for a command's status line and for
+`+EVT:` lines; `ModemNode` turns those into the node's events.
+
+The module keeps the LoRaWAN MAC: its DevNonce, FCntUp, channels, RX windows, ADR and MAC commands. What it does not tell
+over AT the events carry as -1 (DevNonce of Joined/JoinFailed, FCntDown of Downlink) or 0 (Sent.freq_khz: the channel);
+Sent.fcnt counts this session's uplinks (= FCntUp after an OTAA join, which the node does at every boot). Keys go to the
+module once at boot and are never printed. A silent or garbled module raises ModemError (an OSError), like a radio fault.
+"""
+import time
+
+from drivers.lora_airtime import time_on_air_us
+from lorawan.events import Done, Downlink, JoinFailed, Joined, LinkCheck, NotSent, Sent
+
+STATUSES = ("OK", "AT_ERROR", "AT_PARAM_ERROR", "AT_BUSY_ERROR", "AT_TEST_PARAM_OVERFLOW", "AT_NO_NETWORK_JOINED",
+            "AT_RX_ERROR", "AT_MODE_NO_SUPPORT", "AT_COMMAND_NOT_FOUND")
+EVENT = "+EVT:"
+UNKNOWN = -1  # what the module does not report (DevNonce, FCntDown)
+COMMAND_TIMEOUT_MS = 2000  # a status line comes at once; this much silence means the module is gone
+JOIN_TIMEOUT_MS = 15000  # JoinRequest + JoinAccept windows at 5 s and 6 s, at SF12
+EXCHANGE_TIMEOUT_MS = 60000  # a confirmed uplink with its retries
+CONFIRMED_RETRIES = 3
+JOIN_BACKOFF_MS = (15000, 3600000)  # first wait after a failed join, doubling up to the second
+# EU868 data rate -> (SF, bandwidth kHz)
+DATA_RATES = ((12, 125), (11, 125), (10, 125), (9, 125), (8, 125), (7, 125), (7, 250))
+LORAWAN_OVERHEAD = 13  # MHDR, FHDR without FOpts, FPort, MIC
+BAUDRATE = 115200
+UART_TIMEOUT_MS = 1000  # one readline() waits at most this long
+
+
+class ModemError(OSError):
+    """The module refused a command (`status` is its AT status) or did not answer (`status` "timeout")."""
+
+    def __init__(self, status, command=""):
+        super().__init__("RAK3172 %s%s" % (status, (" on AT+" + command) if command else ""))
+        self.status = status
+
+
+class Reply:
+    """A command's answer: its value lines and its status line."""
+
+    def __init__(self, status, values):
+        self.status, self.values = status, values
+
+
+class AtProtocol:
+    """Sans-IO AT core: `command()` gives the bytes of a command line; `feed(line)` takes one received line and returns
+    a Reply (the status line that ends the command), an event text (what follows "+EVT:") or None (a value line,
+    kept for the Reply, or noise such as a boot banner)."""
+
+    def __init__(self):
+        self.pending = None
+        self._values = []
+
+    def command(self, name, value=None, read=False):
+        """The line for AT+NAME (run), AT+NAME=? (read) or AT+NAME=value (write)."""
+        self.pending = name
+        self._values = []
+        if read:
+            return ("AT+%s=?\r\n" % name).encode()
+        if value is None:
+            return ("AT+%s\r\n" % name).encode()
+        return ("AT+%s=%s\r\n" % (name, value)).encode()
+
+    def feed(self, line):
+        text = line.decode().strip() if isinstance(line, (bytes, bytearray)) else line.strip()
+        if not text:
+            return None
+        if text.startswith(EVENT):
+            return text[len(EVENT):]
+        if self.pending is None:
+            return None  # nothing asked: a banner or a stray line
+        if text in STATUSES:
+            reply = Reply(text, self._values)
+            self.pending, self._values = None, []
+            return reply
+        self._values.append(text)
+        return None
+
+
+def parse_event(text):
+    """The node event an +EVT text means, as (name, event or None): ("joined", None), ("join_failed", None),
+    ("done", acked: None/True/False), ("downlink", Downlink), ("linkcheck", LinkCheck), or ("other", None).
+    ValueError for a malformed downlink or link check line."""
+    if text == "JOINED":
+        return "joined", None
+    if text.startswith("JOIN_FAILED"):
+        return "join_failed", None
+    if text == "TX_DONE":
+        return "done", None
+    if text.startswith("SEND_CONFIRMED_OK"):
+        return "done", True
+    if text.startswith("SEND_CONFIRMED_FAILED"):
+        return "done", False
+    if text.startswith("RX_1:") or text.startswith("RX_2:"):
+        parts = text.split(":")  # RX_n, rssi, snr, UNICAST, port, hex
+        if len(parts) != 6:
+            raise ValueError("downlink event with %d fields" % len(parts))
+        payload = bytes.fromhex(parts[5])
+        return "downlink", Downlink(int(parts[4]), payload, UNKNOWN, int(parts[0][3]), int(parts[1]), int(parts[2]))
+    if text.startswith("LINKCHECK:"):
+        parts = text.split(":")  # LINKCHECK, status, margin, gateways, rssi, snr
+        if len(parts) != 6:
+            raise ValueError("link check event with %d fields" % len(parts))
+        return "linkcheck", LinkCheck(int(parts[2]), int(parts[3]))
+    return "other", None
+
+
+class Rak3172:
+    """The module on `uart` (machine.UART opened with a timeout): commands with their replies, and its events."""
+
+    def __init__(self, uart):
+        self.uart = uart
+        self.protocol = AtProtocol()
+        self.events = []  # event texts not consumed yet
+        self.counters = {}
+        self._partial = b""
+
+    def _count(self, name):
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _line(self):
+        """One complete line from the UART, or None when none came within the UART's timeout."""
+        data = self.uart.readline()
+        if not data:
+            return None
+        data = self._partial + data
+        if not data.endswith(b"\n"):
+            self._partial = data
+            return None
+        self._partial = b""
+        return data
+
+    def _take(self, line):
+        """Feed a line to the protocol; events are queued, a Reply is returned."""
+        try:
+            item = self.protocol.feed(line)
+        except UnicodeError:
+            self._count("garbled_line")
+            return None
+        if isinstance(item, str):
+            self.events.append(item)
+            return None
+        return item
+
+    def at(self, name, value=None, read=False, timeout_ms=COMMAND_TIMEOUT_MS):
+        """Run one command; returns its value line (read) or None. ModemError on a refusal or silence."""
+        self.uart.write(self.protocol.command(name, value, read))
+        start = time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), start) < timeout_ms:
+            line = self._line()
+            reply = None if line is None else self._take(line)
+            if reply is not None:
+                if reply.status != "OK":
+                    raise ModemError(reply.status, name)
+                return reply.values[-1] if read and reply.values else None
+        self.protocol.pending = None
+        raise ModemError("timeout", name)
+
+    def next_event(self, timeout_ms):
+        """The next event text (queued first), or None after timeout_ms without one."""
+        start = time.ticks_ms()
+        while not self.events:
+            if time.ticks_diff(time.ticks_ms(), start) >= timeout_ms:
+                return None
+            line = self._line()
+            if line is not None:
+                self._take(line)
+        return self.events.pop(0)
+
+
+class ModemState:
+    """What apps and main.py read or set on node.mac: battery_level (for DevStatusAns; the module answers that itself,
+    so it is kept only for the apps' sake), activated, dev_eui."""
+
+    def __init__(self, activated, dev_eui):
+        self.battery_level, self.activated, self.dev_eui = 255, activated, dev_eui
+
+
+class ModemNode:
+    """A LoRaWAN node whose MAC runs in a RAK3172: the same send()/now_ms()/sleep_until() as lorawan.node.Node."""
+
+    def __init__(self, modem, otaa, data_rate, adr, dev_eui=None):
+        self.modem = modem
+        self.mac = ModemState(not otaa, dev_eui)
+        self.data_rate, self.adr = data_rate, adr
+        self.counters = modem.counters
+        self.fcnt_up = 0
+        self.next_join_ms = 0
+        self.join_attempts = 0
+        self._confirmed = False
+        self._ticks = time.ticks_ms()
+        self._now = 0
+
+    def now_ms(self):
+        """Milliseconds since this node started (monotonic; ticks_ms wrap-around handled)."""
+        ticks = time.ticks_ms()
+        self._now += time.ticks_diff(ticks, self._ticks)
+        self._ticks = ticks
+        return self._now
+
+    def sleep_until(self, at_ms):
+        delay = at_ms - self.now_ms()
+        if delay > 0:
+            time.sleep_ms(delay)
+
+    def _join(self):
+        modem = self.modem
+        self.join_attempts += 1
+        modem.events = []
+        modem.at("JOIN", "1:0:10:1")
+        while True:
+            text = modem.next_event(JOIN_TIMEOUT_MS)
+            if text is None:
+                raise ModemError("timeout", "JOIN (no join result)")
+            name, _event = parse_event(text)
+            if name == "joined":
+                self.mac.activated = True
+                self.fcnt_up = 0
+                self.join_attempts = 0
+                dev_addr = int(modem.at("DEVADDR", read=True), 16)
+                return [Joined(dev_addr, UNKNOWN, None, self.data_rate)]
+            if name == "join_failed":
+                wait = min(JOIN_BACKOFF_MS[0] << min(self.join_attempts - 1, 12), JOIN_BACKOFF_MS[1])
+                self.next_join_ms = self.now_ms() + wait
+                return [JoinFailed(self.join_attempts, UNKNOWN, self.next_join_ms)]
+
+    def send(self, fport, payload, confirmed=False):
+        """Send `payload` on `fport` and wait for the exchange's end (join first if needed); returns the events.
+        A module that stops answering raises ModemError."""
+        events = []
+        if not self.mac.activated:
+            if self.now_ms() < self.next_join_ms:
+                wait_s = (self.next_join_ms - self.now_ms() + 999) // 1000
+                return [NotSent("not_joined", "next join attempt in %d s" % wait_s)]
+            events = self._join()
+            if not self.mac.activated:
+                wait_s = (self.next_join_ms - self.now_ms() + 999) // 1000
+                return events + [NotSent("not_joined", "next join attempt in %d s" % wait_s)]
+        modem = self.modem
+        try:
+            if confirmed != self._confirmed:
+                modem.at("CFM", "1" if confirmed else "0")
+                self._confirmed = confirmed
+            modem.events = []
+            modem.at("SEND", "%d:%s" % (fport, bytes(payload).hex()))
+        except ModemError as exc:
+            if exc.status == "AT_NO_NETWORK_JOINED":
+                self.mac.activated = False
+                return events + [NotSent("not_joined", "the module has no session; joining at the next send")]
+            if exc.status == "AT_BUSY_ERROR":
+                return events + [NotSent("busy", "the module is still busy with an exchange")]
+            if exc.status == "AT_PARAM_ERROR":
+                return events + [NotSent("too_long", "%d bytes refused at DR%d" % (len(payload), self.data_rate))]
+            raise
+        fcnt = self.fcnt_up
+        self.fcnt_up += 1
+        sf, bw_khz = DATA_RATES[self.data_rate]
+        events.append(Sent(fcnt, fport, 0, self.data_rate,
+                           time_on_air_us(len(payload) + LORAWAN_OVERHEAD, sf, bw_khz), 1))
+        while True:
+            text = modem.next_event(EXCHANGE_TIMEOUT_MS)
+            if text is None:
+                raise ModemError("timeout", "SEND (no end of exchange)")
+            try:
+                name, event = parse_event(text)
+            except ValueError:
+                modem._count("malformed_event")
+                continue
+            if name in ("downlink", "linkcheck"):
+                events.append(event)
+            elif name == "done":
+                events.append(Done(fcnt, event if confirmed else None))
+                break
+        if self.adr:
+            self.data_rate = int(modem.at("DR", read=True))
+        return events
+
+
+def open_uart(options, uart_id, tx, rx):
+    """machine.UART to the module: `options` (config.json "modem": uart, tx, rx, baudrate) over the board's defaults."""
+    from machine import UART, Pin
+
+    from config import number
+
+    uart_id = int(number(options, "uart", uart_id, 0, 9, "modem"))
+    tx, rx = int(number(options, "tx", tx, 0, 63, "modem")), int(number(options, "rx", rx, 0, 63, "modem"))
+    baudrate = int(number(options, "baudrate", BAUDRATE, 1200, 921600, "modem"))
+    return UART(uart_id, baudrate=baudrate, tx=Pin(tx), rx=Pin(rx), timeout=UART_TIMEOUT_MS, timeout_char=50)
+
+
+def node_from_config(config, make_uart):
+    """Configure the module on make_uart() for the session config.json describes and return its ModemNode (OTAA joins
+    at the first send). Keys: activation (abp: dev_addr, nwk_s_key, app_s_key; otaa: dev_eui, join_eui, app_key),
+    data_rate (0..5, default 5), adr (default true). ConfigError before the UART is touched; ModemError when the module
+    does not answer. The module keeps DevNonce and frame counters in its own flash. make_uart(options) gets the
+    config's "modem" section (UART id, pins, baud rate over the board's defaults)."""
+    from config import ConfigError, flag, hex_bytes, number, section
+
+    activation = config.get("activation")
+    if activation not in ("abp", "otaa"):
+        raise ConfigError("activation %r is not supported (abp, otaa)" % (activation,))
+    data_rate = int(number(config, "data_rate", 5, 0, 5, "config"))
+    adr = flag(config, "adr", True, "config")
+    if activation == "otaa":
+        keys = (("DEVEUI", hex_bytes(config, "dev_eui", 8)), ("APPEUI", hex_bytes(config, "join_eui", 8)),
+                ("APPKEY", hex_bytes(config, "app_key", 16)))
+    else:
+        keys = (("DEVADDR", hex_bytes(config, "dev_addr", 4)), ("NWKSKEY", hex_bytes(config, "nwk_s_key", 16)),
+                ("APPSKEY", hex_bytes(config, "app_s_key", 16)))
+    modem = Rak3172(make_uart(section(config, "modem")))
+    settings = [("NWM", "1"), ("BAND", "4"), ("NJM", "1" if activation == "otaa" else "0")]
+    settings += [(name, value.hex()) for name, value in keys]
+    settings += [("CLASS", "A"), ("ADR", "1" if adr else "0"), ("DR", str(data_rate)),
+                 ("RETY", str(CONFIRMED_RETRIES)), ("CFM", "0")]
+    for name, value in settings:
+        modem.at(name, value)
+    return ModemNode(modem, activation == "otaa", data_rate, adr, config.get("dev_eui"))
