@@ -27,14 +27,15 @@ if TYPE_CHECKING:  # the CLI builds its parser with this module; the agent itsel
     from dos_agent.app import AgentConfig
 
 #: Tables whose name starts a field name (`mqtt_host` is `host` in `[mqtt]`).
-SECTIONS = ("udp", "mqtt", "http", "outbox", "outputs", "inputs", "chirpstack", "rak", "homeassistant", "session")
+SECTIONS = ("udp", "mqtt", "http", "outbox", "outputs", "chirpstack", "rak", "session")
 #: Fields whose table is not the start of their name.
 FIELD_SECTIONS = {"prefix": "mqtt", "max_inflight": "mqtt", "dedup_ms": "session", "net_id": "session",
-                  "adr_margin_db": "session"}
+                  "adr_margin_db": "session", "homeassistant_discovery_prefix": "outputs"}
 #: Inclusive ranges of numeric options.
 OPTION_RANGES: dict[str, tuple[float, float]] = {
     "udp_port": (0, 65535), "mqtt_port": (1, 65535), "http_port": (0, 65535), "dedup_ms": (0, 10_000),
-    "net_id": (0, 0xFFFFFF), "adr_margin_db": (0, 30),
+    "net_id": (0, 0xFFFFFF), "adr_margin_db": (0, 30), "chirpstack_port": (1, 65535), "outbox_max_rows": (1, 2**63 - 1),
+    "outbox_max_age_s": (1, float("inf")),
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")

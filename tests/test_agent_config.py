@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,42 @@ from dos_agent.config import ConfigError, JsonLineFormatter, file_key, load_conf
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "agent.example.toml"
 
 
-def test_example_file_sets_every_agent_option() -> None:
+def test_example_file_loads_and_shows_every_agent_option() -> None:
     values, logging_options = load_config(EXAMPLE)
-    assert set(values) == {f.name for f in dataclasses.fields(AgentConfig)}
     assert logging_options == {"log_level": "info", "log_format": "text"}
     config = AgentConfig(**values)
     assert config.registry == Path("/var/lib/dos-edge/registry.sqlite")
     assert (config.udp_host, config.udp_port, config.http_port) == ("0.0.0.0", 1700, 9108)
+    assert config.mqtt_password is None and config.chirpstack_host is None  # optional features stay off
+    # every option is in the example, set or as a `#key = value` line that is valid once uncommented
+    uncommented = re.sub(r"(?m)^#(?=[a-z_]+ = )", "", EXAMPLE.read_text())
+    all_values, _ = parse_config(uncommented, "uncommented example")
+    assert set(all_values) == {f.name for f in dataclasses.fields(AgentConfig)}
+    assert set(all_values) - set(values) == {"mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file", "mqtt_username",
+                                             "mqtt_password", "outbox_path", "outputs_chirpstack_application",
+                                             "homeassistant_discovery_prefix", "chirpstack_host", "chirpstack_ca_file",
+                                             "chirpstack_cert_file", "chirpstack_key_file", "chirpstack_username",
+                                             "chirpstack_password"}
+
+
+def test_a_file_holding_a_password_must_be_private(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("registry = 'r.sqlite'\n[mqtt]\nusername = 'edge'\npassword = 's3cret-pw'\n")
+    config.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"holds mqtt.password but is readable by others \(mode 644\)"):
+        load_config(config)
+    config.chmod(0o600)
+    values, _ = load_config(config)
+    assert values["mqtt_password"] == "s3cret-pw"
+
+
+def test_check_config_never_prints_a_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("registry = 'r.sqlite'\n[chirpstack]\nhost = 'cs'\npassword = 's3cret-pw'\n")
+    config.chmod(0o600)
+    view = _check_config(["--config", str(config)], capsys)
+    assert view["chirpstack.password"] == "<set>" and view["chirpstack.host"] == "cs"
+    assert "s3cret-pw" not in json.dumps(view)
 
 
 def test_field_names_map_to_tables() -> None:
@@ -31,12 +61,14 @@ def test_field_names_map_to_tables() -> None:
     assert file_key("prefix") == ("mqtt", "prefix")
     assert file_key("dedup_ms") == ("session", "dedup_ms")
     assert file_key("registry") == (None, "registry")
+    assert file_key("outbox_max_rows") == ("outbox", "max_rows")
+    assert file_key("homeassistant_discovery_prefix") == ("outputs", "homeassistant_discovery_prefix")
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("registry = 'r.sqlite'\n[mqtt]\nhots = 'x'\n", "agent.toml: mqtt.hots: unknown key (known here: mqtt.host"),
+        ("registry = 'r.sqlite'\n[mqtt]\nhots = 'x'\n", "agent.toml: mqtt.hots: unknown key (known here: mqtt.ca_file, mqtt.cert_file, mqtt.host, "),
         ("[udp]\nport = 'many'\n", "agent.toml: udp.port: expected an integer, got 'many'"),
         ("[udp]\nport = 70000\n", "agent.toml: udp.port: 70000 is outside 0..65535"),
         ("[session]\nadr_margin_db = true\n", "agent.toml: session.adr_margin_db: expected a number, got True"),
