@@ -142,6 +142,8 @@ class MqttClient:
         self._housekeeping: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._stopping = False
+        self._failures = 0
+        self._next_attempt = 0.0
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"dos-edge-{secrets.token_hex(4)}",
@@ -238,31 +240,29 @@ class MqttClient:
         return True
 
     async def _keep_alive(self) -> None:
-        backoff = RECONNECT_MIN_S
-        next_attempt = 0.0
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             try:
                 self._client.loop_misc()
-                if self._client.socket() is not None:
-                    if self.connected:
-                        backoff = RECONNECT_MIN_S
+                if self._client.socket() is not None or self._loop.time() < self._next_attempt:
                     continue
-                if loop.time() < next_attempt:
-                    continue
-                connected = await self._try_connect()
+                if not await self._try_connect():
+                    self._attempt_failed()
             except Exception:  # keep trying whatever paho raised
                 log.exception("mqtt: housekeeping failed")
-                connected = False
-            if not connected:
-                next_attempt = loop.time() + backoff
-                backoff = min(backoff * 2, RECONNECT_MAX_S)
+                self._attempt_failed()
+
+    def _attempt_failed(self) -> None:
+        """Back off: the next attempt after 1, 2, 4, ... up to RECONNECT_MAX_S seconds."""
+        self._failures += 1
+        self._next_attempt = self._loop.time() + min(RECONNECT_MIN_S * 2 ** (self._failures - 1), RECONNECT_MAX_S)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         if reason_code.is_failure:
             log.warning("mqtt: broker %s refused the connection: %s", self.broker.describe(), reason_code)
+            self._attempt_failed()
             return
+        self._failures = 0
         log.info("mqtt: connected to %s", self.broker.describe())
         for topic_filter in self._subscriptions:
             client.subscribe(topic_filter, qos=1)
