@@ -1,0 +1,102 @@
+"""The environment kind end to end: the real firmware on an emulated board with the SCD41 kit, through the air, the
+packet forwarder and the agent to Mosquitto, in the school_day scenario: the rig's clock starts at 06:55 UTC on a Monday,
+the first lesson (07:00-07:45 UTC) fills the room with CO2. Readings must carry what the sensor served and follow the
+lesson; the one ventilate alarm comes, confirmed, with the first reading over the limit."""
+from datetime import datetime
+
+import pytest
+
+from dos_codecs.schema import load_schema
+from dos_rig.fleet import Fleet, make_node
+from dos_rig.scenarios import load_scenario
+from dos_rig.sensors import Scenario, hours
+
+pytestmark = pytest.mark.hil
+
+EPOCH = "2026-01-12T06:55:00Z"  # a Monday, five minutes before the first lesson
+INTERVAL_S = 120
+CO2_LIMIT_PPM = 1000  # the app's default co2_limit_ppm
+RUN_UNTIL = "07:35"  # virtual UTC: well past the limit, still in the first lesson
+SCHEMA = load_schema("environment")
+READING_FPORT, ALARM_FPORT = SCHEMA.message("reading").fport, SCHEMA.message("alarm").fport
+SENSOR_FIELDS = (("scd41_co2", "co2"), ("scd41_temperature", "temperature"), ("scd41_humidity", "humidity"),
+                 ("battery", "battery"))
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    node = make_node(1, kind="environment", prefix="ENV-DO", interval_s=INTERVAL_S, scenario="school_day")
+    with Fleet(tmp_path_factory.mktemp("environment"), [node], epoch=EPOCH) as fleet:
+        yield fleet
+
+
+def virtual_us(fleet, iso_time):
+    when = datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+    return round((when - fleet.rig.epoch_s) * 1e6)
+
+
+def rig_us(fleet, hh_mm: str) -> int:
+    """Rig time (µs) of a virtual UTC time of day on the epoch's day."""
+    return round((hours(hh_mm) * 3600 - fleet.rig.epoch_s % 86400) * 1e6)
+
+
+def uplinks_until(fleet, hh_mm: str) -> list[tuple[dict, int]]:
+    """The node's uplink events as (event, gateway µs) once one was sent past hh_mm."""
+    node = fleet.nodes[0]
+    until_us = rig_us(fleet, hh_mm)
+
+    def past(_msgs):
+        return any(virtual_us(fleet, e["gateway_time"]) > until_us for e in fleet.uplinks(node.asset_id))
+
+    assert fleet.tap.wait_for(past, timeout_s=400), (
+        "readings did not arrive; agent log:\n" + fleet.agent.log_text()[-3000:]
+        + f"\n--- {node.board_id}\n{node.board.console[-3000:]}")
+    return [(e, virtual_us(fleet, e["gateway_time"])) for e in fleet.uplinks(node.asset_id)]
+
+
+def served_before(log, sensor, t_us):
+    values = [entry["value"] for entry in log if entry["sensor"] == sensor and entry["t_us"] <= t_us]
+    assert values, f"no {sensor} value served before {t_us} µs"
+    return values[-1]
+
+
+def values_of(event: dict) -> dict:
+    return {name: reading["value"] for name, reading in event["readings"].items()}
+
+
+def test_readings_carry_what_the_scd41_served_and_follow_the_lesson(fleet):
+    uplinks = uplinks_until(fleet, RUN_UNTIL)
+    node = fleet.nodes[0]
+    log = fleet.rig.sensor_log(node.board_id)
+    readings = [(e, t) for e, t in uplinks if e["fport"] == READING_FPORT]
+    assert len(readings) >= 10, [t for _e, t in readings]
+    curve = Scenario(load_scenario("school_day"), fleet.rig.epoch_s)
+    for event, sent_us in readings:
+        assert event["kind"] == "environment" and event["warnings"] == [] and event["decode_error"] is None
+        values = values_of(event)
+        for sensor, field in SENSOR_FIELDS:
+            assert values[field] == served_before(log, sensor, sent_us), (field, sent_us)
+        # the measurement is at most one SCD41 interval (5 s) and the reading's own wait older than the uplink
+        assert curve.co2_ppm(sent_us - 15_000_000) <= values["co2"] <= curve.co2_ppm(sent_us), sent_us
+        assert values["temperature"] == 21.5 and values["humidity"] == 48.5 and values["battery_low"] is False
+    lesson_us = rig_us(fleet, "07:00")
+    before = [values_of(e)["co2"] for e, t in readings if t < lesson_us]
+    during = [values_of(e)["co2"] for e, t in readings if t > lesson_us + 15_000_000]
+    assert before and set(before) == {420}, before
+    assert during == sorted(during) and len(set(during)) == len(during), during  # rising all lesson
+    assert during[-1] > CO2_LIMIT_PPM + 300
+
+
+def test_one_confirmed_ventilate_alarm_with_the_first_reading_over_the_limit(fleet):
+    uplinks = uplinks_until(fleet, RUN_UNTIL)
+    alarms = [(i, e) for i, (e, _t) in enumerate(uplinks) if e["fport"] == ALARM_FPORT]
+    assert len(alarms) == 1, [values_of(e) for _i, e in alarms]
+    index, alarm = alarms[0]
+    assert alarm["confirmed"] is True and alarm["warnings"] == [] and alarm["decode_error"] is None
+    following = uplinks[index + 1][0]  # the reading the alarm went ahead of
+    assert following["fport"] == READING_FPORT
+    co2 = values_of(following)["co2"]
+    assert values_of(alarm) == {"ventilate": True, "co2": co2, "co2_limit": CO2_LIMIT_PPM} and co2 > CO2_LIMIT_PPM
+    earlier = [values_of(e)["co2"] for e, _t in uplinks[:index] if e["fport"] == READING_FPORT]
+    assert earlier and max(earlier) <= CO2_LIMIT_PPM
+    assert "alarm: ventilate: co2=%dppm limit=%dppm -> fcnt" % (co2, CO2_LIMIT_PPM) in fleet.nodes[0].board.console
