@@ -21,9 +21,11 @@ Rejections carry a short reason (a counter label) and a detail that never holds 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
+import operator
 import sqlite3
 import uuid
 from dataclasses import dataclass, replace
@@ -59,6 +61,11 @@ SCHEDULE_MARGIN_S = 0.1
 #: A TX_ACK not seen this long after its PULL_RESP never comes (old forwarders send none): the downlink counts as sent.
 TX_ACK_TIMEOUT_S = 1.0
 _US = 1_000_000
+#: The MAC state changes with every uplink (ADR history, counts); those changes alone are written once per this many
+#: uplinks (a restart forgets at most that much ADR history); any other change is written with its uplink.
+MAC_STATE_WRITE_EVERY = 16
+_UPLINK_BOOKKEEPING = {"dr", "adr", "adr_ack_req", "history", "uplink_count", "last_fcnt"}
+_mac_settings = operator.attrgetter(*(f.name for f in dataclasses.fields(MacState) if f.name not in _UPLINK_BOOKKEEPING))
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,8 +466,9 @@ class SessionLayer:
         received_at: float, now: float, duplicates: int,
     ) -> list[Output]:
         best = receptions[0]
+        before = self._mac_state(device)
         result, info = self._mac_uplink(device, frame, fcnt, payload, receptions, received_at)
-        device = self.registry.record_uplink(device, fcnt, self._mac_json(device, result.state))
+        device = self._record_uplink(device, fcnt, before, result.state)
         outputs: list[Output] = [
             UplinkAccepted(device, fcnt, frame.fport, payload, frame.confirmed, best, received_at, receptions,
                            frame.adr, duplicates)
@@ -524,6 +532,17 @@ class SessionLayer:
             state = MacState()
         self._mac_states[device.dev_eui] = (text, state)
         return state
+
+    def _record_uplink(self, device: DeviceRecord, fcnt: int, before: MacState, state: MacState) -> DeviceRecord:
+        """Store an accepted uplink's counter, and the MAC state's JSON only when more than the per-uplink
+        bookkeeping changed (or every MAC_STATE_WRITE_EVERY uplinks): JSON and a row per uplink would cost more than
+        the rest of the frame's handling."""
+        if (device.mac_state is None or _mac_settings(before) != _mac_settings(state)
+                or state.uplink_count % MAC_STATE_WRITE_EVERY == 0):
+            return self.registry.record_uplink(device, fcnt, self._mac_json(device, state))
+        updated = self.registry.record_uplink(device, fcnt)
+        self._mac_states[device.dev_eui] = (updated.mac_state, state)  # newer than its stored JSON, kept in memory
+        return updated
 
     def _mac_json(self, device: DeviceRecord, state: MacState) -> str:
         """The JSON to store for the device's new MAC state (remembered with the state it stands for)."""
