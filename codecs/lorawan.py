@@ -3,22 +3,30 @@
 Parsing runs cheap structural checks on the raw bytes first (each failure is a `FrameError` with its reason), then one
 compiled construct parse. Bit fields (MHDR, FCtrl, DLSettings) are a whole byte plus `Computed` views of its bits, which
 compile to plain shifts and masks (construct's `BitStruct` is several times slower on this hot path).
+
+Data frames, the agent's hot path, take a fast path that is still defined by the construct layout: the `struct` format
+of the fixed head (MHDR, DevAddr, FCtrl, FCnt) is derived from `DataFrameLayout`'s fields, and the FCtrl bits come from
+a table filled at import by parsing every FCtrl byte of both directions with the layout's own `Computed` fields.
+`parse_data_frame_construct` is the plain construct parse; tests check the two agree on any frame.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+import struct
+from dataclasses import dataclass, field, fields, replace
 
 from construct import (
     Bytes,
     Computed,
+    FormatField,
     If,
     Int8ul,
     Int16ul,
     Int24ul,
     Int32ul,
     Rebuild,
+    Renamed,
     Struct,
     Terminated,
     this,
@@ -148,6 +156,56 @@ _DATA_FRAME = DataFrameLayout.compile()
 _JOIN_REQUEST = JoinRequestLayout.compile()
 _JOIN_ACCEPT = JoinAcceptLayout.compile()
 
+
+def _fixed_head_format(layout: Struct) -> tuple[str, tuple[str, ...]]:
+    """The `struct` format (little-endian) and names of a layout's leading fixed-size integer fields, up to its first
+    field of another kind; `Computed` views take no bytes and a nested Struct (the MHDR) counts as its own head."""
+    codes, names = "", []
+    for sub in layout.subcons:
+        inner = sub.subcon if isinstance(sub, Renamed) else sub
+        if isinstance(inner, Rebuild):
+            inner = inner.subcon
+        if isinstance(inner, Computed):
+            continue
+        if isinstance(inner, Struct):
+            nested, _ = _fixed_head_format(inner)
+            codes += nested
+        elif isinstance(inner, FormatField) and inner.fmtstr[0] == "<":
+            codes += inner.fmtstr[1:]
+        else:
+            break
+        names.append(sub.name)
+    return codes, tuple(names)
+
+
+def _data_head() -> struct.Struct:
+    codes, names = _fixed_head_format(DataFrameLayout)
+    if names != ("mhdr", "dev_addr", "fctrl", "fcnt16"):
+        raise ImportError(f"DataFrameLayout's fixed head changed ({names}): update the data frame fast path")
+    return struct.Struct("<" + codes)
+
+
+#: MHDR | DevAddr | FCtrl | FCnt16, unpacked at once (format derived from DataFrameLayout).
+_DATA_HEAD = _data_head()
+#: The FCtrl fields of a data frame, in DataFrame's terms.
+_FCTRL_NAMES = ("adr", "adr_ack_req", "ack", "f_pending", "class_b", "fopts_len")
+
+
+def _fctrl_table() -> tuple[tuple[tuple, ...], tuple[tuple, ...]]:
+    """[direction (0 uplink, 1 downlink)][FCtrl byte] -> the FCtrl fields, each parsed by the layout's FCtrl."""
+    layout = Struct("mhdr" / Mhdr, *FCTRL_FIELDS).compile()
+    tables = []
+    for mtype in (MType.UNCONFIRMED_UP, MType.UNCONFIRMED_DOWN):
+        rows = []
+        for fctrl in range(256):
+            parsed = layout.parse(bytes((mtype << 5, fctrl)))
+            rows.append(tuple(parsed[name] for name in _FCTRL_NAMES))
+        tables.append(tuple(rows))
+    return tables[0], tables[1]
+
+
+_FCTRL_BY_DIRECTION = _fctrl_table()
+
 # --- typed frames -----------------------------------------------------------------------------------------------------
 
 
@@ -191,6 +249,15 @@ class DataFrame:
         if self._phy:
             return self._phy[:-MIC_LEN]
         return build_data_frame(replace(self, mic=b"\x00" * MIC_LEN))[:-MIC_LEN]
+
+
+#: The slot setters of DataFrame in field order (mtype .. mic, _phy): the parse fast path fills a frame through them.
+_DATA_FRAME_SLOT_SETTERS = tuple(getattr(DataFrame, f.name).__set__ for f in fields(DataFrame))
+if tuple(f.name for f in fields(DataFrame)) != (
+    "mtype", "dev_addr", "fcnt16", "major", "adr", "adr_ack_req", "ack", "f_pending", "class_b", "fopts", "fport",
+    "frm_payload", "mic", "_phy",
+):
+    raise ImportError("DataFrame's fields changed: update _data_frame_fast")
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,10 +350,31 @@ def parse_data_frame(phy: bytes) -> DataFrame:
     if mtype not in DATA_MTYPES:
         raise FrameError("not_data_frame", f"{mtype.name} is not a data frame")
     _check_data_frame(phy, mtype)
-    return _data_frame_from_layout(phy, mtype)
+    return _data_frame_fast(phy, mtype)
 
 
-def _data_frame_from_layout(phy: bytes, mtype: MType) -> DataFrame:
+def _data_frame_fast(phy: bytes, mtype: MType) -> DataFrame:
+    """The data frame of checked bytes (see _check_data_frame): the fixed head in one unpack, FCtrl by table."""
+    _mhdr, dev_addr, fctrl, fcnt16 = _DATA_HEAD.unpack_from(phy)
+    adr, adr_ack_req, ack, f_pending, class_b, fopts_len = _FCTRL_BY_DIRECTION[mtype & 1][fctrl]
+    fopts_end = _DATA_HEAD.size + fopts_len
+    has_fport = len(phy) > MIN_DATA_FRAME_LEN + fopts_len
+    frame = object.__new__(DataFrame)  # a frozen dataclass's __init__ costs more than the whole parse
+    for set_slot, value in zip(_DATA_FRAME_SLOT_SETTERS, (
+        mtype, dev_addr, fcnt16, 0, adr, adr_ack_req, ack, f_pending, class_b, phy[_DATA_HEAD.size:fopts_end],
+        phy[fopts_end] if has_fport else None, phy[fopts_end + 1:-MIC_LEN] if has_fport else b"", phy[-MIC_LEN:], phy,
+    )):
+        set_slot(frame, value)
+    return frame
+
+
+def parse_data_frame_construct(phy: bytes) -> DataFrame:
+    """`parse_data_frame` through the compiled construct layout alone: the reference the fast path must agree with."""
+    phy = _as_bytes(phy)
+    mtype = _check_mhdr(phy)
+    if mtype not in DATA_MTYPES:
+        raise FrameError("not_data_frame", f"{mtype.name} is not a data frame")
+    _check_data_frame(phy, mtype)
     # Item access: construct Containers answer attribute access through a slow fallback path.
     parsed = _DATA_FRAME.parse(phy, phy_len=len(phy))
     frame = DataFrame(
@@ -469,7 +557,7 @@ def parse_phy(phy: bytes) -> DataFrame | JoinRequest | JoinAcceptFrame:
     mtype = _check_mhdr(phy)
     if mtype in DATA_MTYPES:
         _check_data_frame(phy, mtype)
-        return _data_frame_from_layout(phy, mtype)
+        return _data_frame_fast(phy, mtype)
     if mtype == MType.JOIN_REQUEST:
         return _join_request_from_layout(phy)
     _check_join_accept_length(phy)

@@ -1,0 +1,103 @@
+"""The agent's decode fast path keeps the meaning of the slow one: the struct-based data frame parse agrees with the
+construct layout on any bytes, and the session layer's deferred MAC state writes lose nothing it must keep."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_codecs_lorawan import data_frames
+
+from dos_agent.mac import MacState
+from dos_agent.registry import Registry
+from dos_agent.session import MAC_STATE_WRITE_EVERY, Reception, SessionLayer, Transmit, UplinkAccepted
+from dos_codecs.crypto import SessionKeys
+from dos_codecs.errors import FrameError
+from dos_codecs.mac_commands import DevStatusAns, build_mac_commands
+from dos_codecs.lorawan import DataFrame, MType, build_data_frame, parse_data_frame_construct, parse_phy
+
+NWK, APP = bytes(range(16)), bytes(range(16, 32))
+RECEPTION = Reception(gateway_eui="aa555a0000000101", tmst=1, freq=868_100_000, sf=7, bw=125_000, rssi=-70, snr=8.5)
+
+
+def outcome(parse, phy: bytes) -> object:
+    try:
+        frame = parse(phy)
+    except FrameError as exc:
+        return exc.reason
+    return frame, frame.mic_input()
+
+
+@settings(max_examples=200)
+@given(data_frames())
+def test_fast_parse_equals_the_construct_parse_of_any_frame(frame: DataFrame) -> None:
+    phy = build_data_frame(frame)
+    fast, reference = outcome(parse_phy, phy), outcome(parse_data_frame_construct, phy)
+    assert fast == reference
+    assert fast[0] == frame
+
+
+@settings(max_examples=200)
+@given(st.binary(min_size=1, max_size=40), st.sampled_from([0x40, 0x60, 0x80, 0xA0]))
+def test_fast_parse_equals_the_construct_parse_of_any_bytes(body: bytes, mhdr: int) -> None:
+    phy = bytes((mhdr,)) + body
+    assert outcome(parse_phy, phy) == outcome(parse_data_frame_construct, phy)
+
+
+def uplink_outputs(session: SessionLayer, fcnt: int, fopts: bytes = b"") -> list:
+    frame = DataFrame(mtype=MType.UNCONFIRMED_UP, dev_addr=0x26011234, fcnt16=fcnt, adr=True, fopts=fopts, fport=1,
+                      frm_payload=b"\xa0")
+    return session.handle_uplink(SessionKeys(NWK, APP).seal(frame, fcnt), RECEPTION, 1000.0 + fcnt)
+
+
+def uplink(session: SessionLayer, fcnt: int, fopts: bytes = b"") -> UplinkAccepted:
+    return next(o for o in uplink_outputs(session, fcnt, fopts) if isinstance(o, UplinkAccepted))
+
+
+def registry_with_device(path) -> Registry:
+    registry = Registry(path)
+    registry.import_devices([{"dev_eui": "70b3d57ed0001234", "asset_id": "a-1", "kind": "streetlight",
+                              "activation": "abp", "dev_addr": "26011234", "nwk_s_key": NWK.hex(),
+                              "app_s_key": APP.hex()}])
+    return registry
+
+
+def stored_state(path) -> MacState:
+    with Registry(path) as registry:
+        return MacState.from_dict(json.loads(registry.get("70b3d57ed0001234").mac_state))
+
+
+def test_mac_state_is_written_at_once_when_settings_change_and_in_groups_otherwise(tmp_path) -> None:
+    path = tmp_path / "registry.sqlite"
+    with registry_with_device(path) as registry:
+        session = SessionLayer(registry)
+        uplink(session, 1)  # first uplink of the session: its state is written
+        registry.flush()
+        first = stored_state(path)
+        assert first.uplink_count == 1
+        for fcnt in range(2, MAC_STATE_WRITE_EVERY):
+            accepted = uplink(session, fcnt)
+        registry.flush()
+        # only ADR history and counts changed since: the file still holds the first state, the layer the newest
+        assert accepted.device.fcnt_up == MAC_STATE_WRITE_EVERY - 1
+        assert stored_state(path).uplink_count == 1
+        assert session._mac_state(accepted.device).uplink_count == MAC_STATE_WRITE_EVERY - 1
+        uplink(session, MAC_STATE_WRITE_EVERY)  # the group is due
+        registry.flush()
+        assert stored_state(path).uplink_count == MAC_STATE_WRITE_EVERY
+        assert len(stored_state(path).history) > len(first.history)
+
+
+def test_an_answer_that_changes_the_mac_state_is_written_with_its_uplink(tmp_path) -> None:
+    path = tmp_path / "registry.sqlite"
+    with registry_with_device(path) as registry:
+        session = SessionLayer(registry)
+        transmit = next(o for o in uplink_outputs(session, 1) if isinstance(o, Transmit))  # DevStatusReq first
+        session.tx_ack(transmit.ref, "NONE", 1001.5)
+        uplink(session, 2, build_mac_commands([DevStatusAns(200, 12)]))
+        registry.flush()
+        state = stored_state(path)
+        assert state.uplink_count == 2
+        assert [p.command.name for p in state.pending] == ["LinkADRReq"]  # the DevStatusReq is answered
+        assert state.dev_status is not None and state.dev_status.battery == 200
