@@ -5,8 +5,6 @@ in a 64K heap. bench/firmware_memory.py reuses install() and memory_run() for it
 from __future__ import annotations
 
 import json
-import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,10 +26,16 @@ DEV_ADDR, JOIN_NONCE, NET_ID = 0x26AA0042, 3, 0x13
 LINK_ADR_REQ = bytes.fromhex("0350ff0001")  # DR5, power index 0, channels 0-7, NbTrans 1
 DEV_STATUS_REQ = b"\x06"
 
-# A board whose sensors all answer with plausible values: the I2C parts of every kit (BH1750 0x23, INA219 0x40, TMP102
-# 0x48, ADXL345 0x53, SCD41 0x62, MB7040 0x70), the lamp, the HX711 bank and the gauges. Precompiled like the firmware.
-FAKE_BOARD_MODULE = '''"""A board for memory runs: every sensor of every kit answers with a fixed plausible value."""
+# boards/memtest.py: a board whose sensors all answer with plausible values (the I2C parts of every kit: BH1750 0x23,
+# INA219 0x40, TMP102 0x48, ADXL345 0x53, SCD41 0x62, MB7040 0x70; the lamp, the HX711 bank, the gauges) and whose
+# radio is the tests' ScriptedRadio playing radio.json. Installed and precompiled beside the firmware, booted by main.py.
+MEMTEST_BOARD = '''"""A board for memory runs: every sensor of every kit answers with a fixed plausible value; the radio plays
+radio.json ({"replies": [...], "exit_on_send": n}) and reports the heap in use when main.py asks for it."""
+import gc
+import json
+
 from drivers.lamp import Lamp
+from fwtest import ScriptedRadio
 
 BATTERY_DIVIDER = 2
 
@@ -102,38 +106,35 @@ def strain_adcs(channels=3):
 
 def crack_gauge_volts():
     return 0.0836
+
+
+def radio():
+    with open("radio.json") as f:
+        script = json.load(f)
+    gc.collect()
+    print("started", gc.mem_alloc(), gc.mem_free())
+    return ScriptedRadio(script["replies"], exit_on_send=script["exit_on_send"])
 '''
 
-APP_RUN = """
-import gc, json
-import fakeboard
-from fwtest import ScriptedRadio
-from lorawan.node import node_from_config
-from store import Store
-app = __import__('apps.' + %(kind)r, None, None, ('run',))
-config = json.loads(%(config)r)
-store = Store()
-node = node_from_config(config, lambda: ScriptedRadio(%(replies)r, exit_on_send=%(sends)d), store)
-del config
-gc.collect()
-print('started', gc.mem_alloc(), gc.mem_free())
+BOOT_RUN = """
+import gc
 try:
-    app.run(fakeboard, json.loads(%(config)r), node, store)
-except SystemExit:
+    import main
+except SystemExit:  # the scripted radio's last send: the run is complete
     gc.collect()
     print('finished', gc.mem_alloc(), gc.mem_free())
 """
 
 
 def install(folder: Path) -> Path:
-    """The firmware of every kind as the installer stages it (.mpy) plus the precompiled test modules; returns the
-    folder to put on MICROPYPATH."""
+    """The firmware of every kind as the installer stages it (main.py, the rest .mpy) plus the precompiled test modules
+    (virtual clock, ScriptedRadio, boards/memtest); returns `folder`, to put on MICROPYPATH."""
     for kind in node_kinds():
         stage_firmware("emu", kind, folder)
-    for name, text in (("time", VIRTUAL_TIME_MODULE), ("fwtest", FWTEST_MODULE), ("fakeboard", FAKE_BOARD_MODULE)):
-        source = folder / f"{name}.py"
+    for rel, text in (("time.py", VIRTUAL_TIME_MODULE), ("fwtest.py", FWTEST_MODULE), ("boards/memtest.py", MEMTEST_BOARD)):
+        source = folder / rel
         source.write_text(text)
-        (folder / f"{name}.mpy").write_bytes(compile_module(source, f"{name}.py"))
+        (folder / (rel[:-3] + ".mpy")).write_bytes(compile_module(source, rel))
         source.unlink()
     return folder
 
@@ -150,23 +151,26 @@ def session() -> tuple[SessionKeys, str]:
 
 
 def config_for(kind: str) -> dict:
-    return {"board": "emu", "kind": kind, "asset_id": f"MEM-{kind}", "activation": "otaa", "dev_eui": "70b3d57ed0050042",
+    return {"board": "memtest", "kind": kind, "asset_id": f"MEM-{kind}", "activation": "otaa", "dev_eui": "70b3d57ed0050042",
             "join_eui": "70b3d57ed0000000", "app_key": APP_KEY.hex(), "interval_s": 60, "settings": {},
             "calibration": {}}
 
 
-def memory_run(kind: str, firmware: Path, cwd: Path, heap: str) -> list[str]:
-    """Boot the `kind` app from `firmware` (see install()) in a micropython with `heap`: an OTAA join, a config downlink
-    (interval 30 s) carrying LinkADRReq and DevStatusReq, then READINGS uplinks; its output lines. The last line is
-    "finished <gc.mem_alloc()> <gc.mem_free()>" when the run completed. MicroPythonError if it did not (MemoryError)."""
+def memory_run(kind: str, firmware: Path, cwd: Path, heap: str, prelude: str = "") -> list[str]:
+    """Boot main.py of the `kind` app on boards/memtest from `firmware` (see install()) with `cwd` as the board's root,
+    in a micropython with `heap`: an OTAA join, a config downlink (interval 30 s) carrying LinkADRReq and DevStatusReq,
+    then READINGS uplinks; its output lines. `prelude` runs first (e.g. GC settings to try). The last line is
+    "finished <gc.mem_alloc()> <gc.mem_free()>" when the run completed; MicroPythonError if it did not."""
     keys, accept = session()
     schema = load_schema(kind)
     change = schema.encode("config", {"interval_s": 30})
     downlink = DataFrame(mtype=MType.UNCONFIRMED_DOWN, dev_addr=DEV_ADDR, fcnt16=0,
                          fport=schema.message("config").fport, frm_payload=change, fopts=LINK_ADR_REQ + DEV_STATUS_REQ)
-    replies = [accept, keys.seal(downlink, 0).hex()]
-    code = APP_RUN % {"kind": kind, "config": json.dumps(config_for(kind)), "replies": replies, "sends": 2 + READINGS}
-    return run_micropython(code, path=[firmware], cwd=cwd, heap=heap).splitlines()
+    (cwd / "config.json").write_text(json.dumps(config_for(kind)))
+    (cwd / "radio.json").write_text(json.dumps({"replies": [accept, keys.seal(downlink, 0).hex()],
+                                                "exit_on_send": 2 + READINGS}))
+    (cwd / "state.json").unlink(missing_ok=True)
+    return run_micropython(prelude + BOOT_RUN, path=[firmware], cwd=cwd, heap=heap).splitlines()
 
 
 @pytest.mark.parametrize("kind", node_kinds())
