@@ -145,7 +145,8 @@ class Agent:
                                config.homeassistant_discovery_prefix)
         chirpstack = config.chirpstack_broker()
         self.chirpstack_input = None if chirpstack is None else ChirpStackInput(
-            chirpstack, self.registry, self.schemas, self.outputs, self.clock)
+            chirpstack, self.registry, self.schemas, self.outputs, self.clock,
+            ignore_application=config.outputs_chirpstack_application)
         self.server = GwmpServer(self.session, self.counters, self.handle_event, self.handle_tx_ack, self.clock)
         self.status = StatusModel(self.clock)
         self.http = (None if config.http_port is None else

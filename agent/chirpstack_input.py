@@ -6,7 +6,9 @@ from its `data` (base64) under the device's kind from the registry, and publishe
 outputs and so the outbox), with the same keys as an uplink the agent received itself. The event id is taken from
 (DevEUI, "chirpstack-<devAddr>", FCnt), so a message ChirpStack's broker delivers twice gives the same `event_id`.
 A message that cannot be used is counted by reason in `rejected` and logged (never its payload); a payload that does
-not decode is still published, with its `decode_error`, like our own uplinks.
+not decode is still published, with its `decode_error`, like our own uplinks. Messages of the application our own
+ChirpStack-compatible output publishes under (`ignore_application`) are skipped, counted as `own_output`, so the two
+on one broker never feed each other.
 """
 
 from __future__ import annotations
@@ -101,7 +103,9 @@ class ChirpStackInput:
     `start()`/`stop()` run its own MQTT client on the ChirpStack broker."""
 
     def __init__(self, broker: BrokerSettings, registry: Registry, schemas: SchemaBook, outputs: Outputs,
-                 clock: Any = time.time, topic_filter: str = UPLINK_FILTER) -> None:
+                 clock: Any = time.time, topic_filter: str = UPLINK_FILTER,
+                 ignore_application: str | None = None) -> None:
+        self.ignore_application = ignore_application
         self.registry = registry
         self.schemas = schemas
         self.outputs = outputs
@@ -122,6 +126,10 @@ class ChirpStackInput:
 
     def handle(self, topic: str, payload: bytes) -> bool:
         """One ChirpStack message: published as our event (True), or counted by reason and logged (False)."""
+        levels = topic.split("/")
+        if len(levels) > 1 and levels[1] == self.ignore_application:
+            self.rejected["own_output"] += 1
+            return False
         try:
             document, dev_addr = self.translate(payload)
         except ChirpStackInputError as exc:
