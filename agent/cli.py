@@ -25,6 +25,7 @@ EXIT_USAGE = 2
 _PASS_THROUGH = {
     "demo": ("dos_rig.demo", "run the demo: agent, private Mosquitto, emulated nodes"),
     "rig": ("dos_rig.cli", "the hardware-in-the-loop rig's tools"),
+    "flash": ("dos_agent.flash", "flash, configure, self-test, register and label a node (what flash.sh runs)"),
 }
 
 

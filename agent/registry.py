@@ -610,6 +610,11 @@ class Registry:
             raise
         self._db.execute("COMMIT")
 
+    def check_writable(self) -> None:
+        """Take and release the write lock: raises sqlite3.Error now when the file cannot be written."""
+        with self._transaction():
+            pass
+
     @property
     def pending(self) -> int:
         """Counter updates recorded but not written to the file yet."""
