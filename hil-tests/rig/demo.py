@@ -1,4 +1,5 @@
-"""`dos-edge demo`: the agent, a private Mosquitto and an emulated fleet of streetlights running the real firmware.
+"""`dos-edge demo`: the agent, a private Mosquitto and an emulated fleet of streetlights (or nodes of any kind in the
+payload schema, in a scenario from hil-tests/scenarios) running the real firmware.
 
 Decoded readings stream to the terminal as they arrive on MQTT. Ctrl-C (or --duration) stops every process it started.
 """
@@ -10,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from dos_codecs.schema import available_kinds
 from dos_rig.fleet import Fleet, make_nodes
 
 # A winter afternoon in Dortmund: the demo starts shortly before sunset, so the lamps switch on as it gets dark.
@@ -28,7 +30,12 @@ def format_event(event: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dos-edge demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=3, help="number of emulated streetlight nodes (default 3)")
+    parser.add_argument("--nodes", type=int, default=3, help="number of emulated nodes (default 3)")
+    parser.add_argument("--kind", choices=available_kinds(), default="streetlight", help="node kind (default streetlight)")
+    parser.add_argument("--scenario", default=None,
+                        help="scenario file name or path (hil-tests/scenarios; default: dusk for streetlights, else the "
+                             "rig's defaults)")
+    parser.add_argument("--start", default=DEMO_START, help=f"virtual UTC start (default {DEMO_START})")
     parser.add_argument("--interval", type=int, default=60, help="reporting interval in virtual seconds (default 60)")
     parser.add_argument("--speed", type=float, default=60.0, help="virtual seconds per wall second (default 60)")
     parser.add_argument("--duration", type=float, default=None,
@@ -39,10 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dos-demo-"))
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    print(f"DOS Edge demo: {args.nodes} streetlights, reading every {args.interval} s virtual at {args.speed}x; "
+    print(f"DOS Edge demo: {args.nodes} {args.kind} nodes, reading every {args.interval} s virtual at {args.speed}x; "
           f"work folder {workdir}", flush=True)
-    fleet = Fleet(workdir, make_nodes(args.nodes, interval_s=args.interval, scenario=DUSK), speed=args.speed,
-                  epoch=DEMO_START, log=lambda line: print(f"  {line}", flush=True))
+    scenario = args.scenario or (DUSK if args.kind == "streetlight" else None)
+    prefix = "SL-DO" if args.kind == "streetlight" else f"{args.kind[:3].upper()}-DO"
+    nodes = make_nodes(args.nodes, kind=args.kind, prefix=prefix, interval_s=args.interval, scenario=scenario)
+    fleet = Fleet(workdir, nodes, speed=args.speed, epoch=args.start, log=lambda line: print(f"  {line}", flush=True))
     shown = 0
     try:
         fleet.start()
