@@ -380,6 +380,6 @@ def test_scenario_rejects_unknown_keys_and_lamps_beyond_the_shunt_range():
 # --- the ROM and the rig agree on the link protocol --------------------------------------------------------------------
 def test_rom_and_rig_use_the_same_op_codes():
     rom = (Path(link.__file__).parent / "rom" / "_rig_link.py").read_text()
-    rom_ops = dict(re.findall(r"^(OP_\w+|SLEEP_\w+) = (\d+)$", rom, re.M))
+    rom_ops = dict(re.findall(r"^(OP_\w+|SLEEP_\w+) = (\d+)\s*(?:#.*)?$", rom, re.M))
     assert rom_ops and all(int(v) == getattr(link, k) for k, v in rom_ops.items())
     assert len(rom_ops) == len([n for n in dir(link) if n.startswith(("OP_", "SLEEP_"))])
