@@ -69,6 +69,25 @@ def test_unknown_names_keys_and_broken_files_are_refused_clearly(tmp_path: Path)
         load_scenario(broken)
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"temperature_c": {"base": 18, "fire_at": 300}}, r"temperature_c: unknown keys \['fire_at'\]"),
+    ({"vibration": {"at_s": 1, "duration_s": 2, "freq_hz": 3}}, r"vibration: .*missing \['amplitude_g'\]"),
+    ({"strain_events": [{"at_s": 1, "duration_s": 2}]}, r"strain_events: .*missing \['peak_ue'\]"),
+    ({"lux": "bright"}, "lux: expected a number or a table, got 'bright'"),
+    ({"presence_at_s": [1, "two"]}, "presence_at_s: expected a list of numbers"),
+    ({"lamp_fails_at_s": True}, "lamp_fails_at_s: expected a number"),
+])
+def test_values_of_the_wrong_shape_are_refused_with_their_key(values, message):
+    with pytest.raises(ValueError, match=message):
+        Scenario(values)
+    scenario = Scenario()
+    with pytest.raises(ValueError, match=message):
+        scenario.update(**values)
+    with pytest.raises(ValueError, match="unknown scenario keys"):
+        scenario.update(lux_typo=3)
+    assert scenario.values["lux"] == 250  # a refused change changes nothing
+
+
 def test_make_node_takes_a_scenario_file_name_or_a_dict_and_matches_the_kit_to_the_kind():
     assert make_node(1, kind="waste", scenario="waste_fire").scenario == load_scenario("waste_fire")
     assert make_node(2, kind="environment", scenario={"co2_ppm": 800}).scenario == {"co2_ppm": 800, "kit": "environment"}

@@ -76,6 +76,57 @@ ACCEL_COUNTS_PER_G = 256
 VIBRATION_WINDOW = 64  # samples of the node's vibration window: event frequencies are quantised to its bins
 
 
+# The keys a curve (a dict in place of a number) or an event may have: (allowed, required).
+CURVE_KEYS = {"lux": ({"day", "night", "sunrise_h", "sunset_h"}, set()),
+              "battery_v": ({"start", "per_day"}, set()),
+              "fill_pct": ({"start", "per_day", "after_pct"}, set()),
+              "crack_mm": ({"start", "per_day"}, set()),
+              "temperature_c": ({"base", "fire_at_s", "rise_c_per_min", "max_c"}, set()),
+              "co2_ppm": ({"outdoor_ppm", "lessons", "rise_ppm_per_min", "fall_ppm_per_min", "max_ppm"}, set()),
+              "vibration": ({"at_s", "duration_s", "freq_hz", "amplitude_g"}, {"at_s", "duration_s", "freq_hz",
+                                                                              "amplitude_g"})}
+EVENT_KEYS = {"strain_events": ({"at_s", "duration_s", "peak_ue"}, {"at_s", "duration_s", "peak_ue"})}
+OPTIONAL_KEYS = {"lamp_fails_at_s", "vibration"}  # None: never
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_keys(where: str, spec: dict, allowed: set, required: set) -> None:
+    unknown, missing = set(spec) - allowed, required - set(spec)
+    if unknown or missing:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}, missing {sorted(missing)}; allowed: {sorted(allowed)}")
+
+
+def check_scenario_value(key: str, value) -> None:
+    """ValueError naming the key when value is not of the kind its default is (a number, a list of numbers, a curve
+    with known keys, a list of events with their keys)."""
+    default = {**DEFAULT_SCENARIO, **KIT_SCENARIO}[key]
+    if value is None and key in OPTIONAL_KEYS:
+        return
+    if isinstance(value, dict) and key in CURVE_KEYS:
+        _check_keys(key, value, *CURVE_KEYS[key])
+        return
+    if key in EVENT_KEYS:
+        if not isinstance(value, list) or not all(isinstance(event, dict) for event in value):
+            raise ValueError(f"{key}: expected a list of tables")
+        for event in value:
+            _check_keys(key, event, *EVENT_KEYS[key])
+        return
+    if isinstance(default, list) or key in ("emptied_at_s", "presence_at_s"):
+        if not isinstance(value, list) or not all(_is_number(v) for v in value):
+            raise ValueError(f"{key}: expected a list of numbers, got {value!r}")
+        return
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return
+    if not _is_number(value):
+        curve = " or a table" if key in CURVE_KEYS else ""
+        raise ValueError(f"{key}: expected a number{curve}, got {value!r}")
+
+
 def hours(time_of_day: float | str) -> float:
     """Hours of the day from a number of hours or an "HH:MM" string."""
     if isinstance(time_of_day, str):
@@ -92,17 +143,24 @@ class Scenario:
         self.epoch_s = epoch_s
         self.origin_s = 0.0
         self.listeners: list[Callable[[], None]] = []  # called after every change (the hardware reschedules edges)
-        known = {**DEFAULT_SCENARIO, **KIT_SCENARIO}
-        unknown = set(self.values) - set(known)
-        if unknown:
-            raise ValueError(f"unknown scenario keys: {sorted(unknown)}; known: {sorted(known)}")
+        self._check(self.values)
         if self.values["kit"] not in KITS:
             raise ValueError(f"unknown sensor kit {self.values['kit']!r}; known: {list(KITS)}")
         max_current = self.values["lamp_power_w"] / self.values["bus_v"]
         if max_current * self.values["shunt_ohm"] > 0.32:
             raise ValueError("the lamp's current would exceed the INA219's ±320 mV shunt range: lower shunt_ohm")
 
+    @staticmethod
+    def _check(values: dict) -> None:
+        known = {**DEFAULT_SCENARIO, **KIT_SCENARIO}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise ValueError(f"unknown scenario keys: {sorted(unknown)}; known: {sorted(known)}")
+        for key, value in values.items():
+            check_scenario_value(key, value)
+
     def update(self, **changes) -> None:
+        self._check(changes)
         self.values.update(changes)
         self._changed()
 
