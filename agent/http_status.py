@@ -244,7 +244,7 @@ def render_page(snapshot: dict[str, Any]) -> str:
     assets = [
         [a["asset_id"], a["kind"], a["dev_eui"], a["last_seen"], a["fcnt"], a["gateway_id"], a["rssi"], a["snr"],
          _reading(a["battery"]), f"{a['alarms']} (last {a['last_alarm']['time']})" if a["last_alarm"] else None,
-         a["downlink"]["status"] if a["downlink"] else None, a["decode_error"] or _readings(a["readings"])]
+         a["downlink"]["status"] if a["downlink"] else None, a["decode_error"] or _readings(a["readings"]), a["state"]]
         for a in snapshot["assets"]
     ]
     alarms = [[a["time"], a["asset_id"], a["fcnt"], _readings(a["readings"])] for a in snapshot["alarms"]]
@@ -260,7 +260,7 @@ updates every {REFRESH_S} s; <a href="/metrics">metrics</a>, <a href="/status.js
 <h2>Agent</h2>{_table("agent", ["", ""], summary)}
 <h2>Gateways</h2>{_table("gateways", ["gateway", "last seen", "uplinks", "RSSI (dBm)", "SNR (dB)"], gateways)}
 <h2>Assets</h2>{_table("assets", ["asset", "kind", "DevEUI", "last seen", "FCnt", "gateway", "RSSI (dBm)",
-                                   "SNR (dB)", "battery", "alarms", "downlink", "readings"], assets)}
+                                   "SNR (dB)", "battery", "alarms", "downlink", "readings", "state"], assets)}
 <h2>Alarms</h2>{_table("alarms", ["time", "asset", "FCnt", "alarm"], alarms)}
 <h2>Devices</h2>{_table("devices", ["DevEUI", "asset", "kind", "activation", "state", "FCnt up"], devices)}
 </body></html>

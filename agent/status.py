@@ -4,8 +4,8 @@ snapshot both are rendered from.
 `StatusModel` keeps, per asset, what its last uplink said (time, FCnt, best gateway, RSSI/SNR, battery, the latest
 readings), its last alarm (an uplink on FPort 2, the alarm port of every node kind) and its last downlink status and
 join; per gateway, how many uplinks it heard and their last RSSI/SNR. It is fed only the documents the agent
-publishes on MQTT anyway (events carry no key), and `snapshot()` adds registry devices through a whitelist of public
-columns, so no key can reach the page. Pure: documents and times in, a JSON-ready dict out.
+publishes on MQTT anyway (events carry no key), and `snapshot()` adds the registry's assets (their state) and devices
+(through a whitelist of public columns), so no key can reach the page. Pure: documents and times in, a JSON-ready dict out.
 """
 
 from __future__ import annotations
@@ -130,12 +130,13 @@ class StatusModel:
                 "last_seen_ts": state.last_seen if state else None, "uplinks": heard.uplinks,
                 "rssi": heard.rssi, "snr": heard.snr,
             })
-        unheard = {d["asset_id"]: AssetStatus(d["asset_id"], d["dev_eui"], d["kind"]) for d in devices
-                   if d["state"] == "active" and d["asset_id"] not in self.assets}
+        registered = {asset.asset_id: asset for asset in agent.registry.assets()}
+        serving = {d["asset_id"]: d["dev_eui"] for d in devices if d["state"] == "active"}
         assets = []
-        for asset_id in sorted(self.assets.keys() | unheard.keys()):
-            asset = self.assets.get(asset_id) or unheard[asset_id]
+        for asset_id in sorted(self.assets.keys() | registered.keys()):
+            asset = self.assets.get(asset_id) or AssetStatus(asset_id, serving.get(asset_id), registered[asset_id].kind)
             view = {name: getattr(asset, name) for name in AssetStatus.__dataclass_fields__}
+            view["state"] = registered[asset_id].state if asset_id in registered else None
             view["last_seen_ts"] = asset.last_seen
             view["last_seen"] = iso_utc(asset.last_seen) if asset.last_seen is not None else None
             assets.append(view)

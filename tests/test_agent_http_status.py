@@ -131,7 +131,8 @@ def test_metrics_status_json_and_page_show_the_live_values(agent_with_http) -> N
     assert lamp["alarms"] == 1 and lamp["last_alarm"]["readings"]["lamp_fault"]["value"] is True
     assert lamp["readings"]["dim_level"]["value"] == 70  # the reading, not replaced by the alarm
     (unheard,) = [a for a in snapshot["assets"] if a["asset_id"] == UNHEARD["asset_id"]]
-    assert unheard["last_seen"] is None and unheard["uplinks"] == 0
+    assert unheard["last_seen"] is None and unheard["uplinks"] == 0 and unheard["dev_eui"] == UNHEARD["dev_eui"]
+    assert lamp["state"] == unheard["state"] == "active"
     assert {d["dev_eui"] for d in snapshot["devices"]} == {LAMP["dev_eui"], UNHEARD["dev_eui"]}
 
     status, content_type, text = get(port, "/metrics")
