@@ -1,17 +1,25 @@
 """On-device self-test for the installer: `import selftest` prints one line, "selftest ok: ..." or "selftest FAILED: ...".
-It checks the radio (SX1276 RegVersion, LoRa mode) and which devices answer on the sensor bus; it reads no sensor value."""
+It checks the radio (SX1276 RegVersion, LoRa mode; or a RAK3172 modem's AT+VER on a board with lorawan_modem()) and which
+devices answer on the sensor bus; it reads no sensor value."""
 from config import ConfigError, load_config
 
 
 def run():
     try:
-        board = __import__("boards." + str(load_config()["board"]), None, None, ("radio",))
-        board.radio().sleep()
+        config = load_config()
+        board = __import__("boards." + str(config["board"]), None, None, ("radio",))
+        if hasattr(board, "lorawan_modem"):
+            from drivers.rak3172 import Rak3172
+
+            radio = "RAK3172 answered (%s)" % Rak3172(board.lorawan_modem(config.get("modem") or {})).at("VER", read=True)
+        else:
+            board.radio().sleep()
+            radio = "SX1276 answered"
         found = board.i2c().scan()
     except (ConfigError, ImportError, OSError) as exc:
         print("selftest FAILED: %s" % exc)
         return False
-    print("selftest ok: SX1276 answered, I2C devices %s" % " ".join("0x%02x" % a for a in found))
+    print("selftest ok: %s, I2C devices %s" % (radio, " ".join("0x%02x" % a for a in found)))
     return True
 
 

@@ -1,13 +1,19 @@
 """A streetlight node whose radio is a RAK3172 modem on UART (board emu_rak3172, the firmware's drivers/rak3172.py driving
 the rig's emulated module by AT commands) with the real agent and Mosquitto: it joins by OTAA, its readings arrive decoded
 on MQTT, a config downlink reaches the app and changes its interval, and a confirmed uplink whose ACK was lost is
-retried by the module and then acked."""
+retried by the module and then acked; the installer's self-test finds the module."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from dos_codecs.lorawan import DataFrame, JoinRequest, parse_phy
 from dos_rig.fleet import GATEWAY_EUI, Fleet, make_node
 
 pytestmark = pytest.mark.hil
+
+MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +88,14 @@ def test_confirmed_uplink_whose_ack_is_lost_is_retried_and_acked(fleet):
     assert len([f for _t, f in data if f.fcnt16 == fcnt]) == 2, "sent once more after the lost ACK"
     assert len([e for e in fleet.uplinks(node.asset_id) if e["fcnt"] % 65536 == fcnt]) == 1
     assert "not acked" not in node.board.console
+
+
+def test_selftest_finds_the_rak3172_and_the_sensors(fleet):
+    """Last in this module: mpremote stops node 1's app to run the installer's self-test on the board."""
+    node = fleet.nodes[0]
+    wait(fleet, lambda: len(fleet.uplinks(node.asset_id)) >= 1, what="a reading")
+    done = subprocess.run([MPREMOTE, "connect", str(node.board.link), "resume", "exec", "import selftest"],
+                          capture_output=True, text=True, timeout=60)
+    report = next(line for line in done.stdout.splitlines() if line.startswith("selftest "))
+    assert report.startswith("selftest ok: RAK3172 answered (RUI_"), report
+    assert "0x23" in report and "0x40" in report, report
