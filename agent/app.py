@@ -429,7 +429,9 @@ class Agent:
                     log.info("agent: registry changed on disk, %d device(s)", len(self.registry.devices()))
                     self._publish_journal()
                 if loop.time() >= next_counters:
-                    self.sink.housekeeping()
+                    dropped = self.sink.housekeeping()
+                    for reason, count in (dropped.count if dropped else {}).items():
+                        self.counters.count_sink(f"outbox_{reason}", count)
                     self._publish_counters()
                     next_counters = loop.time() + COUNTERS_EVERY_S
             except Exception:  # housekeeping must outlive a locked file or a bug

@@ -43,9 +43,10 @@ class Counters:
         self.downlinks[outcome] += 1
         self.version += 1
 
-    def count_sink(self, outcome: str) -> None:
-        """An event the sink could not take (`dropped`: its queue was full)."""
-        self.sink[outcome] += 1
+    def count_sink(self, outcome: str, count: int = 1) -> None:
+        """Events the sink could not take (`dropped`) or the outbox dropped by its limits (`outbox_size`,
+        `outbox_age`, `outbox_store_error`)."""
+        self.sink[outcome] += count
         self.version += 1
 
     def gateway_seen(self, gateway_eui: str, when: str) -> None:

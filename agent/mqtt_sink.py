@@ -11,7 +11,7 @@ broker that lost the session) never loses one.
 paho in order, at most a window of them at a time, and each is deleted from the outbox only on its PUBACK. While the
 broker is away the backlog waits on disk; messages paho already holds are resent by paho on reconnect (before any
 newer one), then the outbox feeds the rest. Latest-value topics (the gateway status, counters, Home Assistant
-discovery) are retained and published again on every connect. The last will publishes `offline` (retained) on the
+discovery, the outbox's drop report) are retained and published again on every connect. The last will publishes `offline` (retained) on the
 status topic when the agent vanishes; it publishes `online` on connect and `offline` when it stops cleanly.
 """
 
@@ -32,7 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from dos_agent.events import iso_utc
-from dos_agent.outbox import Outbox
+from dos_agent.outbox import DropReport, Outbox
 
 log = logging.getLogger("dos_agent.mqtt")
 
@@ -385,18 +385,20 @@ class MqttSink:
         self._on_downlink = on_downlink
         self.client.subscribe(downlink_topic(self.prefix), self._downlink_message)
 
-    def housekeeping(self) -> None:
-        """Drop messages past the outbox's age limit and publish what the outbox had to drop (call about once a
-        second)."""
+    def housekeeping(self) -> DropReport | None:
+        """Drop messages past the outbox's age limit and report what the outbox dropped since the last call (call
+        about once a second): logged, and published retained on `<prefix>/agent/event/outbox_dropped` with the
+        totals so far (a latest-value message: it never takes a queued event's place, and a consumer that was away
+        still finds it). Returns the new drops (None when there were none)."""
         self.outbox.expire()
         report = self.outbox.take_drop_report()
         if report is not None:
-            total = sum(report.count.values())
-            log.warning("outbox: dropped %d message(s) by limit: %s", total, report.count)
-            document = {"type": "outbox_dropped", "time": iso_utc(self.outbox.clock()), "dropped": report.count,
-                        "total": total, "oldest_dropped_at": iso_utc(report.oldest_created),
+            log.warning("outbox: dropped %d message(s) by its limits: %s", sum(report.count.values()), report.count)
+            document = {"type": "outbox_dropped", "time": iso_utc(self.outbox.clock()), "latest": report.count,
+                        "oldest_dropped_at": iso_utc(report.oldest_created), "total": dict(self.outbox.dropped),
                         "max_rows": self.outbox.max_rows, "max_age_s": self.outbox.max_age_s}
-            self.publish(agent_event_topic(self.prefix, "outbox_dropped"), json.dumps(document).encode())
+            self.publish_retained(agent_event_topic(self.prefix, "outbox_dropped"), json.dumps(document).encode())
+        return report
 
     async def drain(self, timeout: float) -> bool:
         """Wait up to `timeout` s while connected for every stored event to be acknowledged; True when none is left."""

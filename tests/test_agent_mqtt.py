@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import queue
 import socket
 import threading
@@ -16,7 +17,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from dos_agent.mqtt_sink import BrokerSettings, MqttSink, counters_topic, event_topic, status_topic
+from dos_agent.mqtt_sink import (
+    BrokerSettings,
+    MqttSink,
+    agent_event_topic,
+    counters_topic,
+    event_topic,
+    status_topic,
+)
+from dos_agent.outbox import Outbox
 from dos_rig.broker import Mosquitto
 
 WAIT_S = 15.0
@@ -197,3 +206,34 @@ def test_downlink_requests_arrive_and_the_subscription_survives_a_broker_restart
             await sink.stop()
 
         asyncio.run(scenario())
+
+
+def test_an_outbox_overflow_is_reported_retained_and_the_newest_events_go_out(tmp_path: Path) -> None:
+    with Mosquitto(tmp_path / "broker", persistence=True) as broker:
+        subscriber = DurableSubscriber(broker.port, "overflow/assets/#")
+
+        async def scenario() -> None:
+            sink = MqttSink(_broker(broker.port), prefix="overflow", outbox=Outbox(tmp_path / "o.sqlite", max_rows=3))
+            await sink.start()
+            assert await sink.wait_connected(WAIT_S)
+            await asyncio.to_thread(broker.stop)
+            assert await _await_until(lambda: not sink.connected)
+            for n in range(5):
+                sink.publish_event("bin-1", b'{"n":%d}' % n)
+            await asyncio.sleep(0.01)
+            report = sink.housekeeping()
+            assert report is not None and report.count == {"size": 2}
+            assert sink.housekeeping() is None  # reported once
+            await asyncio.to_thread(broker.restart)
+            assert await sink.wait_connected(WAIT_S)
+            got = [(await asyncio.to_thread(subscriber.get))[1] for _ in range(3)]
+            assert got == [b'{"n":2}', b'{"n":3}', b'{"n":4}']  # the oldest two were dropped, the rest in order
+            await sink.stop()
+
+        try:
+            asyncio.run(scenario())
+        finally:
+            subscriber.close()
+        document = json.loads(retained_value(broker.port, agent_event_topic("overflow", "outbox_dropped")))
+        assert document["type"] == "outbox_dropped"
+        assert document["latest"] == document["total"] == {"size": 2} and document["max_rows"] == 3
