@@ -178,6 +178,21 @@ def test_the_origin_moves_every_scenario_instant():
     assert scenario.battery_v(100_000_000) == 3.45 and scenario.battery_v(700_000_000) == 3.4
 
 
+def test_a_held_scenario_stays_at_time_0_until_its_origin_is_set():
+    clock, irqs = VirtualClock(), []
+    board = hardware({"lamp_fails_at_s": 30, "presence_at_s": [20], "temperature_c": {"base": 18, "fire_at_s": 0,
+                                                                                      "rise_c_per_min": 6}}, clock, irqs)
+    board.pin_irq(PIN_PIR, IRQ_RISING)
+    board.scenario.hold()
+    run_until(clock, 500 * 10**6)  # e.g. the other boards of a fleet being installed
+    scenario = board.scenario
+    assert irqs == [] and not scenario.lamp_failed(clock.now_us) and scenario.temperature_c(clock.now_us) == 18
+    scenario.set_origin(500)
+    run_until(clock, 530 * 10**6)
+    assert [t // 10**6 for t, _pin in irqs] == [520]
+    assert scenario.lamp_failed(clock.now_us) and scenario.temperature_c(clock.now_us) == 21.0
+
+
 def test_pir_is_high_for_the_hold_after_each_presence_and_raises_its_irq_on_each_edge():
     clock, irqs = VirtualClock(), []
     values = load_scenario("streetlight_night_presence")

@@ -206,9 +206,15 @@ class Fleet:
 
     def __init__(self, workdir: Path, nodes: list[Node], speed: float | None = None, prefix: str = "dos",
                  epoch: str = DEFAULT_EPOCH, gateways: tuple[tuple[str, tuple[float, float]], ...] = ((GATEWAY_EUI, (0.0, 0.0)),),
-                 agent_args: tuple[str, ...] = (), log: Callable[[str], None] = lambda s: None):
+                 agent_args: tuple[str, ...] = (), log: Callable[[str], None] = lambda s: None,
+                 scenarios_from_up: bool = False):
+        """scenarios_from_up: hold every board's scenario at scenario time 0 while the fleet is installed (the clock
+        runs meanwhile) and start them all together once it is up, at virtual second `scenario_origin_s`; else scenario
+        time is the rig's."""
         self.workdir, self.nodes, self.speed, self.prefix, self.log = Path(workdir), nodes, speed, prefix, log
         self.epoch, self.gateways, self.agent_args = epoch, gateways, agent_args
+        self.scenarios_from_up = scenarios_from_up
+        self.scenario_origin_s = 0.0
         self.broker: Mosquitto | None = None
         self.agent: AgentProcess | None = None
         self.rig: Rig | None = None
@@ -245,8 +251,20 @@ class Fleet:
         for node in self.nodes:
             node.board = self.rig.add_board(node.board_id, self.workdir / "boards" / node.board_id, node.position,
                                             scenario=node.scenario, rak3172=node.board_file == "emu_rak3172")
+            if self.scenarios_from_up:
+                self.rig.call(node.board.scenario.hold)
             install_firmware(str(node.board.link), node.board_file, node.kind, node.config(), log=self.log)
             self.log(f"{node.board_id}: {node.kind} {node.asset_id} DevEUI {node.dev_eui} installed and reset")
+        if self.scenarios_from_up:
+            self.scenario_origin_s = self.rig.call(self._start_scenarios)
+            self.log(f"scenarios started at virtual second {self.scenario_origin_s:.3f}")
+
+    def _start_scenarios(self) -> float:
+        """(On the rig's loop) scenario time 0 of every board is now; returns now in virtual seconds."""
+        origin_s = self.rig.now_us() / 1e6
+        for node in self.nodes:
+            node.board.scenario.set_origin(origin_s)
+        return origin_s
 
     def uplinks(self, asset_id: str | None = None) -> list[dict]:
         """Uplink events seen on MQTT so far (for one asset, or all)."""

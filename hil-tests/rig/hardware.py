@@ -179,7 +179,7 @@ class BoardHardware:
             self._pir_edge.cancel()
             self._pir_edge = None
         now = self.clock.now_us
-        upcoming = [t for t in map(self.scenario.rig_us, self.scenario.presence_edges_s()) if t > now]
+        upcoming = [t for t in map(self.scenario.rig_us, self.scenario.presence_edges_s()) if t is not None and t > now]
         if upcoming:
             self._pir_edge = self.clock.call_at(upcoming[0], self._pir_edge_reached)
 

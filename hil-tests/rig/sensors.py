@@ -45,8 +45,9 @@ resolution 256 counts per g, tilt about the y axis); "waste" also an MB7040 ultr
   scd41_humidity (0.1 %).
 
 Scenario time: the instants (`*_at_s`, `at_s`) and the elapsed time of the per_day and rise curves are virtual seconds
-after the scenario's origin (0: the rig's start; `Scenario.set_origin` moves it, e.g. to when the fleet is up); the
-lux and CO2 day curves follow the virtual UTC time of day (the rig's epoch).
+after the scenario's origin (0: the rig's start; `Scenario.set_origin` moves it, e.g. to when the fleet is up, and
+`Scenario.hold` keeps scenario time at 0 until then); the lux and CO2 day curves follow the virtual UTC time of day
+(the rig's epoch).
 """
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ class Scenario:
     def __init__(self, values: dict | None = None, epoch_s: int = 0):
         self.values = {**DEFAULT_SCENARIO, **KIT_SCENARIO, **(values or {})}
         self.epoch_s = epoch_s
-        self.origin_s = 0.0
+        self.origin_s: float | None = 0.0  # None: held at scenario time 0 (see hold)
         self.listeners: list[Callable[[], None]] = []  # called after every change (the hardware reschedules edges)
         self._check(self.values)
         if self.values["kit"] not in KITS:
@@ -169,17 +170,22 @@ class Scenario:
         self.origin_s = t_s
         self._changed()
 
+    def hold(self) -> None:
+        """Stay at scenario time 0 until set_origin (e.g. while the other boards of a fleet are installed)."""
+        self.origin_s = None
+        self._changed()
+
     def _changed(self) -> None:
         for listener in self.listeners:
             listener()
 
     def elapsed_s(self, t_us: int) -> float:
-        """Scenario seconds at rig time t_us."""
-        return t_us / 1e6 - self.origin_s
+        """Scenario seconds at rig time t_us (0 while held)."""
+        return 0.0 if self.origin_s is None else t_us / 1e6 - self.origin_s
 
-    def rig_us(self, scenario_s: float) -> int:
-        """Rig time (µs) of a scenario instant."""
-        return round((scenario_s + self.origin_s) * 1e6)
+    def rig_us(self, scenario_s: float) -> int | None:
+        """Rig time (µs) of a scenario instant; None while held."""
+        return None if self.origin_s is None else round((scenario_s + self.origin_s) * 1e6)
 
     def hour_of_day(self, t_us: int) -> float:
         """Virtual UTC hour of the day at rig time t_us."""
