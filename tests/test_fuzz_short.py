@@ -1,6 +1,6 @@
 """The fuzz campaign of bench/fuzz, short: a few thousand cases in all through the same targets (GWMP datagrams,
-PHYPayloads with forgeries, CBOR payloads, downlink request JSON). Any exception other than the typed errors, or an
-accepted forgery, fails the test; the outcome counts show the cases reached past the first checks."""
+PHYPayloads with forgeries, CBOR payloads, downlink request JSON, ChirpStack uplink JSON). Any exception other than the
+typed errors, or an accepted forgery, fails the test; the outcome counts show the cases reached past the first checks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench" / "fuzz"))
 from fuzz_targets import ForgeryAccepted, PhyTarget, close_targets, run_target, targets  # noqa: E402
 
-CASES = 600
+CASES = 500
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +56,9 @@ def test_downlink_requests_fail_only_with_request_errors(fuzz_targets) -> None:
     outcomes = run_target(fuzz_targets["downlink_json"], CASES)
     assert sum(outcomes.values()) >= CASES
     assert outcomes["ok"] > 0 and outcomes["bad_json"] > 0 and outcomes["bad_fport"] > 0
+
+
+def test_chirpstack_uplinks_fail_only_with_input_errors(fuzz_targets) -> None:
+    outcomes = run_target(fuzz_targets["chirpstack_json"], CASES)
+    assert outcomes["ok"] + outcomes["ok:decode_error"] > 0  # whole messages got through to an event
+    assert outcomes["bad_json"] > 0 and outcomes["bad_field"] > 0

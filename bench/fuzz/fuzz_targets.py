@@ -1,5 +1,6 @@
 """Fuzz targets for everything the agent takes from outside: GWMP datagrams, PHYPayloads (with forgeries of a known
-device's frames), CBOR payloads against the schema decoder, MQTT downlink request JSON, and ChirpStack uplink JSON.
+device's frames), CBOR payloads against the schema decoder, MQTT downlink request JSON, and ChirpStack uplink JSON
+(the ChirpStack MQTT input).
 
 A target is a hypothesis strategy and a check. The check feeds one case to the real code and returns an outcome label
 (`ok:...` or the typed error's reason); any other exception is a crash and escapes. The PHYPayload check also raises
@@ -11,6 +12,7 @@ The serial input (RAK3172 `+EVT:RXP2P` lines) has no agent-side parser yet; it g
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 from collections import Counter
@@ -23,8 +25,10 @@ import cbor2
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from dos_agent.chirpstack_input import ChirpStackInput, ChirpStackInputError
 from dos_agent.downlink import MAX_PAYLOAD, DownlinkRequestError, parse_downlink_request
 from dos_agent.events import SchemaBook
+from dos_agent.mqtt_sink import BrokerSettings
 from dos_agent.registry import Registry
 from dos_agent.session import JoinAccepted, Reception, SessionLayer, UplinkAccepted
 from dos_codecs.crypto import SessionKeys, seal_join_request
@@ -297,14 +301,76 @@ def check_downlink(case: tuple[str, bytes]) -> str:
     return "ok"
 
 
+# --- ChirpStack input JSON -------------------------------------------------------------------------------------------
+
+class ChirpStackTarget:
+    """ChirpStack `event/up` JSON through the ChirpStack input's `translate` (over the PHYPayload target's registry):
+    ChirpStackInputError is the only failure, and what it makes is an event that is strict JSON (no NaN/Infinity)."""
+
+    def __init__(self, registry: Registry) -> None:
+        # translate() only reads the registry and decodes; it never publishes, so there are no outputs to give it
+        self.input = ChirpStackInput(BrokerSettings(), registry, SchemaBook(), outputs=None)  # type: ignore[arg-type]
+
+    def strategy(self) -> st.SearchStrategy:
+        return st.one_of(st.binary(max_size=80), st.builds(lambda v: json.dumps(v).encode(), JSON_VALUES),
+                         _chirpstack_message())
+
+    def check(self, payload: bytes) -> str:
+        try:
+            document, _dev_addr = self.input.translate(payload)
+        except ChirpStackInputError as exc:
+            return exc.reason
+        json.dumps(document, allow_nan=False)  # ValueError: an event consumers could not parse
+        return "ok:decode_error" if document["decode_error"] else "ok"
+
+
+_CHIRPSTACK_PATHS = (("deviceInfo",), ("deviceInfo", "devEui"), ("devAddr",), ("fCnt",), ("fPort",), ("data",),
+                     ("time",), ("rxInfo",), ("rxInfo", "rssi"), ("rxInfo", "snr"), ("rxInfo", "gatewayId"),
+                     ("rxInfo", "context"), ("txInfo",), ("txInfo", "frequency"), ("txInfo", "modulation"),
+                     ("confirmed",), ("adr",))
+_NON_JSON_MARK = "=non-json-number="
+_NON_JSON_NUMBERS = ("Infinity", "-Infinity", "NaN", "1e999", "-1e999")
+
+
+@st.composite
+def _chirpstack_message(draw: st.DrawFn) -> bytes:
+    """A good ChirpStack v4 uplink of the ABP device with up to three fields replaced by arbitrary values or removed."""
+    kind_payload = draw(st.sampled_from([b"\xa1\x01\xf5", b"\xa2\x03\x19\x01\x5e\x06\x19\x01\x73", b"", b"\xff"]))
+    message: dict[str, object] = {
+        "deviceInfo": {"devEui": ABP["dev_eui"], "applicationName": "dos"}, "devAddr": ABP["dev_addr"],
+        "fCnt": draw(st.integers(0, 2**32 + 5)), "fPort": draw(st.integers(0, 230)),
+        "data": base64.b64encode(kind_payload).decode(), "confirmed": draw(st.booleans()),
+        "time": "2026-11-22T08:30:00.000+00:00",
+        "rxInfo": [{"gatewayId": "aa555a0000000001", "rssi": -60, "snr": 7.5, "context": "AAAAAQ=="}],
+        "txInfo": {"frequency": 868100000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7}}},
+    }
+    for path in draw(st.lists(st.sampled_from(_CHIRPSTACK_PATHS), max_size=3)):
+        *parents, leaf = path
+        holder: object = message
+        for parent in parents:
+            holder = holder.get(parent) if isinstance(holder, dict) else None
+            if isinstance(holder, list):  # rxInfo: its first entry
+                holder = holder[0] if holder else None
+        if not isinstance(holder, dict):
+            continue
+        if draw(st.booleans()):
+            holder[leaf] = draw(JSON_VALUES | st.just(_NON_JSON_MARK))
+        else:
+            holder.pop(leaf, None)
+    # numbers Python's json module reads although JSON has no such thing
+    return json.dumps(message).replace(f'"{_NON_JSON_MARK}"', draw(st.sampled_from(_NON_JSON_NUMBERS))).encode()
+
+
 def targets() -> list[Target]:
     """Every target; the PHYPayload one owns a registry: call `close_targets` when done."""
     phy = PhyTarget()
+    chirpstack = ChirpStackTarget(phy.registry)
     return [
         Target("gwmp_datagram", _datagram_bytes(), check_datagram),
         Target("phy_payload", phy.strategy(), phy.check),
         Target("cbor_payload", _payload_case(), check_payload),
         Target("downlink_json", _downlink_request(), check_downlink),
+        Target("chirpstack_json", chirpstack.strategy(), chirpstack.check),
     ]
 
 
