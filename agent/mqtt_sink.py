@@ -193,7 +193,7 @@ class MqttClient:
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> int | None:
         """Hand one message to paho at QoS 1; its message id (reported to `on_ack` on PUBACK), or None when paho
-        refused it."""
+        refused it. ValueError for a topic or payload MQTT cannot carry."""
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("mqtt: publish to %s refused: %s", topic, mqtt.error_string(info.rc))
@@ -444,8 +444,16 @@ class MqttSink:
         if not self.connected:
             return
         for message in self.outbox.take(self.window - len(self._in_flight)):
-            mid = self.client.publish(message.topic, message.payload, message.retain)
-            if mid is not None:
+            try:
+                mid = self.client.publish(message.topic, message.payload, message.retain)
+            except ValueError as exc:  # e.g. a wildcard in an asset id: it would block the queue forever
+                log.error("outbox: message %d on %r can never be published (%s); dropped", message.id,
+                          message.topic, exc)
+                mid = None
+            if mid is None:
+                self.outbox.discard(message.id, "undeliverable")
+                self._schedule_turn()
+            else:
                 self._in_flight[mid] = message.id
 
     def _acked(self, mid: int) -> None:

@@ -59,7 +59,7 @@ class QueuedMessage:
 
 @dataclass(frozen=True, slots=True)
 class DropReport:
-    """Messages dropped since the last report: `count` by reason (`size`, `age`, `store_error`)."""
+    """Messages dropped since the last report: `count` by reason (`size`, `age`, `store_error`, `undeliverable`)."""
 
     count: dict[str, int]
     oldest_created: float
@@ -110,6 +110,7 @@ class Outbox:
         self._next_id = last_id + 1
         self._buffer: list[tuple[int, str, bytes, int, float]] = []
         self._acked: list[tuple[int]] = []
+        self._discarded: list[tuple[int]] = []
         self._cursor = 0  # highest id handed out by take()
         self._ready: deque[QueuedMessage] = deque()  # committed, not handed out; complete unless _on_disk
         self._on_disk = self.depth > 0  # rows after the cursor must be read back from disk
@@ -134,26 +135,27 @@ class Outbox:
     @property
     def uncommitted(self) -> bool:
         """True when `commit()` has something to write (added messages or acknowledgements)."""
-        return bool(self._buffer or self._acked)
+        return bool(self._buffer or self._acked or self._discarded)
 
     def commit(self) -> None:
         """Store the buffered messages and delete the acknowledged ones in one transaction, then enforce `max_rows`.
         A failed write (disk full, I/O error) drops the buffered messages, counted as `store_error`."""
         rows, self._buffer = self._buffer, []
         acked, self._acked = self._acked, []
+        discarded, self._discarded = self._discarded, []
         try:
             with self._transaction():
                 if rows:
                     self._db.executemany(
                         "INSERT INTO outbox (id, topic, payload, retain, created) VALUES (?, ?, ?, ?, ?)", rows)
-                if acked:
-                    self._db.executemany("DELETE FROM outbox WHERE id = ?", acked)
+                if acked or discarded:
+                    self._db.executemany("DELETE FROM outbox WHERE id = ?", acked + discarded)
         except sqlite3.Error:
-            self._acked = acked  # delivered all the same: deleted by the next commit that works
+            self._acked, self._discarded = acked, discarded  # gone all the same: deleted by the next commit that works
             if rows:
                 self._count_drop("store_error", len(rows), rows[0][4])
             raise
-        self.depth += len(rows) - len(acked)
+        self.depth += len(rows) - len(acked) - len(discarded)
         self.delivered += len(acked)
         if rows and not self._on_disk:
             self._ready.extend(QueuedMessage(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows)
@@ -183,6 +185,11 @@ class Outbox:
     def ack(self, message_id: int) -> None:
         """The broker acknowledged the message: delete it at the next commit."""
         self._acked.append((message_id,))
+
+    def discard(self, message_id: int, reason: str) -> None:
+        """A handed-out message that can never be delivered: deleted at the next commit, counted as dropped."""
+        self._discarded.append((message_id,))
+        self._count_drop(reason, 1, self.clock())
 
     def expire(self) -> int:
         """Drop stored messages older than `max_age_s` that were not handed out yet; returns how many."""

@@ -237,3 +237,21 @@ def test_an_outbox_overflow_is_reported_retained_and_the_newest_events_go_out(tm
         document = json.loads(retained_value(broker.port, agent_event_topic("overflow", "outbox_dropped")))
         assert document["type"] == "outbox_dropped"
         assert document["latest"] == document["total"] == {"size": 2} and document["max_rows"] == 3
+
+
+def test_a_message_mqtt_cannot_carry_is_dropped_and_counted_not_blocking_the_queue(mosquitto) -> None:
+    subscriber_port = mosquitto.port
+
+    async def scenario() -> None:
+        sink = MqttSink(_broker(subscriber_port), prefix="poison")
+        await sink.start()
+        assert await sink.wait_connected(WAIT_S)
+        sink.publish_event("lamp/#", b'{"n":0}')  # a wildcard in a topic: no broker takes it
+        sink.publish_event("lamp-2", b'{"n":1}')
+        assert await _await_until(lambda: sink.pending == 0)
+        assert sink.outbox.dropped == {"undeliverable": 1} and sink.outbox.delivered == 1
+        report = sink.housekeeping()
+        assert report is not None and report.count == {"undeliverable": 1}
+        await sink.stop()
+
+    asyncio.run(scenario())
