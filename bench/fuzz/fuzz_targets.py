@@ -54,6 +54,10 @@ class Target:
 # --- shared strategies ------------------------------------------------------------------------------------------------
 
 _JSON_SCALARS = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=20)
+#: A JSON string a strategy puts where the JSON text then gets one of _NON_JSON_NUMBERS: numbers Python's json module
+#: reads (and so a naive input takes) although JSON has no such thing.
+_NON_JSON_MARK = "=non-json-number="
+_NON_JSON_NUMBERS = ("Infinity", "-Infinity", "NaN", "1e999", "-1e999")
 JSON_VALUES = st.recursive(_JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 
@@ -283,10 +287,11 @@ def _downlink_request(draw: st.DrawFn) -> tuple[str, bytes]:
             "fport": st.integers(1, 4) | st.integers(-5, 300),
             "data": st.binary(max_size=240).map(bytes.hex) | st.text(max_size=8),
             "object": st.dictionaries(st.sampled_from(("interval_s", "confirmed", "dim_level", "dusk_lux", "x")),
-                                      JSON_VALUES | st.integers(-10, 100_000), max_size=3),
+                                      JSON_VALUES | st.integers(-10, 100_000) | st.just(_NON_JSON_MARK), max_size=3),
             "id": st.text("Az09._:-", min_size=1, max_size=64) | st.text("Az09/ ", max_size=70),
         }.get(key, JSON_VALUES))
-    return kind, json.dumps(request).encode()
+    text = json.dumps(request).replace(f'"{_NON_JSON_MARK}"', draw(st.sampled_from(_NON_JSON_NUMBERS)))
+    return kind, text.encode()
 
 
 def check_downlink(case: tuple[str, bytes]) -> str:
@@ -328,8 +333,6 @@ _CHIRPSTACK_PATHS = (("deviceInfo",), ("deviceInfo", "devEui"), ("devAddr",), ("
                      ("time",), ("rxInfo",), ("rxInfo", "rssi"), ("rxInfo", "snr"), ("rxInfo", "gatewayId"),
                      ("rxInfo", "context"), ("txInfo",), ("txInfo", "frequency"), ("txInfo", "modulation"),
                      ("confirmed",), ("adr",))
-_NON_JSON_MARK = "=non-json-number="
-_NON_JSON_NUMBERS = ("Infinity", "-Infinity", "NaN", "1e999", "-1e999")
 
 
 @st.composite
@@ -357,7 +360,6 @@ def _chirpstack_message(draw: st.DrawFn) -> bytes:
             holder[leaf] = draw(JSON_VALUES | st.just(_NON_JSON_MARK))
         else:
             holder.pop(leaf, None)
-    # numbers Python's json module reads although JSON has no such thing
     return json.dumps(message).replace(f'"{_NON_JSON_MARK}"', draw(st.sampled_from(_NON_JSON_NUMBERS))).encode()
 
 
