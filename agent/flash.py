@@ -66,6 +66,7 @@ KIND_I2C_SENSORS = {
     "streetlight": {0x23: "BH1750", 0x40: "INA219"},
     "waste": {0x70: "MB7040", 0x48: "TMP102", 0x53: "ADXL345"},
     "bridge": {0x48: "TMP102", 0x53: "ADXL345"},
+    "environment": {0x62: "SCD41"},
 }
 #: Where MicroPython's image starts in flash, by chip family (esptool's chip names).
 FLASH_OFFSETS = {"ESP32": 0x1000, "ESP32-S2": 0x1000, "ESP32-S3": 0x0, "ESP32-C3": 0x0, "ESP32-C6": 0x0}
