@@ -29,7 +29,7 @@ def test_rig_board_command_serves_mpremote_and_stops_cleanly_on_sigterm(tmp_path
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from dos_rig.cli import main; sys.exit(main(sys.argv[1:]))", "board",
          "--dir", str(folder), "--tty", str(link), "--agent", "%s:%d" % agent.getsockname(),
-         "--workdir", str(tmp_path / "work")],
+         "--workdir", str(tmp_path / "work"), "--scenario", "school_day"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         data, _ = agent.recvfrom(1024)
@@ -38,9 +38,10 @@ def test_rig_board_command_serves_mpremote_and_stops_cleanly_on_sigterm(tmp_path
         while not link.is_symlink() and time.monotonic() < deadline:
             time.sleep(0.05)
         run = subprocess.run([MPREMOTE, "connect", str(link), "resume", "exec",
-                              "import os, machine; open('x.txt', 'w').write('hi'); print(len(machine.unique_id()))"],
+                              "import os, machine; open('x.txt', 'w').write('hi'); print(len(machine.unique_id())); "
+                              "print(machine.I2C(0, scl=machine.Pin(15), sda=machine.Pin(4)).scan())"],
                              capture_output=True, text=True, timeout=20)
-        assert run.stdout.strip() == "6", run.stderr
+        assert run.stdout.split() == ["6", "[35,", "64,", "98]"], run.stderr  # BH1750, INA219, the scenario's SCD41
         assert (folder / "x.txt").read_text() == "hi"
         console = (tmp_path / "work" / "board1.console.log").read_text(errors="replace")
         children = [int(p) for p in os.listdir("/proc") if p.isdigit()
@@ -57,3 +58,12 @@ def test_rig_board_command_serves_mpremote_and_stops_cleanly_on_sigterm(tmp_path
             proc.kill()
             proc.wait()
         agent.close()
+
+
+def test_rig_board_command_refuses_an_unknown_scenario(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from dos_rig.cli import main; sys.exit(main(sys.argv[1:]))", "board",
+         "--dir", str(tmp_path / "board"), "--tty", str(tmp_path / "tty"), "--scenario", "no_such_scenario"],
+        capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "dos-edge rig board: no scenario 'no_such_scenario'" in done.stderr
+    assert not (tmp_path / "tty").exists()

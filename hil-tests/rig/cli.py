@@ -1,10 +1,11 @@
 """`dos-edge rig ...`: run parts of the emulated world from the command line.
 
-    dos-edge rig board --dir DIR --tty LINK [--agent HOST:PORT]
+    dos-edge rig board --dir DIR --tty LINK [--agent HOST:PORT] [--scenario NAME|FILE]
 
 starts one emulated board (micropython in DIR, its serial port at LINK for mpremote / flash.sh) whose radio is on the air of
-a rig with one gateway forwarding to the agent over Semtech UDP; it runs until Ctrl-C or SIGTERM, then stops every process
-it started and removes the link.
+a rig with one gateway forwarding to the agent over Semtech UDP, its sensors those of the scenario's kit (a file in
+hil-tests/scenarios, e.g. school_day for an environment node; default: the streetlight kit); it runs until Ctrl-C or
+SIGTERM, then stops every process it started and removes the link.
 
     dos-edge rig rak3172 --tty LINK [--board-dir DIR --board-tty LINK2] [--speed S]
 
@@ -22,6 +23,7 @@ import threading
 from pathlib import Path
 
 from dos_rig.rig import Rig
+from dos_rig.scenarios import ScenarioError, load_scenario
 
 DEFAULT_GATEWAY_EUI = "0016C001FF10A235"
 
@@ -56,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--speed", type=float, default=None,
                        help="virtual seconds per wall second (default: as fast as the board allows)")
     board.add_argument("--workdir", type=Path, default=None, help="console, sensor and air logs (default: a temp dir)")
+    board.add_argument("--scenario", default=None,
+                       help="scenario file name (hil-tests/scenarios) or path: the board's sensor kit and environment")
     modem = commands.add_parser("rak3172", help="run an emulated RAK3172 on a pty until Ctrl-C / SIGTERM")
     modem.add_argument("--tty", type=Path, required=True, help="where to put the module's serial port (a symlink)")
     modem.add_argument("--module-id", default="rak1", help="the module's id on the air (default rak1)")
@@ -106,12 +110,16 @@ def run_rak3172(args: argparse.Namespace) -> int:
 
 
 def run_board(args: argparse.Namespace) -> int:
+    try:
+        scenario = load_scenario(args.scenario) if args.scenario else None
+    except ScenarioError as exc:
+        raise SystemExit(f"dos-edge rig board: {exc}") from None
     stop, previous = _until_stopped()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dos-rig-"))
     try:
         with Rig(workdir, agent_addr=args.agent, air_log=workdir / "air.jsonl", speed=args.speed) as rig:
             rig.add_gateway(args.gateway_eui, (0.0, 0.0))
-            board = rig.add_board(args.board_id, args.dir, args.position, link=args.tty)
+            board = rig.add_board(args.board_id, args.dir, args.position, scenario=scenario, link=args.tty)
             print(f"board {args.board_id}: folder {args.dir.resolve()}, serial link {board.link}; gateway "
                   f"{args.gateway_eui} -> agent udp {args.agent[0]}:{args.agent[1]}; logs in {workdir}", flush=True)
             print("running until Ctrl-C", flush=True)
