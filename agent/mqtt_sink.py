@@ -11,8 +11,9 @@ broker that lost the session) never loses one.
 paho in order, at most a window of them at a time, and each is deleted from the outbox only on its PUBACK. While the
 broker is away the backlog waits on disk; messages paho already holds are resent by paho on reconnect (before any
 newer one), then the outbox feeds the rest. Latest-value topics (the gateway status, counters, Home Assistant
-discovery, the outbox's drop report) are retained and published again on every connect. The last will publishes `offline` (retained) on the
-status topic when the agent vanishes; it publishes `online` on connect and `offline` when it stops cleanly.
+discovery, the outbox's drop report) are retained and published again on every connect. The last will publishes
+`offline` (retained) on the status topic when the agent vanishes; the agent publishes `online` on connect and
+`offline` when it stops cleanly.
 """
 
 from __future__ import annotations
@@ -324,7 +325,6 @@ class MqttSink:
         self.client.on_ack = self._acked
         #: Outbox messages handed to paho at most at once: paho holds the rest of its window queued, ready to go.
         self.window = 2 * max_inflight
-        self.store_errors = 0
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox id
         self._retained: dict[str, bytes] = {status_topic(prefix): STATUS_ONLINE}
         self._offline_mid: int | None = None
@@ -438,8 +438,7 @@ class MqttSink:
         if self.outbox.uncommitted:
             try:
                 self.outbox.commit()
-            except sqlite3.Error as exc:
-                self.store_errors += 1
+            except sqlite3.Error as exc:  # counted by the outbox (store_error) and reported by housekeeping
                 log.error("outbox: cannot write %s: %s", self.outbox.path, exc)
         if not self.connected:
             return
