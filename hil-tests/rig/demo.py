@@ -16,7 +16,7 @@ from dos_rig.fleet import Fleet, make_nodes
 
 # A winter afternoon in Dortmund: the demo starts shortly before sunset, so the lamps switch on as it gets dark.
 DEMO_START = "2026-01-15T15:20:00Z"
-DUSK = {"lux": {"day": 12000, "night": 1, "sunrise_h": 7.5, "sunset_h": 15.5}, "lamp_power_w": 36.0}
+DUSK = "winter_dusk"  # hil-tests/scenarios/winter_dusk.toml
 
 
 def format_event(event: dict) -> str:
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3, help="number of emulated nodes (default 3)")
     parser.add_argument("--kind", choices=available_kinds(), default="streetlight", help="node kind (default streetlight)")
     parser.add_argument("--scenario", default=None,
-                        help="scenario file name or path (hil-tests/scenarios; default: dusk for streetlights, else the "
-                             "rig's defaults)")
+                        help="scenario file name or path (hil-tests/scenarios; default: winter_dusk for streetlights, "
+                             "else the rig's defaults)")
     parser.add_argument("--start", default=DEMO_START, help=f"virtual UTC start (default {DEMO_START})")
     parser.add_argument("--interval", type=int, default=60, help="reporting interval in virtual seconds (default 60)")
     parser.add_argument("--speed", type=float, default=60.0, help="virtual seconds per wall second (default 60)")
