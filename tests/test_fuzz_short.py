@@ -1,6 +1,7 @@
 """The fuzz campaign of bench/fuzz, short: a few thousand cases in all through the same targets (GWMP datagrams,
-PHYPayloads with forgeries, CBOR payloads, downlink request JSON, ChirpStack uplink JSON). Any exception other than the
-typed errors, or an accepted forgery, fails the test; the outcome counts show the cases reached past the first checks."""
+PHYPayloads with forgeries, CBOR payloads, downlink request JSON, ChirpStack uplink JSON, RAK3172 serial lines in the
+real micropython). Any exception other than the typed errors, or an accepted forgery, fails the test; the outcome
+counts show the cases reached past the first checks."""
 
 from __future__ import annotations
 
@@ -62,3 +63,9 @@ def test_chirpstack_uplinks_fail_only_with_input_errors(fuzz_targets) -> None:
     outcomes = run_target(fuzz_targets["chirpstack_json"], CASES)
     assert outcomes["ok"] + outcomes["ok:decode_error"] > 0  # whole messages got through to an event
     assert outcomes["bad_json"] > 0 and outcomes["bad_field"] > 0
+
+
+def test_rak3172_serial_lines_fail_only_with_value_errors_in_micropython(fuzz_targets) -> None:
+    outcomes = run_target(fuzz_targets["serial_lines"], CASES)
+    assert outcomes["event:downlink"] > 0 and outcomes["ValueError"] > 0
+    assert any(o.startswith("reply:") for o in outcomes)

@@ -7,7 +7,8 @@ A target is a hypothesis strategy and a check. The check feeds one case to the r
 `ForgeryAccepted` when a frame that is not byte-for-byte a genuine one is accepted. `bench/fuzz/run.py` runs the
 campaign (>= 100,000 cases a target), `tests/test_fuzz_short.py` a few thousand cases with the same targets.
 
-The serial input (RAK3172 `+EVT:RXP2P` lines) has no agent-side parser yet; it gets a target when it lands.
+Serial lines (RAK3172 AT replies and `+EVT:` lines) go through the firmware driver's AT core in the real micropython;
+the agent has no RAK3172 input (P2P receiver) yet, so its parser gets a target when it lands.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-from collections import Counter
+import os
+import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,7 @@ from dos_codecs.errors import CodecError, DatagramError, FrameError
 from dos_codecs.gwmp import GwmpKind, Rxpk, parse_datagram, parse_rxpk, parse_tx_ack_error, rxpk_to_json
 from dos_codecs.lorawan import DataFrame, JoinRequest, MType, parse_phy
 from dos_codecs.schema import available_kinds, load_schema
+from dos_rig.board import find_micropython
 
 
 class ForgeryAccepted(AssertionError):
@@ -363,6 +367,70 @@ def _chirpstack_message(draw: st.DrawFn) -> bytes:
     return json.dumps(message).replace(f'"{_NON_JSON_MARK}"', draw(st.sampled_from(_NON_JSON_NUMBERS))).encode()
 
 
+# --- serial lines (RAK3172) -------------------------------------------------------------------------------------------
+
+SERIAL_LINES_SCRIPT = Path(__file__).resolve().parent / "serial_lines_mpy.py"
+FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
+_RAK_EVENTS = ("JOINED", "JOIN_FAILED_RX_TIMEOUT", "TX_DONE", "SEND_CONFIRMED_OK", "SEND_CONFIRMED_FAILED", "RX_1",
+               "RX_2", "LINKCHECK", "RXP2P", "TXP2P DONE", "RXP2P RECEIVE TIMEOUT")
+_RAK_FIELDS = st.one_of(st.integers(-200, 300).map(str), st.binary(max_size=12).map(bytes.hex),
+                        st.sampled_from(("UNICAST", "", "-", "ff", "0x1", "1e3", "\u00e4")), st.text(max_size=6))
+
+
+@st.composite
+def _serial_line(draw: st.DrawFn) -> tuple[bool, bytes]:
+    """(a command pending?, one line as the UART gives it)."""
+    shape = draw(st.sampled_from(("random", "event", "downlink", "status")))
+    if shape == "random":
+        line = draw(st.binary(max_size=80))
+    elif shape == "downlink":  # +EVT:RX_1:<rssi>:<snr>:UNICAST:<port>:<hex> (or RXP2P's), one field perhaps replaced
+        fields = [draw(st.sampled_from(("RX_1", "RX_2", "RXP2P"))), str(draw(st.integers(-140, 0))),
+                  str(draw(st.integers(-20, 15))), "UNICAST", str(draw(st.integers(0, 255))),
+                  draw(st.binary(max_size=20)).hex()]
+        if draw(st.booleans()):
+            fields[draw(st.integers(0, len(fields) - 1))] = draw(_RAK_FIELDS)
+        line = ("+EVT:" + ":".join(fields)).encode()
+    elif shape == "event":
+        fields = draw(st.lists(_RAK_FIELDS, max_size=7))
+        line = ("+EVT:" + ":".join([draw(st.sampled_from(_RAK_EVENTS)), *fields])).encode()
+    else:
+        line = draw(st.sampled_from(("OK", "AT_ERROR", "AT_PARAM_ERROR", "AT_BUSY_ERROR", "value", "RAKwireless"))
+                    ).encode()
+    return draw(st.booleans()), line + draw(st.sampled_from((b"\r\n", b"\n", b"")))
+
+
+class SerialLinesTarget:
+    """RAK3172 serial lines through the firmware driver's AT core (`drivers/rak3172.py`: AtProtocol.feed and
+    parse_event), run in the real micropython: one persistent process, one case per line over a pipe. ValueError is the
+    typed failure; any other exception comes back as CRASH and fails the case. (The agent has no RAK3172 input yet:
+    when it lands, its parser gets a target too.)"""
+
+    def __init__(self) -> None:
+        env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(FIRMWARE_DIR)]))
+        self.proc = subprocess.Popen([find_micropython(), "-X", "heapsize=1M", str(SERIAL_LINES_SCRIPT)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=FIRMWARE_DIR)
+
+    def check(self, case: tuple[bool, bytes]) -> str:
+        pending, line = case
+        self.proc.stdin.write(b"%d %s\n" % (pending, line.hex().encode()))
+        self.proc.stdin.flush()
+        outcome = self.proc.stdout.readline().decode().strip()
+        if not outcome:
+            raise AssertionError(f"micropython ended (exit {self.proc.poll()}) on {line!r}")
+        if outcome.startswith("CRASH"):
+            raise AssertionError(f"{outcome} on {line!r} (command pending: {pending})")
+        return outcome
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc.stdout.close()
+
+
 def targets() -> list[Target]:
     """Every target; the PHYPayload one owns a registry: call `close_targets` when done."""
     phy = PhyTarget()
@@ -373,14 +441,15 @@ def targets() -> list[Target]:
         Target("cbor_payload", _payload_case(), check_payload),
         Target("downlink_json", _downlink_request(), check_downlink),
         Target("chirpstack_json", chirpstack.strategy(), chirpstack.check),
+        Target("serial_lines", _serial_line(), SerialLinesTarget().check),
     ]
 
 
 def close_targets(chosen: list[Target]) -> None:
-    """Release what the targets hold (the PHYPayload target's registry)."""
+    """Release what the targets hold (the PHYPayload target's registry, the serial lines' micropython)."""
     for target in chosen:
         owner = getattr(target.check, "__self__", None)
-        if isinstance(owner, PhyTarget):
+        if isinstance(owner, (PhyTarget, SerialLinesTarget)):
             owner.close()
 
 
