@@ -5,8 +5,11 @@ back into named values through the table. No general encoder: the node never sen
 only take heap."""
 import struct
 
-_FALSE, _TRUE = 0xF4, 0xF5
-_MAX_DEPTH = 16
+from micropython import const
+
+_FALSE = const(0xF4)
+_TRUE = const(0xF5)
+_MAX_DEPTH = const(16)
 
 
 class CborError(ValueError):

@@ -5,13 +5,23 @@ masks in order, DR, TX power and NbTrans from the last one, all or nothing, and 
 status. A CID this device does not know ends the walk (its length is unknown) and is counted."""
 from math import floor
 
+from micropython import const
+
 from lorawan.events import DeviceTime, LinkCheck
 
-LINK_CHECK, LINK_ADR, DUTY_CYCLE, RX_PARAM_SETUP, DEV_STATUS = 0x02, 0x03, 0x04, 0x05, 0x06
-NEW_CHANNEL, RX_TIMING_SETUP, DL_CHANNEL, DEVICE_TIME = 0x07, 0x08, 0x0A, 0x0D
-_REQUEST_LEN = {LINK_CHECK: 2, LINK_ADR: 4, DUTY_CYCLE: 1, RX_PARAM_SETUP: 4, DEV_STATUS: 0, NEW_CHANNEL: 5,
-                RX_TIMING_SETUP: 1, DL_CHANNEL: 4, DEVICE_TIME: 5}
-STICKY = (RX_PARAM_SETUP, RX_TIMING_SETUP, DL_CHANNEL)  # answers repeated in every uplink until a downlink arrives
+# CIDs, as const(): their values go into the code, not the module's globals
+_LINK_CHECK = const(0x02)
+_LINK_ADR = const(0x03)
+_DUTY_CYCLE = const(0x04)
+_RX_PARAM_SETUP = const(0x05)
+_DEV_STATUS = const(0x06)
+_NEW_CHANNEL = const(0x07)
+_RX_TIMING_SETUP = const(0x08)
+_DL_CHANNEL = const(0x0A)
+_DEVICE_TIME = const(0x0D)
+_REQUEST_LEN = {_LINK_CHECK: 2, _LINK_ADR: 4, _DUTY_CYCLE: 1, _RX_PARAM_SETUP: 4, _DEV_STATUS: 0, _NEW_CHANNEL: 5,
+                _RX_TIMING_SETUP: 1, _DL_CHANNEL: 4, _DEVICE_TIME: 5}
+STICKY = (_RX_PARAM_SETUP, _RX_TIMING_SETUP, _DL_CHANNEL)  # answers repeated in every uplink until a downlink arrives
 
 
 def battery_level(volts, empty_v, full_v):
@@ -40,36 +50,36 @@ def handle_commands(mac, data, snr, tx_end_ms):
             break
         args = data[pos + 1:pos + 1 + size]
         pos += 1 + size
-        if cid == LINK_ADR:
+        if cid == _LINK_ADR:
             adr_block.append(args)
-            if pos < len(data) and data[pos] == LINK_ADR:
+            if pos < len(data) and data[pos] == _LINK_ADR:
                 continue
             status = _link_adr(mac, adr_block)
-            answers.extend(bytes((LINK_ADR, status)) for _ in adr_block)
+            answers.extend(bytes((_LINK_ADR, status)) for _ in adr_block)
             adr_block = []
-        elif cid == LINK_CHECK:
+        elif cid == _LINK_CHECK:
             events.append(LinkCheck(args[0], args[1]))
-        elif cid == DEVICE_TIME:
+        elif cid == _DEVICE_TIME:
             seconds = args[0] | args[1] << 8 | args[2] << 16 | args[3] << 24
             events.append(DeviceTime(seconds * 1000 + args[4] * 125 // 32, tx_end_ms))
-        elif cid == DUTY_CYCLE:
+        elif cid == _DUTY_CYCLE:
             mac.region.aggregate_divisor = 1 << (args[0] & 0x0F)
-            answers.append(bytes((DUTY_CYCLE,)))
-        elif cid == RX_PARAM_SETUP:
-            answers.append(bytes((RX_PARAM_SETUP, _rx_param_setup(mac, args))))
-        elif cid == DEV_STATUS:
+            answers.append(bytes((_DUTY_CYCLE,)))
+        elif cid == _RX_PARAM_SETUP:
+            answers.append(bytes((_RX_PARAM_SETUP, _rx_param_setup(mac, args))))
+        elif cid == _DEV_STATUS:
             margin = max(-32, min(31, floor(snr + 0.5)))
-            answers.append(bytes((DEV_STATUS, mac.battery_level, margin & 0x3F)))
-        elif cid == NEW_CHANNEL:
-            answers.append(bytes((NEW_CHANNEL, _new_channel(mac.region, args))))
-        elif cid == RX_TIMING_SETUP:
+            answers.append(bytes((_DEV_STATUS, mac.battery_level, margin & 0x3F)))
+        elif cid == _NEW_CHANNEL:
+            answers.append(bytes((_NEW_CHANNEL, _new_channel(mac.region, args))))
+        elif cid == _RX_TIMING_SETUP:
             mac.rx1_delay_ms = 1000 * ((args[0] & 0x0F) or 1)
-            answers.append(bytes((RX_TIMING_SETUP,)))
+            answers.append(bytes((_RX_TIMING_SETUP,)))
         else:
-            answers.append(bytes((DL_CHANNEL, _dl_channel(mac.region, args))))
+            answers.append(bytes((_DL_CHANNEL, _dl_channel(mac.region, args))))
     if adr_block:  # a LinkADRReq block cut short by a broken command after it
         status = _link_adr(mac, adr_block)
-        answers.extend(bytes((LINK_ADR, status)) for _ in adr_block)
+        answers.extend(bytes((_LINK_ADR, status)) for _ in adr_block)
     return events, answers
 
 

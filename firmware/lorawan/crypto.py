@@ -2,8 +2,10 @@
 (B0 block), FRMPayload encryption (A_i blocks through ECB), and the OTAA join functions (JoinRequest MIC, JoinAccept
 decryption and MIC check, session key derivation)."""
 from cryptolib import aes
+from micropython import const
 
-_ECB, _CBC = 1, 2
+_ECB = const(1)
+_CBC = const(2)
 _ZERO_BLOCK = bytes(16)
 
 

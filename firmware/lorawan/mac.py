@@ -22,30 +22,41 @@ Repetitions (NbTrans for unconfirmed frames, retries until ACK up to CONFIRMED_T
 same bytes with the same FCnt on a newly drawn channel. A payload longer than the DR allows gives NotSent, never a
 truncation.
 """
+from micropython import const
+
 from lorawan.commands import STICKY, handle_commands
 from lorawan.crypto import Cmac, CryptoError, crypt_payload, data_mic, join_accept_open, join_request_mic, session_keys
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, OpenRx, RxIgnored, Sent, Transmit, Wait
 
-JOIN_REQUEST, JOIN_ACCEPT = 0x00, 0x20
-UNCONFIRMED_UP, CONFIRMED_UP = 0x40, 0x80
-UNCONFIRMED_DOWN, CONFIRMED_DOWN = 3, 5  # MType values
-FCTRL_ADR, FCTRL_ADR_ACK_REQ, FCTRL_ACK = 0x80, 0x40, 0x20
-RECEIVE_DELAY1_MS = 1000
-JOIN_ACCEPT_DELAY1_MS = 5000  # RX2 (and JOIN_ACCEPT_DELAY2) is 1 s after RX1
-RX_EARLY_MS = 5  # windows open this early: TX end is seen up to a poll late, and the preamble must find us listening
-RX_PREAMBLE_SYMBOLS = 8  # a window stays open this many symbols past its nominal start to catch a preamble
-MAX_FCNT_GAP = 16384
-CONFIRMED_TRIES = 8
-RETRY_BACKOFF_MS = (1000, 3000)
-MAX_FOPTS = 15
-ADR_ACK_LIMIT, ADR_ACK_DELAY = 64, 32
-SESSION_STALE_AFTER = ADR_ACK_LIMIT + 8 * ADR_ACK_DELAY  # new frames without a downlink before an OTAA node rejoins
-JOIN_BACKOFF_FIRST_MS = 15000
-JOIN_BACKOFF_MAX_MS = 3600000
-JOIN_ATTEMPTS_PER_DR = 2
-_HOUR_MS = 3600000
+# Integer constants are const() with a leading underscore: the compiler puts their values into the code, so they take
+# no room in the module's globals (heap) on the node.
+_JOIN_REQUEST = const(0x00)
+_JOIN_ACCEPT = const(0x20)
+_UNCONFIRMED_UP = const(0x40)
+_CONFIRMED_UP = const(0x80)
+_UNCONFIRMED_DOWN = const(3)  # MType values
+_CONFIRMED_DOWN = const(5)
+_FCTRL_ADR = const(0x80)
+_FCTRL_ADR_ACK_REQ = const(0x40)
+_FCTRL_ACK = const(0x20)
+_RECEIVE_DELAY1_MS = const(1000)
+_JOIN_ACCEPT_DELAY1_MS = const(5000)  # RX2 (and JOIN_ACCEPT_DELAY2) is 1 s after RX1
+_RX_EARLY_MS = const(5)  # windows open this early: TX end is seen up to a poll late, the preamble must find us listening
+_RX_PREAMBLE_SYMBOLS = const(8)  # a window stays open this many symbols past its nominal start to catch a preamble
+_MAX_FCNT_GAP = const(16384)
+_CONFIRMED_TRIES = const(8)
+_RETRY_BACKOFF_MIN_MS = const(1000)
+_RETRY_BACKOFF_MAX_MS = const(3000)
+_MAX_FOPTS = const(15)
+_ADR_ACK_LIMIT = const(64)
+_ADR_ACK_DELAY = const(32)
+_SESSION_STALE_AFTER = const(_ADR_ACK_LIMIT + 8 * _ADR_ACK_DELAY)  # frames with no downlink before an OTAA node rejoins
+_JOIN_BACKOFF_FIRST_MS = const(15000)
+_JOIN_BACKOFF_MAX_MS = const(3600000)
+_JOIN_ATTEMPTS_PER_DR = const(2)
+_HOUR_MS = const(3600000)
+_JOIN_REQUEST_LEN = const(23)
 _LINK_CHECK_REQ, _DEVICE_TIME_REQ = b"\x02", b"\x0d"
-_JOIN_REQUEST_LEN = 23
 
 
 class MacError(ValueError):
@@ -85,7 +96,7 @@ class Mac:
         region = self.region
         self.tx_power_dbm = self.default_tx_power_dbm
         self.nb_trans = 1
-        self.rx1_delay_ms = RECEIVE_DELAY1_MS
+        self.rx1_delay_ms = _RECEIVE_DELAY1_MS
         self.rx1_dr_offset = 0
         self.rx2_freq_khz, self.rx2_dr = region.RX2_FREQ_KHZ, region.RX2_DR
         self.fcnt_up = 0
@@ -115,7 +126,7 @@ class Mac:
     @property
     def session_stale(self):
         """True when an OTAA session with ADR on heard no downlink for SESSION_STALE_AFTER new frames."""
-        return self._otaa is not None and self.activated and self.adr and self.adr_ack_cnt >= SESSION_STALE_AFTER
+        return self._otaa is not None and self.activated and self.adr and self.adr_ack_cnt >= _SESSION_STALE_AFTER
 
     def end_session(self):
         """Forget the session (OTAA: the next join() starts a new one)."""
@@ -166,7 +177,7 @@ class Mac:
         nonce = self.dev_nonce
         euis, app_cmac = self._otaa
         msg = bytearray(19)
-        msg[0] = JOIN_REQUEST
+        msg[0] = _JOIN_REQUEST
         msg[1:17] = euis
         msg[17], msg[18] = nonce & 0xFF, nonce >> 8
         self.dev_nonce = nonce + 1  # used from now on, even if the radio fails
@@ -176,7 +187,7 @@ class Mac:
     def _open_join_accept(self, frame, window):
         if len(frame) not in (17, 33):
             raise MacError("bad_join_accept_length")
-        if frame[0] != JOIN_ACCEPT:
+        if frame[0] != _JOIN_ACCEPT:
             raise MacError("not_join_accept")
         app_cmac = self._otaa[1]
         try:
@@ -201,12 +212,12 @@ class Mac:
 
     def _join_failed(self, now_ms):
         self.join_attempts += 1
-        if self.join_attempts % JOIN_ATTEMPTS_PER_DR == 0 and self.data_rate > 0:
+        if self.join_attempts % _JOIN_ATTEMPTS_PER_DR == 0 and self.data_rate > 0:
             self.data_rate -= 1
         trying_ms = now_ms - self._join_since
         divisor = 100 if trying_ms < _HOUR_MS else 1000 if trying_ms < 11 * _HOUR_MS else 10000
         duty_ms = -(-self._tx_airtime_us * (divisor - 1) // 1000)
-        cap = min(JOIN_BACKOFF_MAX_MS, JOIN_BACKOFF_FIRST_MS << min(self.join_attempts - 1, 12))
+        cap = min(_JOIN_BACKOFF_MAX_MS, _JOIN_BACKOFF_FIRST_MS << min(self.join_attempts - 1, 12))
         delay = cap // 2 + self.region.random(cap // 2 + 1)
         self.next_join_ms = self._tx_end + max(duty_ms, delay)
         self._joining = False
@@ -233,13 +244,13 @@ class Mac:
         self._pending = (fport, confirmed)
         self._attempt = 0
         self._frame_fcnt = self.fcnt_up
-        self._frame = self._build(fport, payload, confirmed, min(MAX_FOPTS, limit - len(payload)))
+        self._frame = self._build(fport, payload, confirmed, min(_MAX_FOPTS, limit - len(payload)))
         return self._try_send(now_ms)
 
     def _adr_backoff(self):
         """The ADR back-off steps due at this ADR_ACK_CNT, each taken once: one per ADR_ACK_DELAY frames from
         ADR_ACK_LIMIT + ADR_ACK_DELAY on."""
-        due = (self.adr_ack_cnt - ADR_ACK_LIMIT) // ADR_ACK_DELAY
+        due = (self.adr_ack_cnt - _ADR_ACK_LIMIT) // _ADR_ACK_DELAY
         while self._adr_steps < due:
             self._adr_steps += 1
             if self.tx_power_dbm != self.default_tx_power_dbm:
@@ -269,11 +280,11 @@ class Mac:
         fcnt = self._frame_fcnt
         self._fopts_sent = self._fopts(fopts_room)
         fopts = b"".join(self._fopts_sent)
-        fctrl = len(fopts) | (FCTRL_ACK if self._ack_next else 0)
+        fctrl = len(fopts) | (_FCTRL_ACK if self._ack_next else 0)
         if self.adr:
-            fctrl |= FCTRL_ADR | (FCTRL_ADR_ACK_REQ if self.adr_ack_cnt >= ADR_ACK_LIMIT else 0)
+            fctrl |= _FCTRL_ADR | (_FCTRL_ADR_ACK_REQ if self.adr_ack_cnt >= _ADR_ACK_LIMIT else 0)
         body = bytearray()
-        body.append(CONFIRMED_UP if confirmed else UNCONFIRMED_UP)
+        body.append(_CONFIRMED_UP if confirmed else _UNCONFIRMED_UP)
         body.extend(self._dev_addr)
         body.append(fctrl)
         body.append(fcnt & 0xFF)
@@ -311,7 +322,7 @@ class Mac:
         self.state = _RX1
         events = []
         if self._joining:
-            self._rx1_delay_now = JOIN_ACCEPT_DELAY1_MS
+            self._rx1_delay_now = _JOIN_ACCEPT_DELAY1_MS
         else:
             self._rx1_delay_now = self.rx1_delay_ms
             if self._attempt == 1:
@@ -329,15 +340,15 @@ class Mac:
         self._answers = [a for a in self._answers if a[0] in STICKY or not any(a is c for c in sent)]
         self._link_check_wanted = self._link_check_wanted and _LINK_CHECK_REQ not in sent
         self._device_time_wanted = self._device_time_wanted and _DEVICE_TIME_REQ not in sent
-        if self._frame[5] & FCTRL_ACK:
+        if self._frame[5] & _FCTRL_ACK:
             self._ack_next = False
         if self.adr:
             self.adr_ack_cnt += 1
 
     def _window(self, number, freq, dr, nominal_ms):
-        timeout_ms = 2 * RX_EARLY_MS + -(-RX_PREAMBLE_SYMBOLS * self.region.symbol_us(dr) // 1000)
+        timeout_ms = 2 * _RX_EARLY_MS + -(-_RX_PREAMBLE_SYMBOLS * self.region.symbol_us(dr) // 1000)
         radio = self.region.radio_config(freq, dr, self.tx_power_dbm, False)
-        return OpenRx(nominal_ms - RX_EARLY_MS, radio, timeout_ms, number)
+        return OpenRx(nominal_ms - _RX_EARLY_MS, radio, timeout_ms, number)
 
     # ---- receive windows
 
@@ -351,7 +362,7 @@ class Mac:
 
     def _after_rx1(self, now_ms):
         rx2_at = self._tx_end + self._rx1_delay_now + 1000
-        if now_ms > rx2_at - RX_EARLY_MS:
+        if now_ms > rx2_at - _RX_EARLY_MS:
             self.count("rx2_missed")
             return self._finish(now_ms, False)
         self.state = _RX2
@@ -376,10 +387,10 @@ class Mac:
         if self._joining:
             return self._join_failed(now_ms)
         confirmed = self._pending[1]
-        tries = CONFIRMED_TRIES if confirmed else self.nb_trans
+        tries = _CONFIRMED_TRIES if confirmed else self.nb_trans
         if not acked and self._attempt < tries and not (heard and not confirmed):
             self.state = _WAIT
-            low, high = RETRY_BACKOFF_MS
+            low, high = _RETRY_BACKOFF_MIN_MS, _RETRY_BACKOFF_MAX_MS
             return [Wait(now_ms + low + self.region.random(high - low + 1), "retransmission")]
         self.state = _IDLE
         self._pending = None
@@ -402,14 +413,14 @@ class Mac:
 
     def _open_downlink(self, frame, window, rssi, snr):
         """Check and decrypt a downlink; returns (events, ack bit). Raises MacError(reason) for a frame to drop: an
-        FCntDown not newer than the last accepted one is fcnt_stale, one more than MAX_FCNT_GAP ahead fcnt_gap."""
+        FCntDown not newer than the last accepted one is fcnt_stale, one more than _MAX_FCNT_GAP ahead fcnt_gap."""
         if len(frame) < 12:
             raise MacError("too_short")
         mhdr = frame[0]
         if mhdr & 0x03:
             raise MacError("bad_major")
         mtype = mhdr >> 5
-        if mtype not in (UNCONFIRMED_DOWN, CONFIRMED_DOWN):
+        if mtype not in (_UNCONFIRMED_DOWN, _CONFIRMED_DOWN):
             raise MacError("not_data_down")
         if bytes(frame[1:5]) != self._dev_addr:
             raise MacError("other_dev_addr")
@@ -418,7 +429,7 @@ class Mac:
         if fopts_end > len(frame) - 4:
             raise MacError("fopts_past_end")
         ahead = (frame[6] | frame[7] << 8) - self.fcnt_down & 0xFFFF
-        if ahead > MAX_FCNT_GAP:
+        if ahead > _MAX_FCNT_GAP:
             raise MacError("fcnt_stale" if ahead >= 0x8000 else "fcnt_gap")
         fcnt = self.fcnt_down + ahead
         if data_mic(self._nwk, 1, self._dev_addr, fcnt, memoryview(frame)[:-4]) != bytes(frame[-4:]):
@@ -428,7 +439,7 @@ class Mac:
             raise MacError("fopts_with_port0")
         self.fcnt_down = fcnt + 1
         self.adr_ack_cnt = self._adr_steps = 0
-        if mtype == CONFIRMED_DOWN:
+        if mtype == _CONFIRMED_DOWN:
             self._ack_next = True
         payload = b""
         if fport is not None:
@@ -439,4 +450,4 @@ class Mac:
         self._answers = [a for a in self._answers if a[0] not in STICKY] + answers
         if fport:
             events.append(Downlink(fport, payload, fcnt, window, rssi, snr))
-        return events, bool(fctrl & FCTRL_ACK)
+        return events, bool(fctrl & _FCTRL_ACK)

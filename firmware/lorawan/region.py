@@ -7,6 +7,8 @@ on air (which spreads transmissions out), and the airtime started in the sub-ban
 transmission's, stays within the sub-band's share of an hour (which holds in every one-hour window, where the first rule
 alone can overshoot by one transmission).
 """
+from micropython import const
+
 from drivers.lora_airtime import symbol_us, time_on_air_us
 
 # DR -> (spreading factor, bandwidth kHz)
@@ -14,22 +16,22 @@ DATA_RATES = ((12, 125), (11, 125), (10, 125), (9, 125), (8, 125), (7, 125), (7,
 # DR -> max FRMPayload + FOpts bytes (repeater-compatible values)
 MAX_PAYLOAD = (51, 51, 51, 115, 222, 222, 222)
 DEFAULT_CHANNELS = (868100, 868300, 868500)
-MAX_CHANNELS = 16
-RX2_FREQ_KHZ = 869525
-RX2_DR = 0
-MAX_EIRP_DBM = 16
-DEFAULT_TX_POWER_DBM = 14
-SYNC_WORD = 0x34
-PREAMBLE_LEN = 8
-CODING_RATE = 5  # 4/5
+# Integer constants are const() with a leading underscore: their values go into the code, not the module's globals.
+_MAX_CHANNELS = const(16)
+_RX2_FREQ_KHZ = const(869525)
+_RX2_DR = const(0)
+_MAX_EIRP_DBM = const(16)
+_SYNC_WORD = const(0x34)
+_PREAMBLE_LEN = const(8)
+_CODING_RATE = const(5)  # 4/5
 # Sub-bands (ETSI EN 300 220 as LoRaWAN EU868 uses them): (low kHz, high kHz, duty-cycle divisor: 100 means 1 %)
 SUB_BANDS = ((863000, 865000, 1000), (865000, 868000, 100), (868000, 868600, 100), (868700, 869200, 1000),
              (869400, 869650, 10), (869700, 870000, 100))
 _BW_NAMES = {125: "125", 250: "250", 500: "500"}
 # Duty cycle as ETSI measures it, over any hour: a sub-band's airtime started in the last hour, plus the next
-# transmission, stays within 1/divisor of an hour. Kept per sub-band in slots of DUTY_SLOT_MS.
-DUTY_WINDOW_MS = 3600000
-DUTY_SLOT_MS = 300000
+# transmission, stays within 1/divisor of an hour. Kept per sub-band in slots of _DUTY_SLOT_MS.
+_DUTY_WINDOW_MS = const(3600000)
+_DUTY_SLOT_MS = const(300000)
 
 
 class RegionError(ValueError):
@@ -52,8 +54,8 @@ class EU868:
     """Channel plan and duty-cycle state of one EU868 node."""
 
     DEFAULT_CHANNELS = DEFAULT_CHANNELS
-    RX2_FREQ_KHZ = RX2_FREQ_KHZ
-    RX2_DR = RX2_DR
+    RX2_FREQ_KHZ = _RX2_FREQ_KHZ
+    RX2_DR = _RX2_DR
 
     def __init__(self, seed=1):
         self.band_free_at = [0] * len(SUB_BANDS)
@@ -65,7 +67,7 @@ class EU868:
     def reset_channels(self):
         """The channel plan of a device that has not joined: the default channels only, no DutyCycleReq limit."""
         # channel index -> [freq_khz, min_dr, max_dr] or None
-        self.channels = [[f, 0, 5] for f in DEFAULT_CHANNELS] + [None] * (MAX_CHANNELS - len(DEFAULT_CHANNELS))
+        self.channels = [[f, 0, 5] for f in DEFAULT_CHANNELS] + [None] * (_MAX_CHANNELS - len(DEFAULT_CHANNELS))
         self.channel_mask = (1 << len(DEFAULT_CHANNELS)) - 1
         self.dl_freq = {}  # channel index -> RX1 frequency set by DlChannelReq
         self.aggregate_divisor = 1  # DutyCycleReq: 1 / 2^MaxDCycle, 1 = no extra limit
@@ -95,12 +97,12 @@ class EU868:
 
     def defined_mask(self):
         """Bit i set for every channel i that is defined."""
-        return sum(1 << i for i in range(MAX_CHANNELS) if self.channels[i] is not None)
+        return sum(1 << i for i in range(_MAX_CHANNELS) if self.channels[i] is not None)
 
     def serves(self, mask, dr):
         """Whether a channel in `mask` can carry data rate `dr`."""
         return any(mask >> i & 1 and self.channels[i][1] <= dr <= self.channels[i][2]
-                   for i in range(MAX_CHANNELS) if self.channels[i] is not None)
+                   for i in range(_MAX_CHANNELS) if self.channels[i] is not None)
 
     def rx1_freq(self, tx_freq_khz):
         """The RX1 frequency after an uplink on tx_freq_khz: the same, unless DlChannelReq set another."""
@@ -127,7 +129,7 @@ class EU868:
         now, or (None, ms when one frees up)."""
         free = []
         earliest = None
-        for index in range(MAX_CHANNELS):
+        for index in range(_MAX_CHANNELS):
             if not self.usable(index, dr):
                 continue
             freq = self.channels[index][0]
@@ -149,11 +151,11 @@ class EU868:
     def _budget_free_at(self, band, now_ms, airtime_us):
         """When `band`'s airtime over the last hour leaves room for airtime_us more (now_ms if it does now); None if
         it never can. Slots that overlap the hour count whole, so the estimate errs on the safe side."""
-        budget_us = DUTY_WINDOW_MS * 1000 // SUB_BANDS[band][2]
+        budget_us = _DUTY_WINDOW_MS * 1000 // SUB_BANDS[band][2]
         if airtime_us > budget_us:
             return None
         slots = self.band_slots[band]
-        first = (now_ms - DUTY_WINDOW_MS) // DUTY_SLOT_MS
+        first = (now_ms - _DUTY_WINDOW_MS) // _DUTY_SLOT_MS
         for index in [i for i in slots if i < first]:
             del slots[index]
         used = sum(slots.values())
@@ -162,7 +164,7 @@ class EU868:
         for index in sorted(slots):  # the oldest slot leaves the hour first
             used -= slots[index]
             if used + airtime_us <= budget_us:
-                return (index + 1) * DUTY_SLOT_MS + DUTY_WINDOW_MS
+                return (index + 1) * _DUTY_SLOT_MS + _DUTY_WINDOW_MS
 
     def note_transmission(self, freq_khz, end_ms, airtime_us):
         """Close the transmission's sub-band for (divisor - 1) x time on air after it ended, and count its airtime in
@@ -170,7 +172,7 @@ class EU868:
         band = sub_band(freq_khz)
         self.band_free_at[band] = end_ms + -(-airtime_us * (SUB_BANDS[band][2] - 1) // 1000)
         self.aggregate_free_at = end_ms + -(-airtime_us * (self.aggregate_divisor - 1) // 1000)
-        slot = (end_ms - airtime_us // 1000) // DUTY_SLOT_MS
+        slot = (end_ms - airtime_us // 1000) // _DUTY_SLOT_MS
         slots = self.band_slots[band]
         slots[slot] = slots.get(slot, 0) + airtime_us
 
@@ -186,7 +188,7 @@ class EU868:
     def airtime_us(phy_len, dr, crc=True):
         """Time on air of a PHYPayload of `phy_len` bytes at data rate `dr` (uplinks carry a CRC, downlinks do not)."""
         sf, bw = DATA_RATES[dr]
-        return time_on_air_us(phy_len, sf, bw, CODING_RATE, PREAMBLE_LEN, crc)
+        return time_on_air_us(phy_len, sf, bw, _CODING_RATE, _PREAMBLE_LEN, crc)
 
     @staticmethod
     def symbol_us(dr):
@@ -196,14 +198,14 @@ class EU868:
     @staticmethod
     def tx_power_dbm(index):
         """LinkADRReq TXPower index -> EIRP dBm (MaxEIRP - 2 dB per step), None if not a valid index."""
-        return MAX_EIRP_DBM - 2 * index if 0 <= index <= 7 else None
+        return _MAX_EIRP_DBM - 2 * index if 0 <= index <= 7 else None
 
     @staticmethod
     def radio_config(freq_khz, dr, output_power, uplink):
         """Settings for the modem's configure(): uplinks plain IQ with CRC, downlink windows inverted IQ without CRC."""
         sf, bw = DATA_RATES[dr]
-        return {"freq_khz": freq_khz, "sf": sf, "bw": _BW_NAMES[bw], "coding_rate": CODING_RATE,
-                "preamble_len": PREAMBLE_LEN, "output_power": output_power, "syncword": SYNC_WORD,
+        return {"freq_khz": freq_khz, "sf": sf, "bw": _BW_NAMES[bw], "coding_rate": _CODING_RATE,
+                "preamble_len": _PREAMBLE_LEN, "output_power": output_power, "syncword": _SYNC_WORD,
                 "invert_iq_tx": False, "invert_iq_rx": not uplink, "crc_en": uplink}
 
     @staticmethod
