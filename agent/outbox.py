@@ -192,8 +192,13 @@ class Outbox:
         self._count_drop(reason, 1, self.clock())
 
     def expire(self) -> int:
-        """Drop stored messages older than `max_age_s` that were not handed out yet; returns how many."""
+        """Drop stored messages older than `max_age_s` that were not handed out yet; returns how many. Cheap when
+        none is: only the oldest waiting row is read (ids follow the clock, so the expired rows are the oldest ids)."""
         cutoff = self.clock() - self.max_age_s
+        first = self._db.execute(
+            "SELECT created FROM outbox WHERE id > ? ORDER BY id LIMIT 1", (self._cursor,)).fetchone()
+        if first is None or first[0] >= cutoff:
+            return 0
         oldest = self._db.execute(
             "SELECT count(*), min(created) FROM outbox WHERE id > ? AND created < ?", (self._cursor, cutoff)
         ).fetchone()
