@@ -1,7 +1,7 @@
 """The environment kind end to end: the real firmware on an emulated board with the SCD41 kit, through the air, the
-packet forwarder and the agent to Mosquitto, in the school_day scenario: the rig's clock starts at 06:55 UTC on a Monday,
-the first lesson (07:00-07:45 UTC) fills the room with CO2. Readings must carry what the sensor served and follow the
-lesson; the one ventilate alarm comes, confirmed, with the first reading over the limit."""
+packet forwarder and the agent to Mosquitto, in the school_day scenario: the rig's clock starts at 06:55 UTC on a
+Monday, the first lesson (07:00-07:45 UTC) fills the room with CO2. Readings must carry what the sensor served and
+follow the lesson; the one ventilate alarm comes, confirmed, with the first reading over the limit."""
 from datetime import datetime
 
 import pytest

@@ -37,7 +37,7 @@ def run_until(clock: VirtualClock, t_us: int) -> None:
         clock.step(0.0)
 
 
-# --- files -------------------------------------------------------------------------------------------------------------
+# --- files ------------------------------------------------------------------------------------------------------------
 def test_every_expected_scenario_has_a_file_with_a_description_and_its_kit():
     found = available_scenarios()
     assert set(EXPECTED_SCENARIOS) <= set(found)
@@ -90,13 +90,14 @@ def test_values_of_the_wrong_shape_are_refused_with_their_key(values, message):
 
 def test_make_node_takes_a_scenario_file_name_or_a_dict_and_matches_the_kit_to_the_kind():
     assert make_node(1, kind="waste", scenario="waste_fire").scenario == load_scenario("waste_fire")
-    assert make_node(2, kind="environment", scenario={"co2_ppm": 800}).scenario == {"co2_ppm": 800, "kit": "environment"}
+    assert make_node(2, kind="environment", scenario={"co2_ppm": 800}).scenario == {"co2_ppm": 800,
+                                                                                 "kit": "environment"}
     assert make_node(3, kind="bridge").scenario == {"kit": "bridge"}
     with pytest.raises(ScenarioError, match="a streetlight node cannot run a scenario for the waste kit"):
         make_node(4, scenario="waste_three_days")
 
 
-# --- models ------------------------------------------------------------------------------------------------------------
+# --- models -----------------------------------------------------------------------------------------------------------
 def test_waste_three_days_fills_over_three_days_and_restarts_after_the_emptying():
     scenario = Scenario(load_scenario("waste_three_days"))
     spec = scenario.values["fill_pct"]
@@ -180,8 +181,8 @@ def test_the_origin_moves_every_scenario_instant():
 
 def test_a_held_scenario_stays_at_time_0_until_its_origin_is_set():
     clock, irqs = VirtualClock(), []
-    board = hardware({"lamp_fails_at_s": 30, "presence_at_s": [20], "temperature_c": {"base": 18, "fire_at_s": 0,
-                                                                                      "rise_c_per_min": 6}}, clock, irqs)
+    fire = {"base": 18, "fire_at_s": 0, "rise_c_per_min": 6}
+    board = hardware({"lamp_fails_at_s": 30, "presence_at_s": [20], "temperature_c": fire}, clock, irqs)
     board.pin_irq(PIN_PIR, IRQ_RISING)
     board.scenario.hold()
     run_until(clock, 500 * 10**6)  # e.g. the other boards of a fleet being installed
@@ -220,7 +221,7 @@ def test_pir_is_only_on_the_streetlight_kit():
     assert board.pin_read(PIN_PIR) == 0
 
 
-# --- SCD41 -------------------------------------------------------------------------------------------------------------
+# --- SCD41 ------------------------------------------------------------------------------------------------------------
 def test_sensirion_crc_matches_the_datasheet_example():
     assert sensirion_crc8(bytes([0xBE, 0xEF])) == 0x92
 

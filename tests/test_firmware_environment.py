@@ -158,7 +158,8 @@ def test_environment_app_reports_the_air_and_alarms_ventilate_once_per_episode(t
     replies = [None, None, ack(0), None, None, None, None, None, None, None, None, ack(1), None, None]
     code = APP_RUN % {"config": json.dumps(CONFIG), "answers": answers, "replies": replies, "exit_on_send": 9,
                       "not_ready": sensirion_words(0x8000).hex(), "ready": sensirion_words(0x8006).hex()}
-    lines = [json.loads(line) if line.startswith("{") else line for line in run_firmware(code, cwd=tmp_path).splitlines()]
+    output = run_firmware(code, cwd=tmp_path).splitlines()
+    lines = [json.loads(line) if line.startswith("{") else line for line in output]
     text = [line for line in lines if isinstance(line, str)]
     transmissions = [line for line in lines if isinstance(line, dict) and "tx" in line]
     frames = [parse_data_frame(bytes.fromhex(t["tx"])) for t in transmissions]

@@ -1,10 +1,11 @@
 """Sensirion SCD41 CO2 sensor (photoacoustic NDIR, with temperature and humidity) on I2C (address 0x62).
 
 Commands are 16-bit big-endian words; answers are 16-bit words, each followed by its CRC-8 (polynomial 0x31, initial
-value 0xFF), read 1 ms after the command. start_periodic_measurement gives a measurement every 5 s (the low power variant
-every 30 s) until stop_periodic_measurement (which takes 500 ms); get_data_ready_status says whether one is waiting;
-read_measurement gives CO2 (ppm), temperature (-45 + 175 * word / 65535 °C) and relative humidity (100 * word / 65535
-%). While measuring periodically the sensor takes only those commands. A word with a wrong CRC raises SCD41Error."""
+value 0xFF), read 1 ms after the command. start_periodic_measurement gives a measurement every 5 s (the low power
+variant every 30 s) until stop_periodic_measurement (which takes 500 ms); get_data_ready_status says whether one is
+waiting; read_measurement gives CO2 (ppm), temperature (-45 + 175 * word / 65535 °C) and relative humidity
+(100 * word / 65535 %). While measuring periodically the sensor takes only those commands. A word with a wrong CRC
+raises SCD41Error."""
 import time
 
 START_PERIODIC_MEASUREMENT = 0x21B1

@@ -2,9 +2,9 @@
 
     dos-edge rig board --dir DIR --tty LINK [--agent HOST:PORT] [--scenario NAME|FILE]
 
-starts one emulated board (micropython in DIR, its serial port at LINK for mpremote / flash.sh) whose radio is on the air of
-a rig with one gateway forwarding to the agent over Semtech UDP, its sensors those of the scenario's kit (a file in
-hil-tests/scenarios, e.g. school_day for an environment node; default: the streetlight kit); it runs until Ctrl-C or
+starts one emulated board (micropython in DIR, its serial port at LINK for mpremote / flash.sh) whose radio is on the
+air of a rig with one gateway forwarding to the agent over Semtech UDP, its sensors those of the scenario's kit (a file
+in hil-tests/scenarios, e.g. school_day for an environment node; default: the streetlight kit); it runs until Ctrl-C or
 SIGTERM, then stops every process it started and removes the link.
 
     dos-edge rig rak3172 --tty LINK [--board-dir DIR --board-tty LINK2] [--speed S]

@@ -31,7 +31,8 @@ def format_event(event: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dos-edge demo", description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3, help="number of emulated nodes (default 3)")
-    parser.add_argument("--kind", choices=available_kinds(), default="streetlight", help="node kind (default streetlight)")
+    parser.add_argument("--kind", choices=available_kinds(), default="streetlight",
+                        help="node kind (default streetlight)")
     parser.add_argument("--scenario", default=None,
                         help="scenario file name or path (hil-tests/scenarios; default: winter_dusk for streetlights, "
                              "else the rig's defaults)")

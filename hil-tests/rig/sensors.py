@@ -97,7 +97,8 @@ def _is_number(value) -> bool:
 def _check_keys(where: str, spec: dict, allowed: set, required: set) -> None:
     unknown, missing = set(spec) - allowed, required - set(spec)
     if unknown or missing:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}, missing {sorted(missing)}; allowed: {sorted(allowed)}")
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}, missing {sorted(missing)}; "
+                         f"allowed: {sorted(allowed)}")
 
 
 def check_scenario_value(key: str, value) -> None:
@@ -294,7 +295,8 @@ class Scenario:
         return round(max(0.0, spec), 2)
 
     def co2_ppm(self, t_us: int) -> int:
-        """Whole ppm: a constant, or the school-day curve at the virtual time of day (each day starts at outdoor_ppm)."""
+        """Whole ppm: a constant, or the school-day curve at the virtual time of day (each day starts at
+        outdoor_ppm)."""
         spec = self.values["co2_ppm"]
         if not isinstance(spec, dict):
             return round(spec)
