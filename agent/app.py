@@ -44,7 +44,7 @@ from dos_agent.session import (
     UplinkRejected,
     UplinkRepeated,
 )
-from dos_agent.status import StatusModel
+from dos_agent.status import ShownOutputs, StatusModel
 
 log = logging.getLogger("dos_agent")
 
@@ -143,12 +143,12 @@ class Agent:
         self.sink.subscribe_downlinks(self.handle_downlink_request)
         self.outputs = Outputs(self.sink, self.schemas, config.outputs_chirpstack_application,
                                config.homeassistant_discovery_prefix)
+        self.status = StatusModel(self.clock)
         chirpstack = config.chirpstack_broker()
         self.chirpstack_input = None if chirpstack is None else ChirpStackInput(
-            chirpstack, self.registry, self.schemas, self.outputs, self.clock,
+            chirpstack, self.registry, self.schemas, ShownOutputs(self.outputs, self.status), self.clock,
             ignore_application=config.outputs_chirpstack_application)
         self.server = GwmpServer(self.session, self.counters, self.handle_event, self.handle_tx_ack, self.clock)
-        self.status = StatusModel(self.clock)
         self.http = (None if config.http_port is None else
                      StatusServer(lambda: self.status.snapshot(self), config.http_host, config.http_port))
         self.udp_address: tuple[str, int] | None = None

@@ -190,6 +190,11 @@ def render_metrics(snapshot: dict[str, Any], requests: Counter[int] | None = Non
                per_asset(lambda a: a["battery"]["value"] if a["battery"] and a["battery"]["unit"] == "V" else None))
     out.family("dos_edge_device_alarms_total", "counter", "Alarm uplinks of a device since the agent started",
                per_asset(lambda a: a["alarms"]))
+    chirpstack = snapshot["chirpstack_input"]
+    if chirpstack is not None:
+        out.family("dos_edge_chirpstack_messages_total", "counter", "ChirpStack input messages: accepted or a reason",
+                   [({"result": "accepted"}, chirpstack["accepted"])]
+                   + [({"result": r}, n) for r, n in sorted(chirpstack["rejected"].items())])
     states = Counter(d["state"] for d in snapshot["devices"])
     out.family("dos_edge_devices", "gauge", "Devices in the registry by state", [({"state": s}, n) for s, n in
                                                                                  sorted(states.items())])

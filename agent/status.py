@@ -18,6 +18,7 @@ from dos_agent.events import iso_utc
 
 if TYPE_CHECKING:
     from dos_agent.app import Agent
+    from dos_agent.outputs import Outputs
 
 #: The FPort of alarm messages for every node kind (docs/architecture.md, payload schema).
 ALARM_FPORT = 2
@@ -60,6 +61,20 @@ class GatewayStatus:
     uplinks: int = 0
     rssi: float | None = None
     snr: float | None = None
+
+
+class ShownOutputs:
+    """The outputs as an input other than our own session layer (the ChirpStack input) sees them: every uplink event it
+    publishes is also shown on the status page, as received now."""
+
+    def __init__(self, outputs: Outputs, status: StatusModel) -> None:
+        self.outputs = outputs
+        self.status = status
+
+    def publish_uplink(self, document: dict[str, Any], dev_addr: str | None = None) -> bool:
+        """Show the event, then publish it (`Outputs.publish_uplink`)."""
+        self.status.uplink(document, self.status.clock())
+        return self.outputs.publish_uplink(document, dev_addr)
 
 
 class StatusModel:
@@ -153,4 +168,6 @@ class StatusModel:
             "alarms": list(self.recent_alarms),
             "devices": sorted(devices, key=lambda d: (d["asset_id"], d["dev_eui"])),
             "counters": agent.counters.snapshot(),
+            "chirpstack_input": None if agent.chirpstack_input is None else {
+                "accepted": agent.chirpstack_input.accepted, "rejected": dict(agent.chirpstack_input.rejected)},
         }

@@ -1,7 +1,7 @@
 """The agent's HTTP port, for real: the Agent on its own loop with UDP and HTTP on 127.0.0.1 and a real Mosquitto, fed
 real frames by a test packet forwarder (a reading, an alarm, a forgery). /metrics parses as Prometheus text and says
 what happened; /status.json and the page show the assets' live values; bad requests get their 4xx, are counted, and
-the server keeps answering; no key appears anywhere."""
+the server keeps answering; no key appears anywhere. Uplinks of the ChirpStack input show too."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import socket
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from dos_agent.app import AgentConfig
-from dos_agent.http_status import PROMETHEUS_CONTENT_TYPE
+from dos_agent.http_status import PROMETHEUS_CONTENT_TYPE, render_metrics
 from dos_agent.registry import Registry
 from dos_codecs.schema import load_schema
+from test_agent_chirpstack_input import BIN, chirpstack_up
 from test_agent_gwmp import AgentThread
 from test_agent_network import LAMP, Forwarder
 from test_agent_session import LoRaNode
@@ -182,3 +184,37 @@ def test_bad_requests_get_their_answer_are_counted_and_the_server_keeps_going(ag
     metrics = parse_prometheus(get(port, "/metrics")[2])
     for code, count in (("404", 1), ("405", 1), ("400", 2), ("431", 1)):
         assert metrics[("dos_edge_http_requests_total", frozenset({("code", code)}))] == count, code
+
+
+def test_chirpstack_input_uplinks_and_rejections_show(mosquitto, tmp_path: Path) -> None:
+    """The same Mosquitto plays the ChirpStack broker: its uplinks reach the status page, its counts /metrics."""
+    path = tmp_path / "registry.sqlite"
+    with Registry(path) as registry:
+        registry.import_devices([BIN])
+    config = AgentConfig(registry=path, udp_host="127.0.0.1", udp_port=0, mqtt_host=mosquitto.host,
+                         mqtt_port=mosquitto.port, prefix=f"c{time.monotonic_ns()}", http_port=0,
+                         chirpstack_host=mosquitto.host, chirpstack_port=mosquitto.port)
+    with AgentThread(config) as agent_thread:
+        port = agent_thread.agent.http.port
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"cs-{time.monotonic_ns()}")
+        publisher.connect(mosquitto.host, mosquitto.port)
+        publisher.loop_start()
+        try:
+            topic = f"application/a1/device/{BIN['dev_eui']}/event/up"
+            deadline = time.monotonic() + WAIT_S
+            while not agent_thread.agent.chirpstack_input.accepted:  # until the input's subscription is in place
+                publisher.publish(topic, json.dumps(chirpstack_up()).encode(), qos=1).wait_for_publish(WAIT_S)
+                assert time.monotonic() < deadline, "the ChirpStack input never took an uplink"
+                time.sleep(0.2)
+            publisher.publish(topic, b"{not json", qos=1).wait_for_publish(WAIT_S)
+            snapshot = wait_status(port, lambda s: s["chirpstack_input"]["rejected"].get("bad_json"))
+        finally:
+            publisher.loop_stop()
+            publisher.disconnect()
+    (bin_status,) = [a for a in snapshot["assets"] if a["asset_id"] == BIN["asset_id"]]
+    assert bin_status["fcnt"] == 77 and bin_status["rssi"] == -90 and bin_status["snr"] == 7.0
+    assert bin_status["readings"]["fill_level"]["value"] == 42
+    accepted = snapshot["chirpstack_input"]["accepted"]
+    metrics = parse_prometheus(render_metrics(snapshot))
+    assert metrics[("dos_edge_chirpstack_messages_total", frozenset({("result", "accepted")}))] == accepted >= 1
+    assert metrics[("dos_edge_chirpstack_messages_total", frozenset({("result", "bad_json")}))] == 1
