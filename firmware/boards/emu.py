@@ -1,7 +1,7 @@
 """The emulated board of the HIL rig (a Heltec WiFi LoRa 32 V2 in shape): pins and buses exactly as the wiring table in
 docs/architecture.md. Same interface as every board file: radio(), i2c(), lamp(), presence(), battery_volts(),
 BATTERY_DIVIDER; for the waste and bridge kits also strain_adcs() (HX711 bank) and crack_gauge_volts(). The kits' I2C
-sensors (MB7040 0x70, TMP102 0x48, ADXL345 0x53) share i2c()."""
+sensors (MB7040 0x70, TMP102 0x48, ADXL345 0x53, the environment kit's SCD41 0x62) share i2c()."""
 from machine import ADC, I2C, PWM, SPI, Pin
 
 NAME = "emu"

@@ -3,7 +3,8 @@
 SX1276 on HSPI (SCK 5, MOSI 27, MISO 19, NSS 18, RESET 14, DIO0 26, DIO1 35); sensors on the OLED's I2C bus (SCL 15,
 SDA 4), powered from Vext, which GPIO21 switches on when low; battery on GPIO37 through the board's 220k/100k divider;
 lamp relay on GPIO12 and dimmer PWM on GPIO25 (the on-board LED shows the dim level); HC-SR501 PIR presence sensor
-output on GPIO33 (an input-capable pin; the module's 3.3 V output needs no level shifting).
+output on GPIO33 (an input-capable pin; the module's 3.3 V output needs no level shifting). An environment node's
+Sensirion SCD41 CO2 sensor sits on the same I2C bus (address 0x62, 3.3 V from Vext).
 """
 from machine import ADC, I2C, PWM, SPI, Pin
 
