@@ -1,7 +1,8 @@
 """MQTT security against a real Mosquitto started with a CA and server certificate generated in the test (python
 `cryptography`), a password file and required client certificates: events arrive and downlink requests still arrive
 after a broker restart; a wrong password, a missing client certificate and an unknown CA are refused without an
-exception and without the password in any log line; settings that cannot work are refused up front."""
+exception and without the password in any log line; settings that cannot work are refused up front; the Agent
+connects with its TLS and login options and says `online`, then `offline` on a clean stop."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from dos_agent.app import AgentConfig
 from dos_agent.mqtt_sink import BrokerSettings, MqttSink, event_topic
 from dos_rig.broker import BrokerPki, Mosquitto, make_test_pki
+from test_agent_gwmp import AgentThread
 
 WAIT_S = 15.0
 USER, PASSWORD = "dos-agent", "Zq8-correct-horse-battery"
@@ -163,3 +165,19 @@ def test_passwords_never_show_in_a_repr(tmp_path: Path) -> None:
                  repr(config.chirpstack_broker())):
         assert PASSWORD not in text
     assert config.mqtt_broker().password == PASSWORD  # kept, only not shown
+
+
+def test_the_agent_connects_with_its_tls_and_login_options(secure_broker, pki, tmp_path: Path) -> None:
+    prefix = f"tlsagent{uuid.uuid4().hex[:6]}"
+    reader = SecureClient(secure_broker, pki, f"{prefix}/agent/status")
+    config = AgentConfig(registry=tmp_path / "registry.sqlite", udp_host="127.0.0.1", udp_port=0,
+                         mqtt_host="127.0.0.1", mqtt_port=secure_broker.port, prefix=prefix,
+                         mqtt_ca_file=pki.ca_file, mqtt_cert_file=pki.client_cert, mqtt_key_file=pki.client_key,
+                         mqtt_username=USER, mqtt_password=PASSWORD)
+    try:
+        with AgentThread(config) as agent_thread:
+            assert agent_thread.call(lambda: agent_thread.agent.sink.connected)
+            assert reader.messages.get(timeout=WAIT_S) == (f"{prefix}/agent/status", b"online")
+        assert reader.messages.get(timeout=WAIT_S) == (f"{prefix}/agent/status", b"offline")  # a clean stop
+    finally:
+        reader.close()
