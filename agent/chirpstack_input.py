@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import replace
@@ -52,11 +53,12 @@ def _hex_id(value: object, digits: int, name: str) -> str:
     return value.lower()
 
 
-def _number(value: object, name: str, optional: bool = True) -> float | None:
-    if value is None and optional:
+def _number(value: object, name: str) -> float | None:
+    """A finite JSON number, or None when left out."""
+    if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ChirpStackInputError("bad_field", f"{name} is not a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ChirpStackInputError("bad_field", f"{name} is not a finite number")
     return value
 
 
@@ -159,6 +161,8 @@ class ChirpStackInput:
         device = self.registry.get(dev_eui)
         if device is None:
             raise ChirpStackInputError("unknown_device", f"DevEUI {dev_eui} is not in the registry")
+        if device.state == "retired":  # replaced by another node: its frames are no longer the asset's data
+            raise ChirpStackInputError("retired_device", f"DevEUI {dev_eui} is retired")
         fcnt = message.get("fCnt", 0)
         if isinstance(fcnt, bool) or not isinstance(fcnt, int) or not 0 <= fcnt < 2**32:
             raise ChirpStackInputError("bad_field", "fCnt is not a 32-bit counter")
@@ -179,7 +183,8 @@ class ChirpStackInput:
         rx_info = message.get("rxInfo") or []
         if not isinstance(rx_info, list):
             raise ChirpStackInputError("bad_field", "rxInfo is not a list")
-        receptions = sorted((_reception(rx) for rx in rx_info), key=lambda r: -(r.snr or -99.0))
+        receptions = sorted((_reception(rx) for rx in rx_info),
+                            key=lambda r: -math.inf if r.snr is None else r.snr, reverse=True)
         tx_info = _object(message.get("txInfo"), "txInfo")
         lora = _object(_object(tx_info.get("modulation"), "txInfo.modulation").get("lora"), "modulation.lora")
         radio = {name: None if value is None else int(_number(value, key)) for name, key, value in (

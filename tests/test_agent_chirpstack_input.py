@@ -125,6 +125,8 @@ def test_a_payload_that_does_not_decode_is_still_published_with_its_reason(chirp
         (json.dumps(chirpstack_up(txInfo=[])).encode(), "bad_field"),
         (json.dumps(chirpstack_up(txInfo={"modulation": {"lora": {"spreadingFactor": "7"}}})).encode(), "bad_field"),
         (json.dumps(chirpstack_up(time="yesterday")).encode(), "bad_field"),
+        (json.dumps(chirpstack_up(txInfo={"frequency": float("nan")})).encode(), "bad_field"),
+        (json.dumps(chirpstack_up(rxInfo=[{"gatewayId": "g", "rssi": float("inf")}])).encode(), "bad_field"),
     ],
 )
 def test_bad_messages_are_counted_by_reason_and_never_published(chirpstack, payload: bytes, reason: str) -> None:
@@ -132,6 +134,13 @@ def test_bad_messages_are_counted_by_reason_and_never_published(chirpstack, payl
     assert not cs_input.handle("application/a1/device/x/event/up", payload)
     assert cs_input.rejected == {reason: 1} and cs_input.accepted == 0
     assert published(sink) == []
+
+
+def test_a_retired_devices_uplink_is_not_the_assets_data(chirpstack) -> None:
+    cs_input, sink = chirpstack
+    cs_input.registry.retire_device(BIN["dev_eui"], 1e9)
+    assert not cs_input.handle("application/a1/device/x/event/up", json.dumps(chirpstack_up()).encode())
+    assert cs_input.rejected == {"retired_device": 1} and published(sink) == []
 
 
 def test_our_own_chirpstack_output_is_not_taken_back_in(chirpstack) -> None:
