@@ -89,18 +89,6 @@ def _convert(value: object, kind: Any, where: str, base: Path) -> object:
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:
             return _convert(value, options[0], where, base)
-    if kind is typing.Any:
-        return value
-    if typing.get_origin(kind) is typing.Literal:
-        if value in args:
-            return value
-        raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
-    if typing.get_origin(kind) in (tuple, frozenset, list):
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        item_kind = args[0] if args else typing.Any
-        items = [_convert(item, item_kind, f"{where}[{i}]", base) for i, item in enumerate(value)]
-        return typing.get_origin(kind)(items)
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -133,7 +121,8 @@ def check_ranges(values: Mapping[str, object], source: str) -> None:
             raise ConfigError(f"{source}: {where}: {value!r} is outside {bounds[0]}..{bounds[1]}")
 
 
-def parse_config(text: str, source: str = "<config>", base: Path = Path(".")) -> tuple[dict[str, object], dict[str, str]]:
+def parse_config(text: str, source: str = "<config>",
+                 base: Path = Path(".")) -> tuple[dict[str, object], dict[str, str]]:
     """(AgentConfig field values, {"log_level", "log_format"}) of a config file's text; raises ConfigError."""
     try:
         document = tomllib.loads(text)
@@ -247,8 +236,6 @@ def public_view(settings: RunSettings) -> dict[str, object]:
             value = "<set>"
         elif isinstance(value, Path):
             value = str(value)
-        elif isinstance(value, (tuple, frozenset)):
-            value = sorted(value) if isinstance(value, frozenset) else list(value)
         view[_dotted(*file_key(field.name))] = value
     view["log.level"] = settings.log_level
     view["log.format"] = settings.log_format
