@@ -35,7 +35,8 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 class StatusServer:
     """Serves `snapshot()` (a dict, see `StatusModel.snapshot`) as /status.json, / and /metrics."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]], host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+    def __init__(self, snapshot: Callable[[], dict[str, Any]], host: str = "127.0.0.1",
+                 port: int = DEFAULT_PORT) -> None:
         self.snapshot = snapshot
         self.host = host
         self.port = port
@@ -78,9 +79,7 @@ class StatusServer:
             return _text(408, "request head too slow")
         except asyncio.LimitOverrunError:
             return _text(431, "request head too large")
-        except asyncio.IncompleteReadError as exc:
-            if len(exc.partial) > MAX_HEAD_BYTES:
-                return _text(431, "request head too large")
+        except asyncio.IncompleteReadError:
             return _text(400, "incomplete request")
         request_line = raw.split(b"\r\n", 1)[0].decode("latin-1")
         parts = request_line.split(" ")

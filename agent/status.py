@@ -5,7 +5,8 @@ snapshot both are rendered from.
 readings), its last alarm (an uplink on FPort 2, the alarm port of every node kind) and its last downlink status and
 join; per gateway, how many uplinks it heard and their last RSSI/SNR. It is fed only the documents the agent
 publishes on MQTT anyway (events carry no key), and `snapshot()` adds the registry's assets (their state) and devices
-(through a whitelist of public columns), so no key can reach the page. Pure: documents and times in, a JSON-ready dict out.
+(through a whitelist of public columns), so no key can reach the page. Pure: documents and times in, a JSON-ready dict
+out.
 """
 
 from __future__ import annotations

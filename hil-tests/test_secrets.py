@@ -1,5 +1,5 @@
-"""No key leaks, over a whole HIL session: an OTAA node joins, OTAA and ABP nodes send readings, a downlink goes out; the
-agent runs from a config file with debug logging and its HTTP port on. Then no key (AppKey, the ABP node's NwkSKey
+"""No key leaks, over a whole HIL session: an OTAA node joins, OTAA and ABP nodes send readings, a downlink goes out;
+the agent runs from a config file with debug logging and its HTTP port on. Then no key (AppKey, the ABP node's NwkSKey
 and AppSKey, the session keys the join derived; hex in lower and upper case, and base64) appears in the agent's log,
 in any MQTT message (subscribed to '#'), on the status page, /status.json or /metrics; and every file of the session
 that holds a key, and the registry and outbox files in any case, is 0600 (the emulated boards' own flash aside)."""

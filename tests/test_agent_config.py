@@ -68,7 +68,8 @@ def test_field_names_map_to_tables() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("registry = 'r.sqlite'\n[mqtt]\nhots = 'x'\n", "agent.toml: mqtt.hots: unknown key (known here: mqtt.ca_file, mqtt.cert_file, mqtt.host, "),
+        ("registry = 'r.sqlite'\n[mqtt]\nhots = 'x'\n",
+         "agent.toml: mqtt.hots: unknown key (known here: mqtt.ca_file, mqtt.cert_file, mqtt.host, "),
         ("[udp]\nport = 'many'\n", "agent.toml: udp.port: expected an integer, got 'many'"),
         ("[udp]\nport = 70000\n", "agent.toml: udp.port: 70000 is outside 0..65535"),
         ("[session]\nadr_margin_db = true\n", "agent.toml: session.adr_margin_db: expected a number, got True"),

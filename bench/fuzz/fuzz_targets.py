@@ -57,7 +57,8 @@ class Target:
 
 # --- shared strategies ------------------------------------------------------------------------------------------------
 
-_JSON_SCALARS = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=20)
+_JSON_SCALARS = (st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)
+                 | st.text(max_size=20))
 #: A JSON string a strategy puts where the JSON text then gets one of _NON_JSON_NUMBERS: numbers Python's json module
 #: reads (and so a naive input takes) although JSON has no such thing.
 _NON_JSON_MARK = "=non-json-number="
