@@ -1,11 +1,11 @@
 """Install the firmware on a board over its serial port with mpremote, exactly as a technician does.
 
-Which files a board gets is written in `firmware/manifest.toml`: the core, the board's files, the node kind's files. Every
-module but `main.py` is precompiled with mpy-cross to `.mpy` (the board then never runs its compiler, whose parse trees
-would not fit a small heap; `precompile=False` copies the sources instead), and the other form of each module is removed
-from the board, since MicroPython imports `x.py` before `x.mpy`. The device config (`config.json`, which holds the keys)
-is staged in a private 0600 file and copied with the rest; then the board is reset and boots `main.py`. Works the same
-against a real board (/dev/ttyUSB0) and an emulated one (the rig's link).
+Which files a board gets is written in `firmware/manifest.toml`: the core, the board's files, the node kind's files.
+Every module but `main.py` is precompiled with mpy-cross to `.mpy` (the board then never runs its compiler, whose parse
+trees would not fit a small heap; `precompile=False` copies the sources instead), and the other form of each module is
+removed from the board, since MicroPython imports `x.py` before `x.mpy`. The device config (`config.json`, which holds
+the keys) is staged in a private 0600 file and copied with the rest; then the board is reset and boots `main.py`.
+Works the same against a real board (/dev/ttyUSB0) and an emulated one (the rig's link).
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def stage_firmware(board: str, kind: str, stage: Path, *, precompile: bool = Tru
 
 
 def _other_forms(staged: list[str]) -> list[str]:
-    """For each staged module, the path of its other form (x.py for x.mpy and back), which must not stay on the board."""
+    """For each staged module, the path of its other form (x.py for x.mpy and back): it must not stay on the board."""
     others = []
     for rel in staged:
         if rel.endswith(".mpy"):
@@ -146,7 +146,8 @@ def install_firmware(port: str, board: str, kind: str, config: dict, *, reset: b
             json.dump(config, f, separators=(",", ":"))
         tops = sorted({rel.split("/", 1)[0] for rel in files} | {"config.json"})
         log(f"installing {len(files)} firmware files + config.json on {port}")
-        _mpremote(["connect", port, "resume", "fs", "cp", "-r", *tops, ":.", "+", "exec", _REMOVE_CODE % _other_forms(files)],
+        remove_other_forms = _REMOVE_CODE % _other_forms(files)
+        _mpremote(["connect", port, "resume", "fs", "cp", "-r", *tops, ":.", "+", "exec", remove_other_forms],
                   cwd=stage, timeout_s=timeout_s)
     if reset:
         log(f"resetting the board on {port}")
@@ -158,7 +159,8 @@ def _mpremote(args: list[str], cwd: Path | None, timeout_s: float) -> None:
     try:
         done = subprocess.run(mpremote_command() + args, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise InstallError(f"mpremote {' '.join(args[3:5])} timed out after {timeout_s:.0f} s: is the board answering?") from None
+        what = " ".join(args[3:5])
+        raise InstallError(f"mpremote {what} timed out after {timeout_s:.0f} s: is the board answering?") from None
     if done.returncode != 0:
         last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
         raise InstallError(f"mpremote {' '.join(args[3:5])} failed on {args[1]}: {last}")

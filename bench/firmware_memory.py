@@ -7,6 +7,8 @@
    collect) when main.py brings the radio up and at the end, and the smallest heap when the GC runs after every
    GC_THRESHOLD bytes allocated (gc.threshold, set before main.py starts): how much of the high-water is fragmentation
    left by module loading rather than live data.
+   Then where the heap goes: what importing each module adds to the heap in use (after a collect), in the order the
+   streetlight node loads them.
 2. bytes allocated by one cbor.encode_reading of each kind's worst-case routine reading (gc disabled around it). Goal:
    <= 512 B.
 3. time per encode and per data-frame MIC (AES-CMAC of a 37-byte frame) relative to a baseline measured in the same
@@ -33,6 +35,21 @@ ENCODE_GOAL_BYTES = 512
 HEAP_RANGE_KIB = (16, 1024)
 GC_THRESHOLD = 4096
 ROUNDS = 5
+
+# the streetlight node's modules, each after the ones it imports
+LOAD_ORDER = ("drivers.lora_airtime", "lorawan.events", "lorawan.crypto", "lorawan.region", "lorawan.commands",
+              "lorawan.mac", "config", "store", "lorawan.node", "schema_v1", "cbor", "settings", "apps.runtime",
+              "drivers.bh1750", "drivers.ina219", "drivers.lamp", "apps.streetlight")
+IMPORT_RUN = """
+import gc
+gc.collect()
+before = gc.mem_alloc()
+for name in %(names)r:
+    __import__(name)
+    gc.collect()
+    print(name, gc.mem_alloc() - before)
+    before = gc.mem_alloc()
+"""
 
 TIMING_RUN = """
 import gc, time
@@ -117,9 +134,18 @@ def main() -> None:
             started = next(line for line in lines if line.startswith("started ")).split()[1]
             finished = lines[-1].split()[1]
             collected = smallest_heap_kib(kind, firmware, root, f"import gc\ngc.threshold({GC_THRESHOLD})\n")
-            print(f"   {kind:12} {needed:4d} KiB{verdict(needed <= HEAP_GOAL_KIB)}; in use {int(started) / 1024:.1f} KiB "
+            print(f"   {kind:12} {needed:4d} KiB{verdict(needed <= HEAP_GOAL_KIB)}; "
+                  f"in use {int(started) / 1024:.1f} KiB "
                   f"once up, {int(finished) / 1024:.1f} KiB at the end; with gc.threshold({GC_THRESHOLD}): "
                   f"{collected} KiB")
+
+        print("   heap each module adds when imported (streetlight node, load order):")
+        out = run_micropython(IMPORT_RUN % {"names": LOAD_ORDER}, path=[firmware], cwd=root, heap="2M").split()
+        sizes = {name: int(size) for name, size in zip(out[::2], out[1::2])}
+        total = sum(sizes.values())
+        for name, size in sorted(sizes.items(), key=lambda item: -item[1]):
+            print(f"     {name:22} {size / 1024:5.1f} KiB  {100 * size / total:4.1f} %")
+        print(f"     {'total':22} {total / 1024:5.1f} KiB")
 
         print(f"2. bytes allocated per cbor.encode_reading, worst-case message (goal <= {ENCODE_GOAL_BYTES} B)")
         cases = [(kind, name, values) for kind in kinds for name, values in worst_case(kind).items()]
@@ -129,7 +155,8 @@ def main() -> None:
             print(f"   {kind + '/' + name:24} {int(used):4d} B for a {len(payload) // 2}-byte payload"
                   f"{verdict(int(used) <= ENCODE_GOAL_BYTES)}")
 
-        print(f"3. time per call relative to a 13 + 24 byte concatenation in the same run (best of {ROUNDS} x {args.n})")
+        print(f"3. time per call relative to a 13 + 24 byte concatenation in the same run "
+              f"(best of {ROUNDS} x {args.n})")
         timing = root / "timing"  # the firmware alone: the real `time`, not the tests' virtual clock
         for kind in kinds:
             stage_firmware("emu", kind, timing)

@@ -28,9 +28,9 @@ DEV_STATUS_REQ = b"\x06"
 
 # boards/memtest.py: a board whose sensors all answer with plausible values (the I2C parts of every kit: BH1750 0x23,
 # INA219 0x40, TMP102 0x48, ADXL345 0x53, SCD41 0x62, MB7040 0x70; the lamp, the HX711 bank, the gauges) and whose
-# radio is the tests' ScriptedRadio playing radio.json. Installed and precompiled beside the firmware, booted by main.py.
-MEMTEST_BOARD = '''"""A board for memory runs: every sensor of every kit answers with a fixed plausible value; the radio plays
-radio.json ({"replies": [...], "exit_on_send": n}) and reports the heap in use when main.py asks for it."""
+# radio is the tests' ScriptedRadio playing radio.json. Installed, precompiled, beside the firmware; main.py boots it.
+MEMTEST_BOARD = '''"""A board for memory runs: every sensor of every kit answers with a fixed plausible value; the
+radio plays radio.json ({"replies": [...], "exit_on_send": n}) and reports the heap in use when main.py asks for it."""
 import gc
 import json
 
@@ -131,7 +131,9 @@ def install(folder: Path) -> Path:
     (virtual clock, ScriptedRadio, boards/memtest); returns `folder`, to put on MICROPYPATH."""
     for kind in node_kinds():
         stage_firmware("emu", kind, folder)
-    for rel, text in (("time.py", VIRTUAL_TIME_MODULE), ("fwtest.py", FWTEST_MODULE), ("boards/memtest.py", MEMTEST_BOARD)):
+    test_modules = (("time.py", VIRTUAL_TIME_MODULE), ("fwtest.py", FWTEST_MODULE),
+                    ("boards/memtest.py", MEMTEST_BOARD))
+    for rel, text in test_modules:
         source = folder / rel
         source.write_text(text)
         (folder / (rel[:-3] + ".mpy")).write_bytes(compile_module(source, rel))
@@ -151,9 +153,9 @@ def session() -> tuple[SessionKeys, str]:
 
 
 def config_for(kind: str) -> dict:
-    return {"board": "memtest", "kind": kind, "asset_id": f"MEM-{kind}", "activation": "otaa", "dev_eui": "70b3d57ed0050042",
-            "join_eui": "70b3d57ed0000000", "app_key": APP_KEY.hex(), "interval_s": 60, "settings": {},
-            "calibration": {}}
+    return {"board": "memtest", "kind": kind, "asset_id": f"MEM-{kind}", "activation": "otaa",
+            "dev_eui": "70b3d57ed0050042", "join_eui": "70b3d57ed0000000", "app_key": APP_KEY.hex(), "interval_s": 60,
+            "settings": {}, "calibration": {}}
 
 
 def memory_run(kind: str, firmware: Path, cwd: Path, heap: str, prelude: str = "") -> list[str]:
