@@ -261,7 +261,7 @@ def render_page(snapshot: dict[str, Any]) -> str:
 td,th{{border:1px solid #bbb;padding:2px 8px;text-align:left}}th{{background:#eee}}</style></head>
 <body><h1>DOS Edge agent</h1><p>as of <span id="generated">{html.escape(snapshot["generated_at"])}</span>,
 updates every {REFRESH_S} s; <a href="/metrics">metrics</a>, <a href="/status.json">JSON</a></p>
-<h2>Agent</h2>{_table("agent", ["", ""], summary)}
+<h2>Agent</h2>{_table("agent", ["what", "value"], summary)}
 <h2>Gateways</h2>{_table("gateways", ["gateway", "last seen", "uplinks", "RSSI (dBm)", "SNR (dB)"], gateways)}
 <h2>Assets</h2>{_table("assets", ["asset", "kind", "DevEUI", "last seen", "FCnt", "gateway", "RSSI (dBm)",
                                    "SNR (dB)", "battery", "alarms", "downlink", "readings", "state"], assets)}
