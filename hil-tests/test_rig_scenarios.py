@@ -76,6 +76,8 @@ def test_unknown_names_keys_and_broken_files_are_refused_clearly(tmp_path: Path)
     ({"lux": "bright"}, "lux: expected a number or a table, got 'bright'"),
     ({"presence_at_s": [1, "two"]}, "presence_at_s: expected a list of numbers"),
     ({"lamp_fails_at_s": True}, "lamp_fails_at_s: expected a number"),
+    ({"co2_ppm": {"lessons": [["8:00"]]}}, r"co2_ppm: a lesson is \[start, end\]"),
+    ({"co2_ppm": {"lessons": [["09:00", "08:15"]]}}, "does not run forward"),
 ])
 def test_values_of_the_wrong_shape_are_refused_with_their_key(values, message):
     with pytest.raises(ValueError, match=message):

@@ -109,6 +109,13 @@ def check_scenario_value(key: str, value) -> None:
         return
     if isinstance(value, dict) and key in CURVE_KEYS:
         _check_keys(key, value, *CURVE_KEYS[key])
+        for lesson in value.get("lessons", []):
+            try:
+                start, end = (hours(t) for t in lesson)
+            except (TypeError, ValueError):
+                raise ValueError(f"{key}: a lesson is [start, end] in hours or \"HH:MM\", got {lesson!r}") from None
+            if not 0 <= start < end <= 24:
+                raise ValueError(f"{key}: lesson {lesson!r} does not run forward within a day")
         return
     if key in EVENT_KEYS:
         if not isinstance(value, list) or not all(isinstance(event, dict) for event in value):
