@@ -63,6 +63,8 @@ _JSON_SCALARS = (st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.flo
 #: reads (and so a naive input takes) although JSON has no such thing.
 _NON_JSON_MARK = "=non-json-number="
 _NON_JSON_NUMBERS = ("Infinity", "-Infinity", "NaN", "1e999", "-1e999")
+#: Strings close to base64, some not quite (padding, URL-safe letters, non-ASCII).
+_BASE64_LIKE = st.text("AQZaz09+/=-_\u0080\u00e9", max_size=12)
 JSON_VALUES = st.recursive(_JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 
@@ -362,7 +364,7 @@ def _chirpstack_message(draw: st.DrawFn) -> bytes:
         if not isinstance(holder, dict):
             continue
         if draw(st.booleans()):
-            holder[leaf] = draw(JSON_VALUES | st.just(_NON_JSON_MARK))
+            holder[leaf] = draw(JSON_VALUES | st.just(_NON_JSON_MARK) | _BASE64_LIKE)
         else:
             holder.pop(leaf, None)
     return json.dumps(message).replace(f'"{_NON_JSON_MARK}"', draw(st.sampled_from(_NON_JSON_NUMBERS))).encode()
