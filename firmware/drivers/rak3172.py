@@ -3,7 +3,8 @@
 lorawan/events.py (Joined, JoinFailed, Sent, Downlink, LinkCheck, NotSent, Done), plus now_ms(), sleep_until() and a
 `mac` with battery_level, so every app runs unchanged on a board whose radio is the module.
 
-Layers: `AtProtocol` is the sans-IO core (commands out as bytes; lines in, replies and events out); `Rak3172` is the edge
+At boot the module is reset (ATZ) and configured from config.json, so a board that rebooted in the middle of an
+exchange finds it idle. Layers: `AtProtocol` is the sans-IO core (commands out as bytes; lines in, replies and events out); `Rak3172` is the edge
 that writes to and reads lines from the UART (machine.UART with a timeout), waiting for a command's status line and for
 `+EVT:` lines; `ModemNode` turns those into the node's events.
 
@@ -22,6 +23,7 @@ STATUSES = ("OK", "AT_ERROR", "AT_PARAM_ERROR", "AT_BUSY_ERROR", "AT_TEST_PARAM_
 EVENT = "+EVT:"
 UNKNOWN = -1  # what the module does not report (DevNonce, FCntDown)
 COMMAND_TIMEOUT_MS = 2000  # a status line comes at once; this much silence means the module is gone
+RESET_TRIES = 3  # AT probes after ATZ (each waits COMMAND_TIMEOUT_MS) while the module boots
 JOIN_TIMEOUT_MS = 15000  # JoinRequest + JoinAccept windows at 5 s and 6 s, at SF12
 EXCHANGE_TIMEOUT_MS = 60000  # a confirmed uplink with its retries
 CONFIRMED_RETRIES = 3
@@ -58,9 +60,11 @@ class AtProtocol:
         self._values = []
 
     def command(self, name, value=None, read=False):
-        """The line for AT+NAME (run), AT+NAME=? (read) or AT+NAME=value (write)."""
+        """The line for AT+NAME (run), AT+NAME=? (read) or AT+NAME=value (write); name "" is the bare AT."""
         self.pending = name
         self._values = []
+        if not name:
+            return b"AT\r\n"
         if read:
             return ("AT+%s=?\r\n" % name).encode()
         if value is None:
@@ -161,6 +165,19 @@ class Rak3172:
                 return reply.values[-1] if read and reply.values else None
         self.protocol.pending = None
         raise ModemError("timeout", name)
+
+    def reset(self):
+        """ATZ: reboot the module (an exchange it was busy with ends; its settings are to be written again), then
+        wait until it answers AT. ModemError("timeout") when it never does."""
+        self.uart.write(b"ATZ\r\n")
+        for attempt in range(RESET_TRIES):
+            try:
+                self.at("")
+                break
+            except ModemError:
+                if attempt == RESET_TRIES - 1:
+                    raise
+        self.events = []
 
     def next_event(self, timeout_ms):
         """The next event text (queued first), or None after timeout_ms without one."""
@@ -314,6 +331,7 @@ def node_from_config(config, make_uart):
         keys = (("DEVADDR", hex_bytes(config, "dev_addr", 4)), ("NWKSKEY", hex_bytes(config, "nwk_s_key", 16)),
                 ("APPSKEY", hex_bytes(config, "app_s_key", 16)))
     modem = Rak3172(make_uart(section(config, "modem")))
+    modem.reset()  # whatever the module did before this boot (an exchange, P2P, other keys) ends here
     settings = [("NWM", "1"), ("BAND", "4"), ("NJM", "1" if activation == "otaa" else "0")]
     settings += [(name, value.hex()) for name, value in keys]
     settings += [("CLASS", "A"), ("ADR", "1" if adr else "0"), ("DR", str(data_rate)),
