@@ -36,10 +36,11 @@ class StatusServer:
     """Serves `snapshot()` (a dict, see `StatusModel.snapshot`) as /status.json, / and /metrics."""
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]], host: str = "127.0.0.1",
-                 port: int = DEFAULT_PORT) -> None:
+                 port: int = DEFAULT_PORT, head_timeout_s: float = HEAD_TIMEOUT_S) -> None:
         self.snapshot = snapshot
         self.host = host
         self.port = port
+        self.head_timeout_s = head_timeout_s
         self.requests: Counter[int] = Counter()
         self._server: asyncio.Server | None = None
 
@@ -50,7 +51,7 @@ class StatusServer:
         return self.host, self.port
 
     async def stop(self) -> None:
-        """Stop listening (a request being answered finishes on its own, within HEAD_TIMEOUT_S)."""
+        """Stop listening (a request being answered finishes on its own, within the head timeout)."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -74,7 +75,7 @@ class StatusServer:
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, str, bytes, bool]:
         """(status, content type, body, HEAD?) for one request."""
         try:
-            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
+            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.head_timeout_s)
         except TimeoutError:
             return _text(408, "request head too slow")
         except asyncio.LimitOverrunError:

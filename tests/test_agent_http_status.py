@@ -5,18 +5,20 @@ the server keeps answering; no key appears anywhere. Uplinks of the ChirpStack i
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import re
 import socket
 import time
+from collections import Counter
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from dos_agent.app import AgentConfig
-from dos_agent.http_status import PROMETHEUS_CONTENT_TYPE, render_metrics
+from dos_agent.http_status import PROMETHEUS_CONTENT_TYPE, StatusServer, render_metrics
 from dos_agent.registry import Registry
 from dos_codecs.schema import load_schema
 from test_agent_chirpstack_input import BIN, chirpstack_up
@@ -219,3 +221,26 @@ def test_chirpstack_input_uplinks_and_rejections_show(mosquitto, tmp_path: Path)
     metrics = parse_prometheus(render_metrics(snapshot))
     assert metrics[("dos_edge_chirpstack_messages_total", frozenset({("result", "accepted")}))] == accepted >= 1
     assert metrics[("dos_edge_chirpstack_messages_total", frozenset({("result", "bad_json")}))] == 1
+
+
+def test_a_slow_request_head_gets_408_and_the_server_keeps_answering() -> None:
+    async def scenario() -> tuple[bytes, int, Counter]:
+        server = StatusServer(lambda: {}, "127.0.0.1", 0, head_timeout_s=0.3)
+        host, port = await server.start()
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET /metr")  # and then nothing
+            answer = await asyncio.wait_for(reader.read(), WAIT_S)
+            writer.close()
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET /nope HTTP/1.1\r\n\r\n")
+            second = await asyncio.wait_for(reader.read(), WAIT_S)
+            writer.close()
+            return answer, int(second.split(b" ")[1]), server.requests
+        finally:
+            await server.stop()
+
+    answer, second_status, requests = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert second_status == 404
+    assert requests == Counter({408: 1, 404: 1})
