@@ -1,6 +1,7 @@
 """The rig's RAK3172 emulator (dos_rig.rak3172) on a real virtual clock and air: AT replies and errors, OTAA join,
 confirmed uplink with a retry, RX2 downlink with a MAC command, P2P send/receive, ATZ; and `dos-edge rig rak3172` on a
-real pty driven with pyserial as a single-channel receiver hearing a real firmware node, recovering after a reset."""
+real pty driven with pyserial as a single-channel receiver hearing a real firmware node, recovering after a reset; and
+the emulated board's machine.UART wired to the module (reads waiting in virtual time, a wrong baud rate garbling)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import serial
@@ -19,8 +21,10 @@ from dos_codecs.lorawan import DataFrame, JoinAccept, MType, parse_data_frame, p
 from dos_codecs.mac_commands import LinkADRAns, LinkADRReq, build_cf_list, build_mac_commands, parse_mac_commands
 from dos_rig.air import Air, Modulation
 from dos_rig.clock import VirtualClock
-from dos_rig.rak3172 import Rak3172
+from dos_rig.rak3172 import VERSION, Rak3172
+from dos_rig.rig import Rig
 
+MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
 DEV_EUI, JOIN_EUI = "70B3D57ED0050001", "70B3D57ED0000000"
 DEV_ADDR, JOIN_NONCE, NET_ID = 0x26AA0001, 7, 0x13
@@ -277,3 +281,31 @@ def test_rig_rak3172_command_serves_a_pty_receiver_that_hears_a_node_and_recover
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.hil
+def test_board_uart_reads_wait_in_virtual_time_and_a_wrong_baud_rate_garbles(tmp_path):
+    code = """
+import time
+from machine import UART, Pin
+slow = UART(1, baudrate=9600, tx=Pin(17), rx=Pin(23), timeout=500)
+slow.write(b'AT\\r\\n')
+t0 = time.ticks_ms()
+print('slow', slow.readline(), time.ticks_diff(time.ticks_ms(), t0) >= 500)
+uart = UART(1, baudrate=115200, tx=Pin(17), rx=Pin(23), timeout=500)
+uart.write(b'AT+VER=?\\r\\n')
+print('ver', uart.readline(), uart.readline(), uart.any())
+uart.write(b'AT+NJM=?\\r\\n')
+print('read', uart.read(3), uart.read())
+"""
+    with Rig(tmp_path / "rig") as rig:
+        board = rig.add_board("b1", tmp_path / "b1", rak3172=True)
+        run = subprocess.run([MPREMOTE, "connect", str(board.link), "resume", "exec", code],
+                             capture_output=True, text=True, timeout=60)
+        counters = rig.counters()["boards"]["b1"]
+    lines = run.stdout.splitlines()
+    assert lines[0] == "slow None True", run.stdout + run.stderr
+    assert lines[1] == "ver b'%s\\r\\n' b'OK\\r\\n' 0" % VERSION
+    assert lines[2] == "read b'1\\r\\n' b'OK\\r\\n'"
+    assert counters["uart"] == {"garbled_baud_mismatch": 4}
+    assert board.rak3172.counters == {}, "the module never saw the garbled bytes"
