@@ -192,19 +192,19 @@ class Rak3172:
 
 
 class ModemState:
-    """What apps and main.py read or set on node.mac: battery_level (for DevStatusAns; the module answers that itself,
-    so it is kept only for the apps' sake), activated, dev_eui."""
+    """What apps read or set on node.mac: battery_level (for DevStatusAns; the module answers that itself, so it is kept
+    only for the apps' sake) and activated (a session is up)."""
 
-    def __init__(self, activated, dev_eui):
-        self.battery_level, self.activated, self.dev_eui = 255, activated, dev_eui
+    def __init__(self, activated):
+        self.battery_level, self.activated = 255, activated
 
 
 class ModemNode:
     """A LoRaWAN node whose MAC runs in a RAK3172: the same send()/now_ms()/sleep_until() as lorawan.node.Node."""
 
-    def __init__(self, modem, otaa, data_rate, adr, dev_eui=None):
+    def __init__(self, modem, otaa, data_rate, adr):
         self.modem = modem
-        self.mac = ModemState(not otaa, dev_eui)
+        self.mac = ModemState(not otaa)
         self.data_rate, self.adr = data_rate, adr
         self.counters = modem.counters
         self.fcnt_up = 0
@@ -338,4 +338,4 @@ def node_from_config(config, make_uart):
                  ("RETY", str(CONFIRMED_RETRIES)), ("CFM", "0")]
     for name, value in settings:
         modem.at(name, value)
-    return ModemNode(modem, activation == "otaa", data_rate, adr, config.get("dev_eui"))
+    return ModemNode(modem, activation == "otaa", data_rate, adr)
