@@ -28,6 +28,7 @@ from dos_agent.chirpstack_input import ChirpStackInput
 from dos_agent.mqtt_sink import DEFAULT_INFLIGHT, BrokerSettings, MqttSink
 from dos_agent.outbox import DEFAULT_MAX_AGE_S, DEFAULT_MAX_ROWS, Outbox
 from dos_agent.outputs import Outputs
+from dos_agent.rak_input import RadioSettings, RakInput
 from dos_agent.registry import DeviceRecord, Registry
 from dos_agent.session import (
     CollectAt,
@@ -38,6 +39,7 @@ from dos_agent.session import (
     JoinRejected,
     MacEvent,
     Output,
+    Reception,
     SessionLayer,
     Transmit,
     UplinkAccepted,
@@ -98,6 +100,20 @@ class AgentConfig:
     chirpstack_key_file: Path | None = None
     chirpstack_username: str | None = None
     chirpstack_password: str | None = field(default=None, repr=False)
+    #: A RAK3172 single-channel receiver on this serial port (`dos_agent.rak_input`; None: off), listening on one
+    #: channel and SF; its receptions come from gateway `rak3172_gateway_id` (default `rak3172-<port name>`).
+    rak3172_port: str | None = None
+    rak3172_frequency_hz: int = 868_100_000
+    rak3172_sf: int = 7
+    rak3172_bw_khz: int = 125
+    rak3172_gateway_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.rak3172_radio()  # a channel the module cannot take is a configuration error, found at once
+
+    def rak3172_radio(self) -> RadioSettings:
+        """The RAK3172 receiver's channel; ValueError when the module cannot take it."""
+        return RadioSettings(self.rak3172_frequency_hz, self.rak3172_sf, self.rak3172_bw_khz)
 
     def mqtt_broker(self) -> BrokerSettings:
         """Our broker's address, TLS files and credentials."""
@@ -149,6 +165,9 @@ class Agent:
             chirpstack, self.registry, self.schemas, ShownOutputs(self.outputs, self.status), self.clock,
             ignore_application=config.outputs_chirpstack_application)
         self.server = GwmpServer(self.session, self.counters, self.handle_event, self.handle_tx_ack, self.clock)
+        self.rak_input = None if config.rak3172_port is None else RakInput(
+            config.rak3172_port, config.rak3172_radio(), self.handle_reception, config.rak3172_gateway_id,
+            self.counters, self.clock)
         self.http = (None if config.http_port is None else
                      StatusServer(lambda: self.status.snapshot(self), config.http_host, config.http_port))
         self.udp_address: tuple[str, int] | None = None
@@ -172,6 +191,8 @@ class Agent:
             self.outputs.announce(device.asset_id, device.kind, device.dev_eui)
         if self.chirpstack_input is not None:
             await self.chirpstack_input.start()
+        if self.rak_input is not None:
+            await self.rak_input.start()
         self._publish_journal()
         self._tick = asyncio.create_task(self._housekeeping(), name="agent-housekeeping")
         if self.http is not None:
@@ -196,6 +217,8 @@ class Agent:
             self._transport.close()
         if self.http is not None:
             await self.http.stop()
+        if self.rak_input is not None:
+            await self.rak_input.stop()
         if self._tick is not None:
             self._tick.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -212,6 +235,11 @@ class Agent:
         await self.sink.stop()
         self.registry.close()
         log.info("agent: stopped")
+
+    def handle_reception(self, phy: bytes, reception: Reception, now: float) -> None:
+        """A frame heard by an input other than the GWMP server (the RAK3172 receiver), for the session layer."""
+        for output in self.session.receive(phy, reception, now):
+            self.handle_event(output)
 
     def handle_event(self, output: Output) -> None:
         """Count, log, publish or carry out one session-layer output."""

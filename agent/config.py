@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the CLI builds its parser with this module; the agent itsel
     from dos_agent.app import AgentConfig
 
 #: Tables whose name starts a field name (`mqtt_host` is `host` in `[mqtt]`).
-SECTIONS = ("udp", "mqtt", "http", "outbox", "outputs", "chirpstack", "rak", "session")
+SECTIONS = ("udp", "mqtt", "http", "outbox", "outputs", "chirpstack", "rak3172", "session")
 #: Fields whose table is not the start of their name.
 FIELD_SECTIONS = {"prefix": "mqtt", "max_inflight": "mqtt", "dedup_ms": "session", "net_id": "session",
                   "adr_margin_db": "session", "homeassistant_discovery_prefix": "outputs"}
@@ -35,7 +35,8 @@ FIELD_SECTIONS = {"prefix": "mqtt", "max_inflight": "mqtt", "dedup_ms": "session
 OPTION_RANGES: dict[str, tuple[float, float]] = {
     "udp_port": (0, 65535), "mqtt_port": (1, 65535), "http_port": (0, 65535), "dedup_ms": (0, 10_000),
     "net_id": (0, 0xFFFFFF), "adr_margin_db": (0, 30), "chirpstack_port": (1, 65535), "outbox_max_rows": (1, 2**63 - 1),
-    "outbox_max_age_s": (1, float("inf")),
+    "outbox_max_age_s": (1, float("inf")), "rak3172_frequency_hz": (150_000_000, 960_000_000), "rak3172_sf": (7, 12),
+    "rak3172_bw_khz": (125, 500),
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")

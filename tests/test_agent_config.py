@@ -33,7 +33,7 @@ def test_example_file_loads_and_shows_every_agent_option() -> None:
                                              "mqtt_password", "outbox_path", "outputs_chirpstack_application",
                                              "homeassistant_discovery_prefix", "chirpstack_host", "chirpstack_ca_file",
                                              "chirpstack_cert_file", "chirpstack_key_file", "chirpstack_username",
-                                             "chirpstack_password"}
+                                             "chirpstack_password", "rak3172_port", "rak3172_gateway_id"}
 
 
 def test_a_file_holding_a_password_must_be_private(tmp_path: Path) -> None:
