@@ -1,5 +1,6 @@
 """The agent's TOML config file: the example in docs/ loads and sets every AgentConfig option, bad files fail naming the
-file and the key, command-line options given override the file (and only those), and JSON log lines parse."""
+file and the key, command-line options given override the file (and only those), and the agent process runs from a
+file and logs JSON lines."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import dataclasses
 import json
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import pytest
 from dos_agent.app import AgentConfig
 from dos_agent.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from dos_agent.config import ConfigError, JsonLineFormatter, file_key, load_config, parse_config
+from dos_rig.broker import stop_process
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "agent.example.toml"
 
@@ -144,3 +148,30 @@ def test_json_log_lines_parse() -> None:
     record = logging.LogRecord("dos_agent", logging.INFO, __file__, 1, "frame=accepted asset=%s", ("SL-1",), None)
     entry = json.loads(JsonLineFormatter().format(record))
     assert (entry["level"], entry["logger"], entry["message"]) == ("INFO", "dos_agent", "frame=accepted asset=SL-1")
+
+
+def test_the_agent_process_runs_from_a_config_file_and_logs_json_lines(tmp_path: Path, mosquitto) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f"registry = 'registry.sqlite'\n[udp]\nhost = '127.0.0.1'\nport = 0\n"
+                      f"[mqtt]\nhost = '{mosquitto.host}'\nport = {mosquitto.port}\nprefix = 'cfg-json'\n"
+                      "[log]\nformat = 'json'\n")
+    dos_edge = Path(sys.executable).parent / "dos-edge"
+    proc = subprocess.Popen([str(dos_edge), "agent", "run", "--config", str(config)], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        entries = []
+        while not any(e["message"].startswith("agent: listening on udp") for e in entries):
+            line = proc.stderr.readline()
+            assert line, f"the agent ended before listening: {entries}"
+            entries.append(json.loads(line))  # every line is one JSON object
+        (listening,) = [e for e in entries if e["message"].startswith("agent: listening on udp 127.0.0.1:")]
+        assert listening["level"] == "INFO" and listening["logger"] == "dos_agent"
+        assert "under cfg-json/" in listening["message"]
+        assert str(tmp_path / "registry.sqlite") in listening["message"]
+    finally:
+        stop_process(proc)
+    rest = proc.stderr.read().splitlines()
+    proc.stderr.close()
+    assert proc.returncode == 0
+    assert [json.loads(line)["message"] for line in rest][-1] == "agent: stopped"
+    assert (tmp_path / "registry.sqlite").exists()
