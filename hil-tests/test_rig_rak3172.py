@@ -154,6 +154,33 @@ def test_otaa_join_confirmed_uplink_retry_and_rx2_downlink_with_a_mac_command():
     assert world.lines("rak") == ["+EVT:TX_DONE"]
 
 
+def test_at_sf12_a_long_rx1_frame_outlasting_the_rx2_instant_decides_the_exchange():
+    world = World()
+    rak = world.module("rak")
+    configure_otaa(world, rak)
+    assert world.at(rak, "AT+ADR=0") == ["OK"] and world.at(rak, "AT+DR=0") == ["OK"]
+    keys, _nonce = join(world, rak)  # the JoinAccept at SF12 lasts about 1.5 s: longer than RX1 to RX2
+    assert world.at(rak, "AT+SEND=3:01") == ["OK"]
+    world.advance(1000)
+    sent = rak.transmitted[-1]
+    other = DataFrame(MType.UNCONFIRMED_DOWN, DEV_ADDR + 1, 0, fport=7, frm_payload=bytes(40))  # not for this module
+    world.downlink(sent.mod.freq_hz, 12, keys.seal(other, 0), sent.end_us + 1_000_000)
+    world.advance_to(sent.end_us + 2_000_000)
+    assert world.lines("rak") == [], "still receiving the long frame at the RX2 instant"
+    world.advance_to(sent.end_us + 5_000_000)
+    assert world.lines("rak") == ["+EVT:TX_DONE"], "the foreign frame ended the exchange: no window was left"
+    assert rak.counters["rx_not_for_me"] == 1
+    assert world.at(rak, "AT+SEND=3:02") == ["OK"]
+    world.advance(1000)
+    sent = rak.transmitted[-1]
+    ours = DataFrame(MType.UNCONFIRMED_DOWN, DEV_ADDR, 0, fport=7, frm_payload=bytes(40))
+    world.downlink(sent.mod.freq_hz, 12, keys.seal(ours, 0), sent.end_us + 1_000_000)
+    world.advance_to(sent.end_us + 5_000_000)
+    events = world.lines("rak")
+    assert events[0].startswith("+EVT:RX_1:") and events[0].endswith(":UNICAST:7:" + "00" * 40), events
+    assert events[1:] == ["+EVT:TX_DONE"]
+
+
 def test_a_forged_downlink_is_ignored_and_unanswered_confirmed_uplink_fails():
     world = World()
     rak = world.module("rak")

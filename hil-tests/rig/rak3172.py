@@ -140,6 +140,7 @@ class Exchange:
     max_tries: int = 1
     window: int = 0  # the receive window open now (1, 2), 0 while transmitting or waiting
     answered: int = 0  # the try whose RX1 brought the answer (no RX2 for it)
+    rx2_open_us: int = 0  # when this try's RX2 opens
     dev_nonce: int = 0
     acked: bool = False
     retry_period_us: int = 0
@@ -381,6 +382,7 @@ class Rak3172:
             rx2_dr, rx2_freq = session.rx2_dr, session.rx2_frequency_hz
         rx1_at = end + rx1_delay_us
         tries = exchange.tries
+        exchange.rx2_open_us = rx1_at + 1_000_000 - WINDOW_EARLY_US
         self._at(rx1_at - WINDOW_EARLY_US, self._open_window, exchange, tries, 1, exchange.freq_hz, rx1_dr)
         self._at(rx1_at + 1_000_000 - WINDOW_EARLY_US, self._open_window, exchange, tries, 2, rx2_freq, rx2_dr)
 
@@ -389,8 +391,8 @@ class Rak3172:
         return self.exchange is exchange and exchange.tries == tries and exchange.answered != tries
 
     def _open_window(self, exchange: Exchange, tries: int, window: int, freq_hz: int, dr: int) -> None:
-        if not self._current(exchange, tries):
-            return
+        if not self._current(exchange, tries) or self._receiving is not None:
+            return  # over, or a long frame heard in RX1 is still arriving: its end decides (one radio, one window)
         exchange.window = window
         mod = self._modulation(freq_hz, dr, True)
         self._listen = mod
@@ -416,7 +418,7 @@ class Rak3172:
         if accepted:
             exchange.answered = exchange.tries  # no RX2 after an answer in RX1
             self._exchange_over(exchange)
-        elif window == 2:
+        elif window == 2 or self.clock.now_us >= exchange.rx2_open_us:  # nothing for us, and no window left
             self._exchange_over(exchange)
 
     def _join_accept(self, exchange: Exchange, phy: bytes) -> bool:
