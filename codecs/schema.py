@@ -170,9 +170,14 @@ class Schema:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise PayloadError("bad_value_type", f"{name} is a number, not {_short(value)}")
             if not spec.in_range(value):
-                raise PayloadError("out_of_range", f"{name} = {value} is out of range [{spec.min}, {spec.max}]")
+                raise PayloadError("out_of_range", f"{name} = {_number(value)} is out of range [{spec.min}, {spec.max}]")
             raw_map[spec.key] = spec.raw_of(value)
         return cbor2.dumps(dict(sorted(raw_map.items())), canonical=True)
+
+
+def _number(value: int | float) -> str:
+    """A number as JSON (and so the exported JavaScript codecs) shows it: an integral float without ".0"."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else repr(value)
 
 
 def _short(value: object) -> str:
