@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,13 @@ def test_gateway_id_and_reception_of_a_heard_frame(tmp_path: Path) -> None:
     assert dataclasses.astuple(reception)[2:7] == (868_500_000, 9, 125_000, -97, -3)
     assert reception.gateway_eui == "rak3172-ttyS9" and reception.can_transmit is False
     assert 0 <= reception.tmst < 2**32 and reception.time.startswith("2027-01-15T08:00:00")
+
+
+def test_the_fuzz_target_runs_briefly_with_only_counted_outcomes() -> None:
+    """bench/fuzz's `rak_receiver_lines` target, a few hundred cases (the campaign runs >= 100,000)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench" / "fuzz"))
+    from fuzz_targets import Target, check_receiver_line, receiver_case, run_target
+
+    outcomes = run_target(Target("rak_receiver_lines", receiver_case(), check_receiver_line), 300)
+    assert sum(outcomes.values()) >= 300
+    assert outcomes["frame"] > 0 and outcomes["not_ascii"] + outcomes["bad_rx_line"] > 0

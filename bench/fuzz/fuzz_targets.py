@@ -7,8 +7,8 @@ A target is a hypothesis strategy and a check. The check feeds one case to the r
 `ForgeryAccepted` when a frame that is not byte-for-byte a genuine one is accepted. `bench/fuzz/run.py` runs the
 campaign (>= 100,000 cases a target), `tests/test_fuzz_short.py` a few thousand cases with the same targets.
 
-Serial lines (RAK3172 AT replies and `+EVT:` lines) go through the firmware driver's AT core in the real micropython;
-the agent has no RAK3172 input (P2P receiver) yet, so its parser gets a target when it lands.
+Serial lines (RAK3172 AT replies and `+EVT:` lines) go through the firmware driver's AT core in the real micropython
+(`serial_lines`) and through the agent's RAK3172 receiver core (`rak_receiver_lines`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dos_agent.chirpstack_input import ChirpStackInput, ChirpStackInputError
 from dos_agent.downlink import MAX_PAYLOAD, DownlinkRequestError, parse_downlink_request
 from dos_agent.events import SchemaBook
 from dos_agent.mqtt_sink import BrokerSettings
+from dos_agent.rak_input import FrameHeard, Notice, RadioSettings, ReceiverCore, SendLine
 from dos_agent.registry import Registry
 from dos_agent.session import JoinAccepted, Reception, SessionLayer, UplinkAccepted
 from dos_codecs.crypto import SessionKeys, seal_join_request
@@ -405,8 +406,7 @@ def _serial_line(draw: st.DrawFn) -> tuple[bool, bytes]:
 class SerialLinesTarget:
     """RAK3172 serial lines through the firmware driver's AT core (`drivers/rak3172.py`: AtProtocol.feed and
     parse_event), run in the real micropython: one persistent process, one case per line over a pipe. ValueError is the
-    typed failure; any other exception comes back as CRASH and fails the case. (The agent has no RAK3172 input yet:
-    when it lands, its parser gets a target too.)"""
+    typed failure; any other exception comes back as CRASH and fails the case."""
 
     def __init__(self) -> None:
         env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(FIRMWARE_DIR)]))
@@ -434,6 +434,52 @@ class SerialLinesTarget:
         self.proc.stdout.close()
 
 
+# --- the agent's RAK3172 receiver (single-channel P2P) -----------------------------------------------------------------
+
+@st.composite
+def receiver_case(draw: st.DrawFn) -> tuple[bool, bytes, bytes | None]:
+    """(receiving already?, bytes from the module's UART, the frame a well-formed +EVT:RXP2P line must give)."""
+    receiving = draw(st.booleans())
+    shape = draw(st.sampled_from(("firmware_line", "genuine_rx", "damaged_rx", "random")))
+    if shape == "genuine_rx":
+        phy = draw(st.binary(min_size=1, max_size=255))
+        hex_text = phy.hex().upper() if draw(st.booleans()) else phy.hex()
+        line = f"+EVT:RXP2P:{draw(st.integers(-200, 20))}:{draw(st.integers(-50, 50))}:{hex_text}\r\n".encode()
+        return receiving, line, phy
+    if shape == "damaged_rx":
+        fields = [str(draw(st.integers(-140, 0))), str(draw(st.integers(-20, 15))),
+                  draw(st.binary(max_size=300)).hex()]
+        fields[draw(st.integers(0, 2))] = draw(_RAK_FIELDS)
+        extra = draw(st.lists(_RAK_FIELDS, max_size=2))
+        return receiving, ("+EVT:RXP2P:" + ":".join(fields + extra) + "\r\n").encode("utf-8"), None
+    if shape == "random":
+        return receiving, draw(st.binary(max_size=700)), None
+    return receiving, draw(_serial_line())[1], None
+
+
+def check_receiver_line(case: tuple[bool, bytes, bytes | None]) -> str:
+    """`ReceiverCore.feed` while configuring or receiving: it never raises, its actions are lines to send, frames
+    (1..255 bytes) and notices, and a well-formed RXP2P line gives exactly its frame. The outcome is what the line
+    counted (a RakLineError reason, `frame`, `unexpected_*`, `module_reset`), `reply` or `quiet`."""
+    receiving, data, expected_phy = case
+    core = ReceiverCore(RadioSettings())
+    core.opened(0.0)
+    if receiving:
+        core.feed(b"OK\r\n" * len(core.commands), 0.0)
+    before = Counter(core.counts)
+    actions = core.feed(data, 1.0)
+    frames = [a.phy for a in actions if isinstance(a, FrameHeard)]
+    if any(not isinstance(a, (SendLine, FrameHeard, Notice)) for a in actions) or any(
+            not 1 <= len(phy) <= 255 for phy in frames):
+        raise AssertionError(f"impossible actions {actions!r} from {data!r}")
+    if expected_phy is not None and frames != [expected_phy]:
+        raise AssertionError(f"{data!r} gave frames {frames!r}, not its own")
+    counted = core.counts - before
+    if counted:
+        return "+".join(sorted(counted))
+    return "reply" if actions else "quiet"
+
+
 def targets() -> list[Target]:
     """Every target; the PHYPayload one owns a registry: call `close_targets` when done."""
     phy = PhyTarget()
@@ -445,6 +491,7 @@ def targets() -> list[Target]:
         Target("downlink_json", _downlink_request(), check_downlink),
         Target("chirpstack_json", chirpstack.strategy(), chirpstack.check),
         Target("serial_lines", _serial_line(), SerialLinesTarget().check),
+        Target("rak_receiver_lines", receiver_case(), check_receiver_line),
     ]
 
 
