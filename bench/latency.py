@@ -20,6 +20,7 @@ import json
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -32,6 +33,7 @@ from agent_throughput import (
     build_frames,
     decode_only,
     devices_for,
+    expect_all,
     flag,
     settled_registry,
 )
@@ -71,9 +73,27 @@ def keys_of(events: list[tuple[float, str]]) -> dict[tuple[str, int], float]:
     return received
 
 
+def udp_receive_buffer_errors() -> int | None:
+    """The kernel's count of UDP datagrams dropped for a full receive buffer (Linux), None elsewhere."""
+    try:
+        header, values = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+                          if line.startswith("Udp:")][:2]
+    except (OSError, ValueError):
+        return None
+    return int(values[header.index("RcvbufErrors")])
+
+
+@dataclass
+class AgentLatency:
+    latencies_ms: list[float]
+    lost: list[int]  # indexes of frames whose event never came
+    udp_drops: int | None  # datagrams the kernel dropped meanwhile (any socket on the machine)
+
+
 def agent_latency(broker: Mosquitto, workdir: Path, devices, frames: list[bytes], documents: list[bytes],
-                  rate: float, dedup_ms: int) -> list[float]:
-    """Latencies (ms) of frames after the warm-up, through the agent with the given dedup window."""
+                  rate: float, dedup_ms: int) -> AgentLatency:
+    """Latencies (ms) of the frames after the warm-up through the agent with the given dedup window, and the frames
+    lost on the way."""
     bench = BenchAgent(broker, workdir, devices, f"latency{dedup_ms}", dedup_ms)
     try:
         gateway = bench.gateway
@@ -83,18 +103,23 @@ def agent_latency(broker: Mosquitto, workdir: Path, devices, frames: list[bytes]
             gateway.send(*datagrams[i])
             gateway.poll(0)
 
+        drops_before = udp_receive_buffer_errors()
         sent = paced(len(frames), rate, send)
         waiter_result: list = []
-        waiter = threading.Thread(target=lambda: waiter_result.append(bench.subscriber.wait_events(len(frames), 20)))
+        waiter = threading.Thread(target=lambda: waiter_result.append(bench.subscriber.wait_events(len(frames), 5)))
         waiter.start()
         while waiter.is_alive():
             gateway.poll(0.05)
-        if not waiter_result:
-            raise RuntimeError("latency: the subscriber did not get every event")
+        drops_after = udp_receive_buffer_errors()
         received = keys_of(waiter_result[0])
     finally:
         bench.stop()
-    return [(received[key] - at) * 1000 for key, at in zip(frame_keys(documents), sent)][WARMUP_FRAMES:]
+    keys = frame_keys(documents)
+    lost = [i for i, key in enumerate(keys) if key not in received]
+    latencies = [(received[key] - at) * 1000 for key, at in zip(keys[WARMUP_FRAMES:], sent[WARMUP_FRAMES:])
+                 if key in received]
+    drops = None if drops_before is None else drops_after - drops_before
+    return AgentLatency(latencies, lost, drops)
 
 
 def frame_keys(documents: list[bytes]) -> list[tuple[str, int]]:
@@ -114,7 +139,7 @@ def paho_latency(broker: Mosquitto, documents: list[bytes], rate: float) -> list
         while not client.is_connected():
             time.sleep(0.01)
         sent = paced(len(documents), rate, lambda i: client.publish(topic, documents[i], qos=1))
-        events = subscriber.wait_events(len(documents), 20)
+        events = expect_all(subscriber.wait_events(len(documents), 20), len(documents), "bare paho")
         client.loop_stop()
         client.disconnect()
     finally:
@@ -146,11 +171,14 @@ def main() -> None:
     print()
     print(f"latency at {args.rate:.0f} frames/s on loopback, {len(devices)} settled devices:")
     print(summary("bare paho publish -> mosquitto_sub", bare))
-    print(summary("agent, dedup 0 ms", agent0))
-    print(summary("agent, dedup 200 ms (default)", agent200))
-    p99 = percentile(agent0, 0.99)
+    for name, run in (("agent, dedup 0 ms", agent0), ("agent, dedup 200 ms (default)", agent200)):
+        print(summary(name, run.latencies_ms))
+        if run.lost:
+            print(f"  LOST {len(run.lost)} of {count} frames (first {run.lost[0]}, last {run.lost[-1]}); UDP datagrams "
+                  f"dropped for a full receive buffer meanwhile: {run.udp_drops}")
+    p99 = percentile(agent0.latencies_ms, 0.99)
     print(f"agent p99 (dedup 0) / bare paho p99: {p99 / percentile(bare, 0.99):.2f}")
-    print(f"goal agent p99 <= {P99_GOAL_MS:.0f} ms (dedup 0): {flag(p99 <= P99_GOAL_MS)}")
+    print(f"goal agent p99 <= {P99_GOAL_MS:.0f} ms (dedup 0): {flag(p99 <= P99_GOAL_MS and not agent0.lost)}")
 
 
 if __name__ == "__main__":

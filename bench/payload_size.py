@@ -1,9 +1,9 @@
 """Payload bytes per routine reading for each node kind, beside Cayenne LPP and a packed struct of the same
 information, with the SF12 time on air of the whole uplink (never asserts; see bench/README.md).
 
-- CBOR: what the firmware sends, encoded by the firmware itself in `micropython` (`cbor.encode_reading`; the bridge's
-  slow fields chosen by its `fit_reading` within its 24-byte budget), checked equal to the codecs' canonical CBOR
-  (`Schema.encode`) and decoded back by the agent's schema decoder.
+- CBOR: what the firmware sends, encoded by the firmware itself in `micropython` (`cbor.encode_reading`; the slow
+  fields of an app that has them chosen by `apps.runtime.fit_reading` within the 24-byte budget), checked equal to the
+  codecs' canonical CBOR (`Schema.encode`) and decoded back by the agent's schema decoder.
 - packed struct (the baseline): the same fields at the same resolution, each the smallest whole-byte integer that
   holds its raw range (struct format derived from the schema's min/max/scale), booleans as bits of one flags byte.
 - Cayenne LPP: one `channel, type, value` entry per field, with the smallest LPP type (original IPSO set or the
@@ -81,20 +81,26 @@ LPP_BY_UNIT = {
 #: Routine readings as the firmware apps measure them (the bridge app sends the slow fields that fit, in turn).
 TYPICAL = {
     "streetlight": {"lamp_on": True, "dim_level": 70, "power": 35.5, "energy": 123456, "ambient_light": 12,
-                    "battery": 3.61},
-    "waste": {"fill_level": 64, "distance": 0.412, "temperature": 12.3, "tilt": 2, "battery": 3.55},
+                    "battery": 3.61, "battery_low": False, "presence": 3},
+    "waste": {"fill_level": 64, "distance": 0.412, "temperature": 12.3, "tilt": 2, "battery": 3.55,
+              "battery_low": False},
     "bridge": {"strain_1": -120, "strain_2": 35, "strain_3": 8, "vibration_rms": 0.012, "vibration_peak": 0.045,
-               "vibration_freq": 3.2, "tilt": 0.25, "crack_width": 1.2, "temperature": 9.5, "battery": 3.4},
+               "vibration_freq": 3.2, "tilt": 0.25, "crack_width": 1.2, "temperature": 9.5, "battery": 3.4,
+               "battery_low": False},
 }
 
+#: Per line `[kind, values]` in, `[fport, payload hex, fields sent]` out: the app's own choice of fields
+#: (apps.runtime.fit_reading with the app's SLOW_FIELDS, when it has them) and the firmware's CBOR encoder.
 FIRMWARE_ENCODER = """
 import sys, json, binascii
 from cbor import encode_reading
-from apps.bridge import fit_reading
+from apps.runtime import fit_reading
 for line in sys.stdin.buffer.read().decode().splitlines():
     kind, values = json.loads(line)
-    if kind == "bridge":
-        values = fit_reading(values, 0)[0]
+    app = getattr(__import__("apps." + kind), kind)
+    slow_fields = getattr(app, "SLOW_FIELDS", None)
+    if slow_fields:
+        values = fit_reading(kind, values, slow_fields, 0)[0]
     fport, payload = encode_reading(kind, "reading", values)
     print(json.dumps([fport, binascii.hexlify(payload).decode(), sorted(values)]))
 """
@@ -104,8 +110,10 @@ def firmware_encode(readings: list[tuple[str, dict]]) -> list[tuple[int, bytes, 
     """(FPort, payload, fields sent) of each (kind, values) as the firmware encodes it, in the real micropython."""
     micropython = Path(sys.executable).with_name("micropython")
     done = subprocess.run([str(micropython), "-c", FIRMWARE_ENCODER], input="\n".join(map(json.dumps, readings)),
-                          capture_output=True, text=True, timeout=60, check=True,
+                          capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, MICROPYPATH=str(FIRMWARE_DIR)))
+    if done.returncode != 0:
+        raise RuntimeError(f"the firmware encoder failed in micropython:\n{done.stdout}{done.stderr}")
     return [(fport, bytes.fromhex(hex_payload), names)
             for fport, hex_payload, names in map(json.loads, done.stdout.splitlines())]
 
