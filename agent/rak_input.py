@@ -7,11 +7,12 @@ as receptions of a pseudo-gateway (`rak3172-<port name>` unless configured) that
 say `can_transmit=False`, so the session layer plans downlinks through other gateways only).
 
 Two layers:
-- `ReceiverCore` is sans-IO: bytes and (monotonic) time in, `SendLine` / `FrameHeard` / `Notice` actions out. It
-  splits lines, parses them (`parse_line`, typed `RakLineError`s counted by reason, never raised out of `feed`), runs
-  the configuration sequence one command at a time, and finds a module reset: its boot banner, an error or a stopped
-  receiver reported to the periodic probe (AT+PRECV=?), no answer within the reply timeout, or an unexpected
-  `+EVT:RXP2P RECEIVE TIMEOUT`. Any of them sends the configuration again.
+- `ReceiverCore` is sans-IO: bytes and (monotonic) time in, `SendLine` / `FrameHeard` / `LineRejected` / `Notice`
+  actions out. It splits lines, parses them (`parse_line`; a typed `RakLineError` is counted by reason and becomes a
+  `LineRejected` action, never raised out of `feed`), runs the configuration sequence one command at a time, and
+  finds a module reset: its boot banner, an error or a stopped receiver reported to the periodic probe (AT+PRECV=?),
+  no answer within the reply timeout, or an unexpected `+EVT:RXP2P RECEIVE TIMEOUT`. Any of them sends the
+  configuration again.
 - `RakInput` is the asyncio edge: opens the port with pyserial (115200 8N1), reads it with `loop.add_reader`, writes
   the core's lines, runs its deadlines, and reopens the port (every `REOPEN_S`) when it cannot be opened or goes away.
 """
@@ -166,7 +167,7 @@ def parse_line(raw: bytes) -> Line | None:
     return Value(text)
 
 
-# --- the receiver's sans-IO core ---------------------------------------------------------------------------------------
+# --- the receiver's sans-IO core --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class RadioSettings:
@@ -218,6 +219,14 @@ class FrameHeard:
 
 
 @dataclass(frozen=True, slots=True)
+class LineRejected:
+    """A line that could not be used (a RakLineError): `reason` is its counter label."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Something worth a log line: `kind` is `configured`, `module_reset` or `command_failed`, `detail` says why."""
 
@@ -225,7 +234,7 @@ class Notice:
     detail: str
 
 
-Action = SendLine | FrameHeard | Notice
+Action = SendLine | FrameHeard | LineRejected | Notice
 PROBE_COMMAND = "AT+PRECV=?"
 
 
@@ -279,6 +288,7 @@ class ReceiverCore:
                 self._overlong = False
                 if overlong:
                     self.counts["line_too_long"] += 1
+                    actions.append(LineRejected("line_too_long", f"a line over {MAX_LINE} bytes"))
                 elif raw:
                     actions += self.line(raw, now)
             elif len(self._buffer) > MAX_LINE:
@@ -293,7 +303,7 @@ class ReceiverCore:
             parsed = parse_line(raw)
         except RakLineError as exc:
             self.counts[exc.reason] += 1
-            return []
+            return [LineRejected(exc.reason, exc.detail)]
         if parsed is None:
             return []
         if isinstance(parsed, RxFrame):
@@ -396,16 +406,17 @@ def host_tmst() -> int:
 
 class RakInput:
     """The receiver on a serial port, on the running asyncio loop. `on_frame(phy, reception, now)` gets every frame
-    heard (`now` from `clock`, Unix seconds). `start()` / `stop()`."""
+    heard (`now` from `clock`, Unix seconds). With `counters`, the pseudo-gateway is marked seen on every frame and a
+    rejected line is counted as frame result `rak3172_<reason>`. `start()` / `stop()`."""
 
     def __init__(self, port: str, radio: RadioSettings, on_frame: Callable[[bytes, Reception, float], None],
                  gateway_id: str | None = None, counters: Counters | None = None,
-                 clock: Callable[[], float] = time.time, baudrate: int = BAUDRATE, reopen_s: float = REOPEN_S,
-                 core: ReceiverCore | None = None) -> None:
+                 clock: Callable[[], float] = time.time, baudrate: int = BAUDRATE,
+                 reopen_s: float = REOPEN_S) -> None:
         self.port, self.radio, self.on_frame = port, radio, on_frame
         self.gateway_id = gateway_id or default_gateway_id(port)
         self.counters, self.clock, self.baudrate, self.reopen_s = counters, clock, baudrate, reopen_s
-        self.core = core or ReceiverCore(radio)
+        self.core = ReceiverCore(radio)
         self.opens = 0
         self._serial: serial.Serial | None = None
         self._lost: asyncio.Event | None = None
@@ -485,6 +496,11 @@ class RakInput:
                 self._write(action.text)
             elif isinstance(action, FrameHeard):
                 self._frame(action)
+            elif isinstance(action, LineRejected):
+                if self.counters is not None:
+                    self.counters.count_frame(f"rak3172_{action.reason}")
+                self._bad_log.warning(action.reason, f"rak3172: {self.gateway_id}: bad line: {action.reason}: "
+                                      f"{action.detail}", time.monotonic())
             elif action.kind == "configured":
                 log.info("rak3172: %s receiving on %s (continuous)", self.gateway_id, self.radio.p2p_command())
             else:

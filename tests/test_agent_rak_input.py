@@ -20,6 +20,7 @@ from dos_agent.rak_input import (
     Banner,
     Event,
     FrameHeard,
+    LineRejected,
     Notice,
     RadioSettings,
     RakInput,
@@ -85,7 +86,8 @@ def test_malformed_lines_are_typed_errors_with_a_reason(line: bytes, reason: str
 
 _LINE_PARTS = st.sampled_from([b"+EVT:RXP2P:", b"-", b":", b"OK", b"AT_ERROR", b"+EVT:", b"RAKwireless", b"\r",
                                b"\n", b"\x00", b"\xff", b"65534", b"9", b"AB", b"Current Work Mode"])
-_NOISY_BYTES = st.one_of(st.binary(max_size=700), st.lists(_LINE_PARTS | st.binary(max_size=8), max_size=40).map(b"".join))
+_NOISY_BYTES = st.one_of(st.binary(max_size=700),
+                         st.lists(_LINE_PARTS | st.binary(max_size=8), max_size=40).map(b"".join))
 
 
 @settings(max_examples=200, deadline=None)
@@ -109,9 +111,9 @@ def test_the_core_takes_any_bytes_and_time_without_raising(chunks: list[bytes], 
     for i, chunk in enumerate(chunks):
         actions += core.feed(chunk, times[i % len(times)])
         actions += core.tick(times[i % len(times)])
-    assert all(isinstance(a, (SendLine, FrameHeard, Notice)) for a in actions)
-    assert all(isinstance(a, SendLine) and a.text.startswith("AT") for a in actions if not isinstance(
-        a, (FrameHeard, Notice)))
+    assert all(isinstance(a, (SendLine, FrameHeard, LineRejected, Notice)) for a in actions)
+    assert all(a.text.startswith("AT") for a in actions if isinstance(a, SendLine))
+    assert all(core.counts[a.reason] > 0 for a in actions if isinstance(a, LineRejected))
     assert core.state in ("configuring", "booting", "settling", "receiving")
 
 
@@ -224,9 +226,10 @@ def test_silence_and_refusals_are_retried() -> None:
     assert core.counts["no_reply"] == 1 and core.counts["command_failed"] == 1
     # frames heard while configuring still count; garbage is counted by reason and changes nothing
     actions = core.feed(b"+EVT:RXP2P:-50:5:" + PHY.hex().encode() + b"\r\n\xff\xfe\r\n+EVT:RXP2P:-50:5:ABC\r\n", 3.3)
-    assert actions == [FrameHeard(PHY, -50, 5)] and core.state == "configuring"
+    assert [type(a) for a in actions] == [FrameHeard, LineRejected, LineRejected] and core.state == "configuring"
+    assert actions[0] == FrameHeard(PHY, -50, 5) and [a.reason for a in actions[1:]] == ["not_ascii", "bad_hex"]
     assert core.counts["not_ascii"] == 1 and core.counts["bad_hex"] == 1
-    assert core.feed(b"A" * 5000 + b"\r\nOK\r\n", 3.4) == [SendLine("AT+NWM=0")]
+    assert core.feed(b"A" * 5000 + b"\r\nOK\r\n", 3.4)[1:] == [SendLine("AT+NWM=0")]
     assert core.counts["line_too_long"] == 1
 
 

@@ -32,7 +32,7 @@ from dos_agent.chirpstack_input import ChirpStackInput, ChirpStackInputError
 from dos_agent.downlink import MAX_PAYLOAD, DownlinkRequestError, parse_downlink_request
 from dos_agent.events import SchemaBook
 from dos_agent.mqtt_sink import BrokerSettings
-from dos_agent.rak_input import FrameHeard, Notice, RadioSettings, ReceiverCore, SendLine
+from dos_agent.rak_input import FrameHeard, LineRejected, Notice, RadioSettings, ReceiverCore, SendLine
 from dos_agent.registry import Registry
 from dos_agent.session import JoinAccepted, Reception, SessionLayer, UplinkAccepted
 from dos_codecs.crypto import SessionKeys, seal_join_request
@@ -434,7 +434,7 @@ class SerialLinesTarget:
         self.proc.stdout.close()
 
 
-# --- the agent's RAK3172 receiver (single-channel P2P) -----------------------------------------------------------------
+# --- the agent's RAK3172 receiver (single-channel P2P) ----------------------------------------------------------------
 
 @st.composite
 def receiver_case(draw: st.DrawFn) -> tuple[bool, bytes, bytes | None]:
@@ -459,8 +459,8 @@ def receiver_case(draw: st.DrawFn) -> tuple[bool, bytes, bytes | None]:
 
 def check_receiver_line(case: tuple[bool, bytes, bytes | None]) -> str:
     """`ReceiverCore.feed` while configuring or receiving: it never raises, its actions are lines to send, frames
-    (1..255 bytes) and notices, and a well-formed RXP2P line gives exactly its frame. The outcome is what the line
-    counted (a RakLineError reason, `frame`, `unexpected_*`, `module_reset`), `reply` or `quiet`."""
+    (1..255 bytes), rejected lines and notices, and a well-formed RXP2P line gives exactly its frame. The outcome is
+    what the line counted (a RakLineError reason, `frame`, `unexpected_*`, `module_reset`), `reply` or `quiet`."""
     receiving, data, expected_phy = case
     core = ReceiverCore(RadioSettings())
     core.opened(0.0)
@@ -469,7 +469,7 @@ def check_receiver_line(case: tuple[bool, bytes, bytes | None]) -> str:
     before = Counter(core.counts)
     actions = core.feed(data, 1.0)
     frames = [a.phy for a in actions if isinstance(a, FrameHeard)]
-    if any(not isinstance(a, (SendLine, FrameHeard, Notice)) for a in actions) or any(
+    if any(not isinstance(a, (SendLine, FrameHeard, LineRejected, Notice)) for a in actions) or any(
             not 1 <= len(phy) <= 255 for phy in frames):
         raise AssertionError(f"impossible actions {actions!r} from {data!r}")
     if expected_phy is not None and frames != [expected_phy]:
