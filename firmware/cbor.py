@@ -79,12 +79,12 @@ _reading_writer = Writer(64)
 def encode_reading(kind, message, values):
     """(fport, payload) for `values` ({field name: engineering value}) of `message` of node `kind`.
 
-    Uses the generated table schema_v1.MESSAGES: raw = round(value * factor), keys ascending, bools as CBOR bools. Fields
+    Uses the generated table schema_v1.messages(kind): raw = round(value * factor), keys ascending, bools as CBOR bools. Fields
     missing from `values` (or None) are left out. The payload is built in a reused buffer."""
-    from schema_v1 import MESSAGES
+    from schema_v1 import messages
 
     try:
-        fport, fields = MESSAGES[kind][message]
+        fport, fields = messages(kind)[message]
     except KeyError:
         raise CborError("unknown_message", kind + "/" + message) from None
     used = 0
@@ -230,9 +230,9 @@ def decode_message(kind, fport, payload):
     """(message name, {field name: value}, [unknown keys]) of a downlink `payload` on `fport` for node `kind`, through
     the generated table: value = raw / factor (the raw int itself when factor is 1), bools as bools. CborError for
     malformed CBOR, a non-map, an FPort the kind has no message for, or a value of the wrong type."""
-    from schema_v1 import MESSAGES
+    from schema_v1 import KINDS, messages
 
-    for name, (port, fields) in MESSAGES.get(kind, {}).items():
+    for name, (port, fields) in (messages(kind) if kind in KINDS else {}).items():
         if port == fport:
             break
     else:
