@@ -178,6 +178,7 @@ class Agent:
         self._collect_at: float | None = None
         self._tx_tokens: dict[tuple[str, bytes], tuple[int, float]] = {}
         self._cumulative_fields: dict[tuple[str, int], tuple] = {}  # (kind, fport) -> cumulative Fields
+        self._journal_due = True  # unpublished journal entries may be waiting (set again when the registry changes)
 
     async def start(self) -> None:
         """Bind the UDP port, connect to the broker (reconnecting in the background), start housekeeping."""
@@ -193,7 +194,6 @@ class Agent:
             await self.chirpstack_input.start()
         if self.rak_input is not None:
             await self.rak_input.start()
-        self._publish_journal()
         self._tick = asyncio.create_task(self._housekeeping(), name="agent-housekeeping")
         if self.http is not None:
             log.info("agent: status page on http://%s:%d/ (metrics at /metrics)", *await self.http.start())
@@ -321,14 +321,16 @@ class Agent:
         """Publish the registry's unpublished swaps and retirements (written by `dos-edge swap`, `... retire`, even
         while the agent was down) as asset events, oldest first; an entry is marked only once the sink took it."""
         done = []
+        self._journal_due = False
         for entry in self.registry.unpublished_journal():
             document = asset_event(
                 JOURNAL_EVENT_TYPES[entry.type], entry.asset_id, entry.new_dev_eui or entry.old_dev_eui, entry.at,
-                old_dev_eui=entry.old_dev_eui, new_dev_eui=entry.new_dev_eui, at=iso_utc(entry.at),
-                undo=entry.type == "undo",
+                old_dev_eui=entry.old_dev_eui, new_dev_eui=entry.new_dev_eui, undo=entry.type == "undo",
             )
+            document["at"] = iso_utc(entry.at)
             if not self.sink.publish_asset_event(entry.asset_id, document["type"], encode_event(document)):
                 self.counters.count_sink("dropped")
+                self._journal_due = True  # the rest goes out on a later tick
                 break
             log.info(log_line(entry.type, "journal", asset=entry.asset_id, old_dev_eui=entry.old_dev_eui,
                               new_dev_eui=entry.new_dev_eui))
@@ -455,6 +457,8 @@ class Agent:
                 self._tx_tokens = {k: v for k, v in self._tx_tokens.items() if now - v[1] < TX_TOKEN_TTL_S}
                 if self.registry.flush() and self.registry.reload_if_changed():
                     log.info("agent: registry changed on disk, %d device(s)", len(self.registry.devices()))
+                    self._journal_due = True
+                if self._journal_due:
                     self._publish_journal()
                 if loop.time() >= next_counters:
                     dropped = self.sink.housekeeping()
