@@ -244,9 +244,8 @@ class ReceiverCore:
 
     States: `closed`, `configuring` (a command of the sequence waits for its reply), `booting` (after a boot banner,
     until it has been quiet for `boot_settle_s`), `settling` (after a refused command, for `retry_s`), `receiving`
-    (configured; probes every `probe_every_s`). `counts` has
-    every line by outcome (`frame`, a RakLineError reason, `unexpected_*`) and `module_reset`, `configured`,
-    `no_reply`, `command_failed`."""
+    (configured; probes every `probe_every_s`). `counts` has every line by outcome (`frame`, a RakLineError reason,
+    `unexpected_*`) and `module_reset`, `configured`, `no_reply`, `command_failed`, `probe_error`."""
 
     def __init__(self, radio: RadioSettings, reply_timeout_s: float = REPLY_TIMEOUT_S,
                  probe_every_s: float = PROBE_EVERY_S, boot_settle_s: float = BOOT_SETTLE_S,
@@ -263,7 +262,7 @@ class ReceiverCore:
         self._pending: str | None = None  # the command waiting for its reply
         self._pending_value: str | None = None
         self._reply_due = 0.0
-        self._wake_at: float | None = None  # settling: configure then; receiving: probe then
+        self._wake_at: float | None = None  # booting, settling: configure then; receiving: probe then
 
     # --- inputs -------------------------------------------------------------------------------------------------------
     def opened(self, now: float) -> list[Action]:
