@@ -787,13 +787,17 @@ class Registry:
             last = json.loads(row[0]) if row and row[0] else {}
             state = self._cumulative[binding.id] = _Cumulative(dict(binding.offsets or {}), last)
         totals = {}
+        new_offset = False
         for name, value in values.items():
             if name not in state.offsets:
                 state.offsets[name] = self._first_offset(binding, name)
+                new_offset = True
             state.last[name] = value
             totals[name] = value + state.offsets[name]
         state.dirty = True
         self._pending += 1
+        if new_offset:  # an offset is fixed once: committed now, not with the next group
+            self.flush()
         return totals
 
     def _first_offset(self, binding: Binding, name: str) -> float:
