@@ -5,6 +5,7 @@ rejecting a retired device's frames as `retired_device`."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,70 @@ def test_a_retired_devices_frames_are_rejected_as_retired_device(registry: Regis
     assert [o.device.dev_eui for o in outputs if isinstance(o, UplinkAccepted)] == [eui(2)]
     [stranger] = session.handle_uplink(uplink(7, 0), RECEPTION, T0 + 40)  # no one holds 26010007: not "retired"
     assert stranger.reason == "unknown_dev_addr"
+
+
+def test_the_agent_publishes_swaps_made_while_it_was_down_continues_energy_and_reports_the_retired(
+        mosquitto, tmp_path: Path) -> None:
+    """The real Agent over UDP and Mosquitto: a swap made while it was stopped is published when it starts, an undo
+    made while it runs as soon as it sees it; energy stays the asset's series; the retired node is reported."""
+    import uuid
+
+    from dos_agent.app import AgentConfig
+    from dos_agent.events import iso_utc
+    from dos_codecs.schema import load_schema
+    from test_agent_gwmp import AgentThread
+    from test_agent_network import Forwarder, Tap
+    from test_agent_session import LoRaNode
+
+    schema = load_schema("streetlight")
+    path = tmp_path / "registry.sqlite"
+    old, new = device(1, asset_id="SL-1"), device(2, asset_id="SL-1", dev_addr="26010002", nwk_s_key="5a" * 16,
+                                                  app_s_key="a5" * 16)
+    nodes = {1: LoRaNode.from_entry(old), 2: LoRaNode.from_entry(new)}
+    prefix = f"a{uuid.uuid4().hex[:10]}"
+    config = AgentConfig(registry=path, udp_host="127.0.0.1", udp_port=0, mqtt_host=mosquitto.host,
+                         mqtt_port=mosquitto.port, prefix=prefix)
+    with Registry(path) as reg:
+        reg.import_devices([old], at=T0)
+    tap = Tap(mosquitto.host, mosquitto.port, prefix)
+    tmst = iter(range(1_000_000, 10**9, 10_000_000))
+
+    def send(index: int, energy: int, gateway: Forwarder) -> None:
+        gateway.push(nodes[index].uplink(schema.encode("reading", {"lamp_on": True, "energy": energy})), next(tmst))
+
+    try:
+        with AgentThread(config) as agent_thread:
+            gateway = Forwarder("aa555a0000000e01", agent_thread.agent.udp_address)
+            send(1, 100, gateway)
+            assert tap.wait_for("assets/SL-1/up")["readings"]["energy"]["value"] == 100
+            gateway.close()
+        with Registry(path) as reg:  # the swap, while the agent is down
+            reg.import_devices([dict(new, replace=True)], at=T0 + 10)
+        with AgentThread(config) as agent_thread:
+            swap = tap.wait_for("assets/SL-1/event/swap")
+            assert (swap["old_dev_eui"], swap["new_dev_eui"], swap["undo"]) == (eui(1), eui(2), False)
+            assert swap["at"] == iso_utc(T0 + 10)
+            gateway = Forwarder("aa555a0000000e01", agent_thread.agent.udp_address)
+            send(2, 3, gateway)
+            assert tap.wait_for("assets/SL-1/up", lambda d: d["dev_eui"] == eui(2))["readings"]["energy"]["value"] == 103
+            send(1, 104, gateway)  # the old node still transmits
+            rejected = tap.wait_for("assets/SL-1/event/rejected")
+            assert (rejected["reason"], rejected["dev_eui"]) == ("retired_device", eui(1))
+            with Registry(path) as reg:  # undo, while the agent runs
+                reg.undo_swap("SL-1", T0 + 20)
+            undo = tap.wait_for("assets/SL-1/event/swap", lambda d: d["undo"])
+            assert (undo["old_dev_eui"], undo["new_dev_eui"]) == (eui(2), eui(1))
+            deadline = time.monotonic() + 5
+            while agent_thread.call(lambda: agent_thread.agent.registry.device_for_asset("SL-1").dev_eui) != eui(1):
+                assert time.monotonic() < deadline, "the agent did not pick up the undo"
+                time.sleep(0.05)
+            send(1, 110, gateway)
+            back = tap.wait_for("assets/SL-1/up", lambda d: d["dev_eui"] == eui(1) and d["fcnt"] > 0)
+            # the asset's 103 plus what the old node counted since its last accepted value (100; 104 was rejected)
+            assert back["readings"]["energy"]["value"] == 103 + (110 - 100)
+            gateway.close()
+        ups = tap.on("assets/SL-1/up")
+        assert [u["dev_eui"] for u in ups] == [eui(1), eui(2), eui(1)], "the retired node's frame was published"
+        assert len(tap.on("assets/SL-1/event/swap")) == 2, "a journal entry was published twice"
+    finally:
+        tap.close()
