@@ -39,7 +39,7 @@ def config_messages(draw):
 @given(st.lists(config_messages(), min_size=1, max_size=10))
 def test_decode_message_gives_what_the_schema_codec_encoded(batch):
     payloads = [(kind, load_schema(kind).encode("config", values).hex()) for kind, values in batch]
-    code = "import json\nfrom cbor import decode_message\n" + "".join(
+    code = "import json\nfrom cbor_decode import decode_message\n" + "".join(
         f"print(json.dumps(decode_message({kind!r}, 3, bytes.fromhex({payload!r}))))\n" for kind, payload in payloads)
     out = [json.loads(line) for line in run_micropython(code).splitlines()]
     assert out == [["config", values, []] for _kind, values in batch]
@@ -47,7 +47,8 @@ def test_decode_message_gives_what_the_schema_codec_encoded(batch):
 
 def test_decode_message_errors_and_unknown_keys():
     out = run_micropython("""
-from cbor import CborError, decode_message
+from cbor import CborError
+from cbor_decode import decode_message
 for kind, fport, payload in (('streetlight', 3, 'a2011402f5'), ('streetlight', 3, 'a11712'), ('streetlight', 9, 'a0'),
                              ('streetlight', 3, '81 01'), ('streetlight', 3, 'a10120'), ('streetlight', 3, 'a10201'),
                              ('streetlight', 3, 'a101'), ('lamppost', 3, 'a0')):

@@ -14,7 +14,8 @@ from firmware_support import run_micropython
 
 PRELUDE = """
 import struct
-from cbor import loads, CborError
+from cbor import CborError
+from cbor_decode import loads
 B = bytes.fromhex
 
 

@@ -139,7 +139,8 @@ show(mac.rx_timeout(103_100))
 
 def test_dev_status_margin_rounds_the_snr_and_battery_follows_the_board():
     out = run_firmware("""
-from lorawan.commands import battery_level, handle_commands
+from apps.runtime import battery_level
+from lorawan.commands import handle_commands
 from lorawan.mac import Mac
 from lorawan.region import EU868
 mac = Mac(EU868())

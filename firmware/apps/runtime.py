@@ -8,10 +8,10 @@ import os
 
 import machine
 
-from cbor import CborError, decode_message, encode_reading
+from cbor import CborError, encode_reading
 from config import number
-from lorawan.commands import battery_level
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
+from modules import unload
 from schema_v1 import messages
 
 RESET_AFTER_FAILURES = 5  # consecutive failed readings before the board resets itself
@@ -40,6 +40,14 @@ class Battery:
     def level(self, volts):
         """The DevStatusAns battery byte for `volts`."""
         return battery_level(volts, self.empty_v, self.full_v)
+
+
+def battery_level(volts, empty_v, full_v):
+    """DevStatusAns battery byte for a battery at `volts`: 1 (empty_v or less) .. 254 (full_v or more), 255 unknown."""
+    if volts is None:
+        return 255
+    level = 1 + round(253 * (volts - empty_v) / (full_v - empty_v))
+    return max(1, min(254, level))
 
 
 def over_limit(was_over, value, limit, hysteresis):
@@ -130,10 +138,14 @@ def config_fport(kind):
 def apply_config(kind, settings, payload, fcnt):
     """Apply a "config" downlink payload at once; returns its log lines (one per applied, refused or unknown
     setting)."""
+    from cbor_decode import decode_message  # loaded for the downlink, unloaded after
+
     try:
         _name, changes, unknown = decode_message(kind, config_fport(kind), payload)
     except CborError as exc:
         return ["config downlink fcnt %d refused: %s" % (fcnt, exc)]
+    finally:
+        unload("cbor_decode")
     applied, refused = settings.apply(changes)
     lines = ["config: %s %s -> %s (downlink fcnt %d)" % (name, old, new, fcnt) for name, old, new in applied]
     lines += ["config: %s not applied: %s (downlink fcnt %d)" % (name, why, fcnt) for name, why in refused]

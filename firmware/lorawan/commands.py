@@ -21,15 +21,6 @@ _DL_CHANNEL = const(0x0A)
 _DEVICE_TIME = const(0x0D)
 _REQUEST_LEN = {_LINK_CHECK: 2, _LINK_ADR: 4, _DUTY_CYCLE: 1, _RX_PARAM_SETUP: 4, _DEV_STATUS: 0, _NEW_CHANNEL: 5,
                 _RX_TIMING_SETUP: 1, _DL_CHANNEL: 4, _DEVICE_TIME: 5}
-STICKY = (_RX_PARAM_SETUP, _RX_TIMING_SETUP, _DL_CHANNEL)  # answers repeated in every uplink until a downlink arrives
-
-
-def battery_level(volts, empty_v, full_v):
-    """DevStatusAns battery byte for a battery at `volts`: 1 (empty_v or less) .. 254 (full_v or more), 255 unknown."""
-    if volts is None:
-        return 255
-    level = 1 + round(253 * (volts - empty_v) / (full_v - empty_v))
-    return max(1, min(254, level))
 
 
 def _freq_khz(data, at):

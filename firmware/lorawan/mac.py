@@ -3,8 +3,8 @@
 Inputs are method calls with the time they happen at (`now_ms`, any monotonic millisecond count): join(), uplink(),
 tx_done(), rx(), rx_timeout(), wake(). Each returns a list holding actions for the runner (Transmit, OpenRx, Wait) and
 events for the app (Sent, Downlink, LinkCheck, DeviceTime, Joined, JoinFailed, NotSent, RxIgnored, Done), in the order
-they happen. Frames are built, encrypted and MICed here; MAC commands in downlinks (lorawan/commands.py) are answered in
-the next new uplink's FOpts; RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
+they happen. Frames are built, encrypted and MICed here; MAC commands in downlinks (lorawan/commands.py, loaded only
+while a downlink's commands are handled) are answered in the next new uplink's FOpts; RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
 
 Activation is ABP (activate_abp) or OTAA (set_otaa, then join()). Each join() is one attempt with a fresh DevNonce,
 which the Transmit carries so that the runner persists the next one before the JoinRequest leaves. A failed attempt
@@ -24,9 +24,9 @@ truncation.
 """
 from micropython import const
 
-from lorawan.commands import STICKY, handle_commands
 from lorawan.crypto import Cmac, CryptoError, crypt_payload, data_mic, join_accept_open, join_request_mic, session_keys
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, OpenRx, RxIgnored, Sent, Transmit, Wait
+from modules import unload
 
 # Integer constants are const() with a leading underscore: the compiler puts their values into the code, so they take
 # no room in the module's globals (heap) on the node.
@@ -57,6 +57,8 @@ _JOIN_ATTEMPTS_PER_DR = const(2)
 _HOUR_MS = const(3600000)
 _JOIN_REQUEST_LEN = const(23)
 _LINK_CHECK_REQ, _DEVICE_TIME_REQ = b"\x02", b"\x0d"
+# CIDs of the answers repeated in every uplink until a downlink arrives: RXParamSetupAns, RXTimingSetupAns, DlChannelAns
+_STICKY = b"\x05\x08\x0a"
 
 
 class MacError(ValueError):
@@ -337,7 +339,7 @@ class Mac:
         """Bookkeeping once a new frame has left: counters, and what its FOpts and FCtrl carried is delivered."""
         self.fcnt_up = self._frame_fcnt + 1
         sent = self._fopts_sent
-        self._answers = [a for a in self._answers if a[0] in STICKY or not any(a is c for c in sent)]
+        self._answers = [a for a in self._answers if a[0] in _STICKY or not any(a is c for c in sent)]
         self._link_check_wanted = self._link_check_wanted and _LINK_CHECK_REQ not in sent
         self._device_time_wanted = self._device_time_wanted and _DEVICE_TIME_REQ not in sent
         if self._frame[5] & _FCTRL_ACK:
@@ -446,8 +448,13 @@ class Mac:
             key = self._nwk.key if fport == 0 else self._app_s_key
             payload = bytes(crypt_payload(key, 1, self._dev_addr, fcnt, memoryview(frame)[fopts_end + 1:-4]))
         commands = payload if fport == 0 else bytes(frame[8:fopts_end])
-        events, answers = handle_commands(self, commands, snr, self._tx_end)
-        self._answers = [a for a in self._answers if a[0] not in STICKY] + answers
+        events, answers = [], []
+        if commands:  # MAC commands come now and then: their code is loaded for them and unloaded after
+            from lorawan.commands import handle_commands
+
+            events, answers = handle_commands(self, commands, snr, self._tx_end)
+            unload("lorawan.commands")
+        self._answers = [a for a in self._answers if a[0] not in _STICKY] + answers
         if fport:
             events.append(Downlink(fport, payload, fcnt, window, rssi, snr))
         return events, bool(fctrl & _FCTRL_ACK)

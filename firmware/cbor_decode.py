@@ -1,0 +1,158 @@
+"""The CBOR decoder for downlinks (RFC 8949, definite lengths, no tags): `loads`, and `decode_message`, which turns a
+downlink payload (e.g. the FPort 3 config) back into named values through the generated schema table. Apps load it
+only while a downlink is decoded (modules.unload after), as its code would otherwise stay in the heap for good."""
+import struct
+
+from micropython import const
+
+from cbor import CborError
+
+_MAX_DEPTH = const(16)
+
+
+class _Reader:
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def take(self, count):
+        end = self.pos + count
+        if end > len(self.data):
+            raise CborError("truncated")
+        chunk = self.data[self.pos:end]
+        self.pos = end
+        return chunk
+
+    def item(self, depth=0):
+        if depth > _MAX_DEPTH:
+            raise CborError("too_deep")
+        initial = self.take(1)[0]
+        major, info = initial >> 5, initial & 0x1F
+        if major == 7:
+            return self._simple(info)
+        if info < 24:
+            n = info
+        elif info <= 27:
+            n = int.from_bytes(self.take(1 << (info - 24)), "big")
+        else:
+            raise CborError("unsupported_length")
+        if major == 0:
+            return n
+        if major == 1:
+            return -1 - n
+        if major <= 5 and n > len(self.data) - self.pos:  # every byte, character or item takes one byte or more
+            raise CborError("truncated")
+        if major == 2:
+            return bytes(self.take(n))
+        if major == 3:
+            data = bytes(self.take(n))
+            if not _valid_utf8(data):
+                raise CborError("bad_utf8")
+            return str(data, "utf-8")
+        if major == 4:
+            return [self.item(depth + 1) for _ in range(n)]
+        if major == 5:
+            result = {}
+            for _ in range(n):
+                key = self.item(depth + 1)
+                if type(key) in (list, dict):
+                    raise CborError("unhashable_key")
+                result[key] = self.item(depth + 1)
+            return result
+        raise CborError("unsupported_tag")
+
+    def _simple(self, info):
+        if info == 20:
+            return False
+        if info == 21:
+            return True
+        if info == 22:
+            return None
+        if info == 25:
+            return _half_value(int.from_bytes(self.take(2), "big"))
+        if info == 26:
+            return struct.unpack(">f", self.take(4))[0]
+        if info == 27:
+            return struct.unpack(">d", self.take(8))[0]
+        raise CborError("unsupported_simple")
+
+
+def _valid_utf8(data):
+    """Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF); MicroPython's own decoder
+    lets some of those through."""
+    i, n = 0, len(data)
+    while i < n:
+        lead = data[i]
+        i += 1
+        if lead < 0x80:
+            continue
+        if 0xC2 <= lead <= 0xDF:
+            count, low, high = 1, 0x80, 0xBF
+        elif 0xE0 <= lead <= 0xEF:
+            count, low, high = 2, 0xA0 if lead == 0xE0 else 0x80, 0x9F if lead == 0xED else 0xBF
+        elif 0xF0 <= lead <= 0xF4:
+            count, low, high = 3, 0x90 if lead == 0xF0 else 0x80, 0x8F if lead == 0xF4 else 0xBF
+        else:
+            return False
+        if i + count > n or not low <= data[i] <= high:
+            return False
+        for j in range(i + 1, i + count):
+            if not 0x80 <= data[j] <= 0xBF:
+                return False
+        i += count
+    return True
+
+
+def _half_value(bits):
+    exponent, mantissa = bits >> 10 & 0x1F, bits & 0x3FF
+    if exponent == 0x1F:
+        value = float("nan") if mantissa else float("inf")
+    elif exponent:
+        value = (1024 + mantissa) * 2.0 ** (exponent - 25)
+    else:
+        value = mantissa * 2.0 ** -24
+    return -value if bits & 0x8000 else value
+
+
+def loads(data):
+    """The value in `data`, which must hold exactly one CBOR item (definite lengths, no tags); else CborError."""
+    reader = _Reader(memoryview(data))
+    value = reader.item()
+    if reader.pos != len(data):
+        raise CborError("trailing_bytes")
+    return value
+
+
+def decode_message(kind, fport, payload):
+    """(message name, {field name: value}, [unknown keys]) of a downlink `payload` on `fport` for node `kind`, through
+    the generated table: value = raw / factor (the raw int itself when factor is 1), bools as bools. CborError for
+    malformed CBOR, a non-map, an FPort the kind has no message for, or a value of the wrong type."""
+    from schema_v1 import KINDS, messages
+
+    for name, (port, fields) in (messages(kind) if kind in KINDS else {}).items():
+        if port == fport:
+            break
+    else:
+        raise CborError("unknown_fport", "%s has no message on FPort %d" % (kind, fport))
+    data = loads(payload)
+    if type(data) is not dict:
+        raise CborError("not_a_map")
+    values, unknown = {}, []
+    for key, raw in data.items():
+        field = None
+        for candidate in fields:
+            if candidate[1] == key:
+                field = candidate
+        if field is None:
+            unknown.append(key)
+            continue
+        field_name, _key, factor, code = field
+        if code == "b":
+            if type(raw) is not bool:
+                raise CborError("wrong_type", field_name)
+            values[field_name] = raw
+        elif type(raw) is not int or code == "u" and raw < 0:
+            raise CborError("wrong_type", field_name)
+        else:
+            values[field_name] = raw if factor == 1 else raw / factor
+    return name, values, unknown
