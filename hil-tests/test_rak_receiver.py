@@ -1,9 +1,10 @@
 """The agent's RAK3172 single-channel receiver input end to end: a real streetlight node (the firmware in micropython on
 an emulated SX1276) transmits on the rig's air, the rig's RAK3172 emulator in P2P continuous receive on a real pty hears
 it on 868.1 MHz SF7, the real agent process reads that pty (pyserial) and the reading arrives decoded on a real
-Mosquitto with the pseudo-gateway as its reception. Then the module is reset (a power glitch): the agent sees the boot
-banner, configures it again, and the next reading arrives too. There is no Semtech gateway: the RAK3172 is the only
-receiver, and the port appears only after the agent started (the agent waits for it)."""
+Mosquitto with the pseudo-gateway as its reception; a downlink requested meanwhile finds no gateway that can send it.
+Then the module is reset (a power glitch): the agent sees the boot banner, configures it again, and the next reading
+arrives too. There is no Semtech gateway: the RAK3172 is the only receiver, and the port appears only after the agent
+started (the agent waits for it)."""
 from __future__ import annotations
 
 import pytest
@@ -48,6 +49,12 @@ def test_the_rak_receiver_hears_a_node_and_recovers_after_a_module_reset(fleet):
     assert module.settings.work_mode == 0 and module.settings.p2p[:3] == (868_100_000, 7, 0)
     assert fleet.uplinks(node.asset_id) == heard_by_rak(fleet, node.asset_id)  # the only receiver there is
 
+    # a downlink cannot go through the RAK3172: it waits (too late for every window heard) and is counted
+    fleet.downlink(node.asset_id, {"fport": 10, "confirmed": False, "data": "0102"})
+    wait(fleet, lambda: any(e["reason"] == "too_late" for e in fleet.events(node.asset_id, "downlink")),
+         "the downlink to find no gateway that can send it")
+    assert not any(e["status"] in ("sent", "acked") for e in fleet.events(node.asset_id, "downlink"))
+
     fleet.rak.reset()  # a power glitch: factory settings (LoRaWAN mode), no receive, a boot banner
     wait(fleet, lambda: fleet.agent.log_text().count(f"{GATEWAY_ID} receiving on") >= 2,
          "the agent to configure the module again")
@@ -62,4 +69,4 @@ def test_the_rak_receiver_hears_a_node_and_recovers_after_a_module_reset(fleet):
         return published[-1] if published else {"gateways": {}, "frames": {}}
 
     wait(fleet, lambda: counters()["frames"].get("accepted", 0) >= 2, "the counters of both readings")
-    assert GATEWAY_ID in counters()["gateways"]
+    assert GATEWAY_ID in counters()["gateways"] and counters()["downlinks"]["no_downlink_window"] >= 1
