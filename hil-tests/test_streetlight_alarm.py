@@ -1,17 +1,17 @@
 """The streetlight's lamp-fault alarm end to end: the real firmware on an emulated board in the dark, whose lamp fails a
-few intervals after start (the INA219 then measures 0 W whatever the relay and PWM say). Exactly one alarm must reach
-MQTT, as a confirmed uplink on the schema's alarm FPort, before the next routine reading, and the readings go on."""
-from datetime import datetime
-
+few intervals after start (scenario file lamp_fails: the INA219 then measures 0 W whatever the relay and PWM say).
+Exactly one alarm must reach MQTT, as a confirmed uplink on the schema's alarm FPort, before the next routine reading,
+and the readings go on."""
 import pytest
 
 from dos_codecs.schema import load_schema
 from dos_rig.fleet import Fleet, make_node
+from dos_rig.scenarios import load_scenario
+from test_node_kinds import virtual_us
 
 pytestmark = pytest.mark.hil
 
 INTERVAL_S = 30
-FAILS_AFTER_S = 90  # after the fleet is up (the clock runs while the board is installed)
 READINGS_AFTER_FAILURE = 3
 RATED_W = 36.0  # the rig's default lamp_power_w and the firmware's default lamp_rated_w
 ALARM_FPORT = load_schema("streetlight").message("alarm").fport
@@ -20,16 +20,12 @@ READING_FPORT = load_schema("streetlight").message("reading").fport
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    node = make_node(1, interval_s=INTERVAL_S, scenario={"lux": 5})
+    node = make_node(1, interval_s=INTERVAL_S, scenario="lamp_fails")
     with Fleet(tmp_path_factory.mktemp("lamp-fault"), [node]) as fleet:
-        fleet.fails_at_s = fleet.rig.now_us() // 1_000_000 + FAILS_AFTER_S
-        fleet.rig.set_scenario(node.board_id, lamp_fails_at_s=fleet.fails_at_s)
+        origin_s = fleet.rig.now_us() / 1e6  # scenario time 0: the fleet is up
+        fleet.rig.call(lambda: node.board.scenario.set_origin(origin_s))
+        fleet.fails_at_s = origin_s + load_scenario("lamp_fails")["lamp_fails_at_s"]
         yield fleet
-
-
-def virtual_us(fleet, iso_time):
-    when = datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
-    return round((when - fleet.rig.epoch_s) * 1e6)
 
 
 def uplinks_until_readings_after_failure(fleet):
