@@ -3,13 +3,14 @@ an emulated SX1276) transmits on the rig's air, the rig's RAK3172 emulator in P2
 it on 868.1 MHz SF7, the real agent process reads that pty (pyserial) and the reading arrives decoded on a real
 Mosquitto with the pseudo-gateway as its reception; a downlink requested meanwhile finds no gateway that can send it.
 Then the module is reset (a power glitch): the agent sees the boot banner, configures it again, and the next reading
-arrives too. There is no Semtech gateway: the RAK3172 is the only receiver, and the port appears only after the agent
-started (the agent waits for it)."""
+arrives too. There is no Semtech gateway at first: the RAK3172 is the only receiver, and the port appears only after
+the agent started (the agent waits for it). Then a Semtech gateway joins: a frame both hear is one event with both
+receptions, and the downlink goes out through the gateway that can send."""
 from __future__ import annotations
 
 import pytest
 
-from dos_rig.fleet import Fleet, make_node
+from dos_rig.fleet import GATEWAY_EUI, Fleet, make_node
 
 pytestmark = pytest.mark.hil
 
@@ -70,3 +71,21 @@ def test_the_rak_receiver_hears_a_node_and_recovers_after_a_module_reset(fleet):
 
     wait(fleet, lambda: counters()["frames"].get("accepted", 0) >= 2, "the counters of both readings")
     assert GATEWAY_ID in counters()["gateways"] and counters()["downlinks"]["no_downlink_window"] >= 1
+
+
+def test_with_a_semtech_gateway_beside_it_frames_are_merged_and_downlinks_go_through_the_gateway(fleet):
+    node = fleet.nodes[0]
+    gateway_id = GATEWAY_EUI.lower()
+    fleet.rig.add_gateway(GATEWAY_EUI, (20.0, 0.0))
+    wait(fleet, lambda: any({r["gateway_id"] for r in u["receptions"]} == {GATEWAY_ID, gateway_id}
+                            for u in fleet.uplinks(node.asset_id)), "a reading heard by both receivers")
+    both = next(u for u in fleet.uplinks(node.asset_id) if len(u["receptions"]) == 2)
+    by_gateway = {r["gateway_id"]: r for r in both["receptions"]}
+    assert by_gateway[GATEWAY_ID]["frequency"] == by_gateway[gateway_id]["frequency"] == 868_100_000
+    fleet.downlink(node.asset_id, {"fport": 10, "confirmed": False, "data": "0304"})
+    wait(fleet, lambda: any(e["status"] == "sent" for e in fleet.events(node.asset_id, "downlink")),
+         "a downlink sent through the Semtech gateway")
+    # on the air: the Semtech gateway sent it and the node received it (the RAK3172 never transmits)
+    air = fleet.rig.air_log()
+    assert any(e["sender"] == GATEWAY_EUI and e["receiver"] == node.board_id and e["result"] == "ok" for e in air)
+    assert not fleet.rak.module.transmitted
