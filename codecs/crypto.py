@@ -39,6 +39,8 @@ _CRYPT_BLOCK_TAG = 0x01
 _NWK_S_KEY_TAG = 0x01
 _APP_S_KEY_TAG = 0x02
 _MAX_MSG_LEN = 255
+#: The last byte i of the blocks A_1, A_2, ... (enough for the longest FRMPayload).
+_BLOCK_INDEXES = tuple(bytes((i,)) for i in range(1, -(-_MAX_MSG_LEN // BLOCK_LEN) + 1))
 
 
 def _check_key(key: bytes, name: str) -> bytes:
@@ -92,8 +94,7 @@ def _data_mic(nwk_s_key: AesKey, uplink: bool, dev_addr: int, fcnt32: int, msg: 
     _check_frame_numbers(dev_addr, fcnt32)
     if len(msg) > _MAX_MSG_LEN:
         raise FrameError("too_long", f"MIC input of {len(msg)} bytes exceeds {_MAX_MSG_LEN}")
-    b0 = _B0.pack(_MIC_BLOCK_TAG, _direction(uplink), dev_addr, fcnt32, len(msg))
-    return nwk_s_key.cmac(b0, msg)[:MIC_LEN]
+    return nwk_s_key.cmac(_B0.pack(_MIC_BLOCK_TAG, _direction(uplink), dev_addr, fcnt32, len(msg)) + msg)[:MIC_LEN]
 
 
 def _crypt_frm_payload(key: AesKey, uplink: bool, dev_addr: int, fcnt32: int, payload: bytes) -> bytes:
@@ -103,9 +104,8 @@ def _crypt_frm_payload(key: AesKey, uplink: bool, dev_addr: int, fcnt32: int, pa
     if len(payload) > _MAX_MSG_LEN:
         raise FrameError("too_long", f"FRMPayload of {len(payload)} bytes exceeds {_MAX_MSG_LEN}")
     prefix = _A_PREFIX.pack(_CRYPT_BLOCK_TAG, _direction(uplink), dev_addr, fcnt32)
-    block_count = -(-len(payload) // BLOCK_LEN)
-    keystream = key.encrypt_blocks(b"".join(prefix + bytes((i,)) for i in range(1, block_count + 1)))
     size = len(payload)
+    keystream = key.encrypt_blocks(b"".join([prefix + i for i in _BLOCK_INDEXES[: -(-size // BLOCK_LEN)]]))
     return (int.from_bytes(payload, "big") ^ int.from_bytes(keystream[:size], "big")).to_bytes(size, "big")
 
 
