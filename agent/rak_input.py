@@ -308,7 +308,7 @@ class ReceiverCore:
         if isinstance(parsed, RxFrame):
             self.counts["frame"] += 1
             return [FrameHeard(parsed.phy, parsed.rssi, parsed.snr)]
-        if isinstance(parsed, Banner):
+        if isinstance(parsed, Banner) or self.state == "booting":  # RUI3's banner has other lines too (Version: ...)
             return self._banner(parsed, now)
         if isinstance(parsed, Event):
             if parsed.text.upper() == RX_TIMEOUT_EVENT and self.state == "receiving":
@@ -361,7 +361,7 @@ class ReceiverCore:
         self.counts["module_reset"] += 1
         return [Notice("module_reset", why), *self._configure(now)]
 
-    def _banner(self, banner: Banner, now: float) -> list[Action]:
+    def _banner(self, banner: Line, now: float) -> list[Action]:
         if self.state == "booting":
             self._wake_at = now + self.boot_settle_s  # another line of the same banner
             return []

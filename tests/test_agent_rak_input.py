@@ -235,6 +235,22 @@ def test_silence_and_refusals_are_retried() -> None:
     assert core.counts["line_too_long"] == 1
 
 
+def test_a_module_that_reboots_after_the_work_mode_change_is_configured_on_the_second_pass() -> None:
+    """RUI3 answers AT+NWM=0 with OK and then reboots when the mode changes; the command sent meanwhile is lost."""
+    core = ReceiverCore(RadioSettings(), reply_timeout_s=1.0)
+    core.opened(0.0)
+    assert core.feed(b"OK\r\n", 0.1) == [SendLine("AT+NWM=0")]
+    assert core.feed(b"OK\r\n", 0.2) == [SendLine("AT+PRECV=0")]
+    [notice] = core.feed(b"RAKwireless RAK3172-E\r\nVersion: RUI_4.0.6\r\nCurrent Work Mode: LoRa P2P.\r\n", 0.3)
+    assert notice.kind == "module_reset" and core.state == "booting"
+    assert core.tick(0.3 + core.boot_settle_s) == [SendLine("AT")]
+    sent = []
+    for i in range(len(SETUP)):
+        sent += [a.text for a in core.feed(b"OK\r\n", 1.0 + i / 10) if isinstance(a, SendLine)]
+    assert ["AT"] + sent == SETUP and core.state == "receiving"
+    assert core.counts["module_reset"] == 1 and core.counts["configured"] == 1 and core.counts["unexpected_line"] == 0
+
+
 def test_radio_settings_and_config_keys_are_checked(tmp_path: Path) -> None:
     assert RadioSettings(869_525_000, 12, 125).p2p_command() == "AT+P2P=869525000:12:0:0:8:14"
     assert RadioSettings(bw_khz=500).p2p_command().split(":")[2] == "2"
