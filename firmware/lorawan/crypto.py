@@ -1,6 +1,5 @@
 """LoRaWAN 1.0.x crypto on MicroPython's cryptolib: AES-CMAC (RFC 4493) as one CBC pass with cached subkeys, data-frame MIC
-(B0 block), FRMPayload encryption (A_i blocks through ECB), and the OTAA join functions (JoinRequest MIC, JoinAccept
-decryption and MIC check, session key derivation)."""
+(B0 block) and FRMPayload encryption (A_i blocks through ECB). The OTAA join's crypto is in lorawan/join.py."""
 from cryptolib import aes
 from micropython import const
 
@@ -17,7 +16,8 @@ class CryptoError(ValueError):
         self.reason = reason
 
 
-def _check_key(key):
+def check_key(key):
+    """`key` as bytes; CryptoError unless it is 16 bytes long."""
     if len(key) != 16:
         raise CryptoError("bad_key_length")
     return bytes(key)
@@ -39,7 +39,7 @@ class Cmac:
     """AES-CMAC with one key; K1/K2 are computed once here."""
 
     def __init__(self, key):
-        self.key = _check_key(key)
+        self.key = check_key(key)
         self._k1 = _double(aes(self.key, _ECB).encrypt(_ZERO_BLOCK))
         self._k2 = _double(self._k1)
 
@@ -92,44 +92,8 @@ def crypt_payload(key, direction, dev_addr_le, fcnt, data):
     stream = bytearray(count * 16)
     for i in range(count):
         stream[i * 16:i * 16 + 16] = _block(0x01, direction, dev_addr_le, fcnt, i + 1)
-    aes(_check_key(key), _ECB).encrypt(stream, stream)
+    aes(check_key(key), _ECB).encrypt(stream, stream)
     out = bytearray(data)
     for i in range(len(out)):
         out[i] ^= stream[i]
     return out
-
-
-def join_request_mic(app_cmac, msg):
-    """MIC (4 bytes) of a JoinRequest: cmac(AppKey, MHDR | JoinEUI | DevEUI | DevNonce)."""
-    return app_cmac.digest(msg)[:4]
-
-
-def join_accept_open(app_key, app_cmac, frame):
-    """Decrypt a JoinAccept frame (MHDR | encrypted rest) and check its MIC; returns the plain MHDR..CFList bytes.
-
-    The network encrypted with AES-decrypt, so the node uses AES-encrypt."""
-    body = len(frame) - 1
-    if body not in (16, 32):
-        raise CryptoError("bad_join_accept_length")
-    plain = bytearray(frame)
-    aes(_check_key(app_key), _ECB).encrypt(memoryview(frame)[1:], memoryview(plain)[1:])
-    msg = bytes(plain[:-4])
-    if app_cmac.digest(msg)[:4] != bytes(plain[-4:]):
-        raise CryptoError("mic_mismatch")
-    return msg
-
-
-def session_keys(app_key, join_nonce, net_id, dev_nonce):
-    """(NwkSKey, AppSKey) for LoRaWAN 1.0.x: aes(AppKey, 0x01|0x02 | JoinNonce(3) | NetID(3) | DevNonce(2) | pad).
-
-    join_nonce and net_id are the 3-byte little-endian fields as received; dev_nonce is an int."""
-    cipher = aes(_check_key(app_key), _ECB)
-    block = bytearray(32)
-    for start, tag in ((0, 1), (16, 2)):
-        block[start] = tag
-        block[start + 1:start + 4] = join_nonce
-        block[start + 4:start + 7] = net_id
-        block[start + 7] = dev_nonce & 0xFF
-        block[start + 8] = dev_nonce >> 8 & 0xFF
-    keys = cipher.encrypt(block)
-    return bytes(keys[:16]), bytes(keys[16:])

@@ -6,11 +6,11 @@ events for the app (Sent, Downlink, LinkCheck, DeviceTime, Joined, JoinFailed, N
 they happen. Frames are built, encrypted and MICed here; MAC commands in downlinks (lorawan/commands.py, loaded only
 while a downlink's commands are handled) are answered in the next new uplink's FOpts; RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
 
-Activation is ABP (activate_abp) or OTAA (set_otaa, then join()). Each join() is one attempt with a fresh DevNonce,
-which the Transmit carries so that the runner persists the next one before the JoinRequest leaves. A failed attempt
-gives JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle (1 %, 0.1 % after an hour, 0.01 % after
-eleven hours of trying) or a random delay that doubles per failure, whichever is longer; every second failure lowers
-the join DR by one, and the session keeps the DR whose JoinRequest got through. The JoinNonce is not required to grow:
+Activation is ABP (activate_abp) or OTAA (set_otaa, then join(); lorawan/join.py, loaded while the node joins). Each
+join() is one attempt with a fresh DevNonce, which the Transmit carries so that the runner persists the next one before
+the JoinRequest leaves. A failed attempt gives JoinFailed with the earliest time of the next: the 1.0.4 join duty
+cycle (1 %, 0.1 % after an hour, 0.01 % after eleven hours of trying) or a random delay that doubles per failure,
+whichever is longer; every second failure lowers the join DR by one, and the session keeps the DR whose JoinRequest got through. The JoinNonce is not required to grow:
 1.0.4 does not ask it of a device, and a join server that lost its state could otherwise never join the node again.
 
 ADR: with `adr` on, uplinks carry the ADR bit; after ADR_ACK_LIMIT new frames without any downlink they set ADRACKReq,
@@ -24,14 +24,12 @@ truncation.
 """
 from micropython import const
 
-from lorawan.crypto import Cmac, CryptoError, crypt_payload, data_mic, join_accept_open, join_request_mic, session_keys
-from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, OpenRx, RxIgnored, Sent, Transmit, Wait
+from lorawan.crypto import Cmac, crypt_payload, data_mic
+from lorawan.events import Done, Downlink, NotSent, OpenRx, RxIgnored, Sent, Transmit, Wait
 from modules import unload
 
 # Integer constants are const() with a leading underscore: the compiler puts their values into the code, so they take
 # no room in the module's globals (heap) on the node.
-_JOIN_REQUEST = const(0x00)
-_JOIN_ACCEPT = const(0x20)
 _UNCONFIRMED_UP = const(0x40)
 _CONFIRMED_UP = const(0x80)
 _UNCONFIRMED_DOWN = const(3)  # MType values
@@ -51,10 +49,6 @@ _MAX_FOPTS = const(15)
 _ADR_ACK_LIMIT = const(64)
 _ADR_ACK_DELAY = const(32)
 _SESSION_STALE_AFTER = const(_ADR_ACK_LIMIT + 8 * _ADR_ACK_DELAY)  # frames with no downlink before an OTAA node rejoins
-_JOIN_BACKOFF_FIRST_MS = const(15000)
-_JOIN_BACKOFF_MAX_MS = const(3600000)
-_JOIN_ATTEMPTS_PER_DR = const(2)
-_HOUR_MS = const(3600000)
 _JOIN_REQUEST_LEN = const(23)
 _LINK_CHECK_REQ, _DEVICE_TIME_REQ = b"\x02", b"\x0d"
 # CIDs of the answers repeated in every uplink until a downlink arrives: RXParamSetupAns, RXTimingSetupAns, DlChannelAns
@@ -175,57 +169,6 @@ class Mac:
             return [Wait(self.next_join_ms, "join_backoff")]
         return self._try_send(now_ms)
 
-    def _join_request(self):
-        nonce = self.dev_nonce
-        euis, app_cmac = self._otaa
-        msg = bytearray(19)
-        msg[0] = _JOIN_REQUEST
-        msg[1:17] = euis
-        msg[17], msg[18] = nonce & 0xFF, nonce >> 8
-        self.dev_nonce = nonce + 1  # used from now on, even if the radio fails
-        self._join_nonce = nonce
-        return bytes(msg) + join_request_mic(app_cmac, msg)
-
-    def _open_join_accept(self, frame, window):
-        if len(frame) not in (17, 33):
-            raise MacError("bad_join_accept_length")
-        if frame[0] != _JOIN_ACCEPT:
-            raise MacError("not_join_accept")
-        app_cmac = self._otaa[1]
-        try:
-            msg = join_accept_open(app_cmac.key, app_cmac, frame)
-        except CryptoError as exc:
-            raise MacError(exc.reason) from None
-        nwk_s_key, self._app_s_key = session_keys(app_cmac.key, msg[1:4], msg[4:7], self._join_nonce)
-        self._nwk = Cmac(nwk_s_key)
-        self._dev_addr = bytes(msg[7:11])
-        offset, rx2_dr = msg[11] >> 4 & 0x07, msg[11] & 0x0F
-        if offset <= 5 and self.region.valid_dr(rx2_dr):
-            self.rx1_dr_offset, self.rx2_dr = offset, rx2_dr
-        else:
-            self.count("bad_dl_settings")
-        self.rx1_delay_ms = 1000 * ((msg[12] & 0x0F) or 1)
-        if len(msg) == 29 and not self.region.apply_cflist(msg[13:29]):
-            self.count("bad_cflist")
-        self.join_attempts = 0
-        self._joining = False
-        self.state = _IDLE
-        return [Joined(self.dev_addr, self._join_nonce, window, self._tx_dr)]
-
-    def _join_failed(self, now_ms):
-        self.join_attempts += 1
-        if self.join_attempts % _JOIN_ATTEMPTS_PER_DR == 0 and self.data_rate > 0:
-            self.data_rate -= 1
-        trying_ms = now_ms - self._join_since
-        divisor = 100 if trying_ms < _HOUR_MS else 1000 if trying_ms < 11 * _HOUR_MS else 10000
-        duty_ms = -(-self._tx_airtime_us * (divisor - 1) // 1000)
-        cap = min(_JOIN_BACKOFF_MAX_MS, _JOIN_BACKOFF_FIRST_MS << min(self.join_attempts - 1, 12))
-        delay = cap // 2 + self.region.random(cap // 2 + 1)
-        self.next_join_ms = self._tx_end + max(duty_ms, delay)
-        self._joining = False
-        self.state = _IDLE
-        return [JoinFailed(self.join_attempts, self._join_nonce, self.next_join_ms)]
-
     # ---- uplink path
 
     def uplink(self, fport, payload, now_ms, confirmed=False):
@@ -305,7 +248,9 @@ class Mac:
             self.state = _WAIT
             return [Wait(free_at, "duty_cycle")]
         if self._joining:
-            frame = self._join_request()
+            from lorawan.join import join_request
+
+            frame = join_request(self)
             fcnt, nonce = None, self._join_nonce
         else:
             frame, fcnt, nonce = self._frame, self._frame_fcnt, None
@@ -377,7 +322,13 @@ class Mac:
         window = 1 if self.state == _RX1 else 2
         try:
             if self._joining:
-                return self._open_join_accept(frame, window)
+                from lorawan.join import open_join_accept
+
+                events = open_join_accept(self, frame, window)
+                self._joining = False
+                self.state = _IDLE
+                unload("lorawan.join")  # joined: the join code is not needed until the next join
+                return events
             events, acked = self._open_downlink(frame, window, rssi, snr)
         except MacError as exc:
             self.count(exc.reason)
@@ -387,7 +338,12 @@ class Mac:
 
     def _finish(self, now_ms, acked, heard=False):
         if self._joining:
-            return self._join_failed(now_ms)
+            from lorawan.join import join_failed
+
+            events = join_failed(self, now_ms)
+            self._joining = False
+            self.state = _IDLE
+            return events
         confirmed = self._pending[1]
         tries = _CONFIRMED_TRIES if confirmed else self.nb_trans
         if not acked and self._attempt < tries and not (heard and not confirmed):
