@@ -65,7 +65,10 @@ _US = 1_000_000
 #: uplinks (a restart forgets at most that much ADR history); any other change is written with its uplink.
 MAC_STATE_WRITE_EVERY = 16
 _UPLINK_BOOKKEEPING = {"dr", "adr", "adr_ack_req", "history", "uplink_count", "last_fcnt"}
-_mac_settings = operator.attrgetter(*(f.name for f in dataclasses.fields(MacState) if f.name not in _UPLINK_BOOKKEEPING))
+#: The fields of a MacState other than that bookkeeping, as a tuple (a change in any of them is written at once).
+_mac_settings = operator.attrgetter(
+    *(f.name for f in dataclasses.fields(MacState) if f.name not in _UPLINK_BOOKKEEPING)
+)
 
 
 @dataclass(frozen=True, slots=True)
