@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import importlib
 import json
-import logging
 import signal
 import sqlite3
 import sys
@@ -119,17 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
         one = assets.add_parser(action, help=help_text)
         one.add_argument("asset_id")
         one.add_argument("--registry", required=True, type=Path)
-    add = assets.add_parser("add", help="add an asset")
-    add.add_argument("asset_id")
-    add.add_argument("--kind", required=True, help="node kind: streetlight, waste, bridge, ...")
-    add.add_argument("--lat", type=float, help="latitude, degrees (WGS84)")
-    add.add_argument("--lon", type=float, help="longitude, degrees (WGS84)")
-    add.add_argument("--address", help="street address")
-    add.add_argument("--calibration", type=_name_value, action="append", default=[], metavar="NAME=VALUE",
-                     help="calibration value written into each device's config (repeatable)")
-    add.add_argument("--settings", type=_name_value, action="append", default=[], metavar="NAME=VALUE",
-                     help="app setting written into each device's config (repeatable)")
-    add.add_argument("--registry", required=True, type=Path)
+    for action, help_text in (("add", "add an asset"), ("set", "change an asset's place, calibration or settings")):
+        add = assets.add_parser(action, help=help_text)
+        add.add_argument("asset_id")
+        if action == "add":
+            add.add_argument("--kind", required=True, help="node kind: streetlight, waste, bridge, ...")
+        add.add_argument("--lat", type=float, help="latitude, degrees (WGS84)")
+        add.add_argument("--lon", type=float, help="longitude, degrees (WGS84)")
+        add.add_argument("--address", help="street address")
+        add.add_argument("--calibration", type=_name_value, action="append", default=[], metavar="NAME=VALUE",
+                         help="calibration value written into each device's config (repeatable)")
+        add.add_argument("--settings", type=_name_value, action="append", default=[], metavar="NAME=VALUE",
+                         help="app setting written into each device's config (repeatable)")
+        add.add_argument("--registry", required=True, type=Path)
 
     swap = commands.add_parser("swap", help="replace an asset's device (Gerätetausch), or undo the last swap")
     swap.add_argument("--asset", required=True, help="the asset whose device is replaced")
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         ("assets", "list"): _assets_list,
         ("assets", "show"): _assets_show,
         ("assets", "add"): _assets_add,
+        ("assets", "set"): _assets_set,
         ("assets", "history"): _assets_history,
         ("assets", "retire"): _assets_retire,
         ("swap", None): _swap,
@@ -328,7 +330,7 @@ def _devices_show(args: argparse.Namespace) -> int:
 def _devices_retire(args: argparse.Namespace) -> int:
     def retire(registry) -> int:  # noqa: ANN001
         entry = registry.retire_device(args.dev_eui, time.time())
-        print(f"device {entry.old_dev_eui} retired (last on asset {entry.asset_id}); its frames are rejected from now on")
+        print(f"device {entry.old_dev_eui} retired (last on asset {entry.asset_id}); its frames are rejected now")
         return EXIT_OK
 
     return _registry_command(args, retire)
@@ -358,7 +360,9 @@ def _assets_show(args: argparse.Namespace) -> int:
         print(f"calibration: {json.dumps(asset.calibration, sort_keys=True)}")
         print(f"settings: {json.dumps(asset.settings, sort_keys=True)}")
         print(f"device: {device.dev_eui if device else '-'}")
-        print(f"created: {_iso(asset.created_at)}" + (f"\nretired: {_iso(asset.retired_at)}" if asset.retired_at else ""))
+        print(f"created: {_iso(asset.created_at)}")
+        if asset.retired_at is not None:
+            print(f"retired: {_iso(asset.retired_at)}")
         return EXIT_OK
 
     return _registry_command(args, show)
@@ -376,6 +380,16 @@ def _assets_add(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     print(f"asset {asset.asset_id} ({asset.kind}) added")
     return EXIT_OK
+
+
+def _assets_set(args: argparse.Namespace) -> int:
+    def change(registry) -> int:  # noqa: ANN001
+        asset = registry.update_asset(args.asset_id, lat=args.lat, lon=args.lon, address=args.address,
+                                      calibration=dict(args.calibration), settings=dict(args.settings))
+        print(f"asset {asset.asset_id} changed; nodes flashed for it from now on get its new values")
+        return EXIT_OK
+
+    return _registry_command(args, change)
 
 
 def _assets_history(args: argparse.Namespace) -> int:

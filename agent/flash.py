@@ -124,9 +124,9 @@ class Flasher:
             platform, unique_id = _probe(port)
             board = args.board or next((b for b, p in BOARD_PLATFORMS.items() if p == platform), None)
             if board is None or BOARD_PLATFORMS.get(board) != platform:
+                fitting = ", ".join(b for b, p in BOARD_PLATFORMS.items() if p == platform) or "none known"
                 raise FlashFailure("wrong_board", f"wrong board: the board on {port} runs MicroPython for {platform}, "
-                                                  f"not for board {board}; pick --board from "
-                                                  f"{', '.join(b for b, p in BOARD_PLATFORMS.items() if p == platform) or 'none known'}")
+                                                  f"not for board {board}; pick --board from {fitting}")
             uid_eui = _uid_eui(unique_id) if unique_id else None
             identity = self.identity(registry, uid_eui)
             config = device_config(board, asset, identity)

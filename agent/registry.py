@@ -1,7 +1,8 @@
-"""The device and asset registry: one SQLite file (created 0600, WAL) holding every device, its keys, its frame counters,
-the join server's state (DevNonce, JoinNonce, the session it made), each device's MAC state and the queue of downlinks;
-the assets (the streetlight, container or bridge a device measures: kind, location, calibration, settings), the
-bindings asset <-> device with their from/to times, and the journal of swaps and retirements the agent publishes.
+"""The device and asset registry: one SQLite file (created 0600, WAL) holding every device, its keys, its frame
+counters, the join server's state (DevNonce, JoinNonce, the session it made), each device's MAC state and the queue of
+downlinks; the assets (the streetlight, container or bridge a device measures: kind, location, calibration,
+settings), the bindings asset <-> device with their from/to times, and the journal of swaps and retirements the agent
+publishes.
 
 An asset keeps its id (and so its MQTT topic) for life; devices come and go. A device is `provisioned` (known, bound to
 no asset), `active` (bound to `asset_id`) or `retired` (its frames are rejected; `asset_id` is its last asset).
@@ -643,6 +644,28 @@ class Registry:
             self._insert_asset(asset)
         return self.asset(asset.asset_id)
 
+    def update_asset(self, asset_id: str, lat: float | None = None, lon: float | None = None,
+                     address: str | None = None, calibration: dict[str, Any] | None = None,
+                     settings: dict[str, Any] | None = None) -> Asset:
+        """Change an asset's place, or add to / change its calibration and settings (merged by name); devices flashed
+        for it from now on get the new values. AssetError for an unknown or retired asset or an invalid value."""
+        with self._transaction():
+            asset = self._active_asset(asset_id)
+            changed = replace(
+                asset, lat=asset.lat if lat is None else lat, lon=asset.lon if lon is None else lon,
+                address=asset.address if address is None else address,
+                calibration={**asset.calibration, **(calibration or {})},
+                settings={**asset.settings, **(settings or {})},
+            )
+            problem = validate_asset(changed)
+            if problem:
+                raise AssetError("invalid_asset", problem)
+            self._db.execute(
+                "UPDATE assets SET lat = ?, lon = ?, address = ?, calibration = ?, settings = ? WHERE asset_id = ?",
+                (changed.lat, changed.lon, changed.address, json.dumps(changed.calibration, sort_keys=True),
+                 json.dumps(changed.settings, sort_keys=True), asset_id))
+        return changed
+
     def _insert_asset(self, asset: Asset) -> None:
         values = [getattr(asset, name) for name in _ASSET_COLUMNS]
         values[_ASSET_COLUMNS.index("calibration")] = json.dumps(asset.calibration, sort_keys=True)
@@ -877,7 +900,8 @@ class Registry:
             raise ProvisioningError(str(path), ["expected a `device` list ([[device]] tables in TOML)"])
         return self.import_devices(document["device"], source=str(path))
 
-    def import_devices(self, entries: Iterable[object], source: str = "import", at: float | None = None) -> ImportReport:
+    def import_devices(self, entries: Iterable[object], source: str = "import",
+                       at: float | None = None) -> ImportReport:
         """Validate and store device entries (dicts of the provisioning fields); all or nothing.
 
         A new device is bound to its asset (the asset is created from the device's kind when it does not exist). A

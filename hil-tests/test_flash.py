@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -120,6 +119,12 @@ def test_a_record_instead_of_the_registry_is_private_and_imports_on_the_gateway(
     assert entry["activation"] == "abp" and entry["asset_id"] == f"{KINDS[0]}-2" and entry["replace"] is True
     with Registry(copy) as reg:
         assert reg.device_for_asset(f"{KINDS[0]}-2") is None, "a record run registers nothing itself"
+    gateway = tmp_path / "gateway.sqlite"  # the gateway's registry, which the bench never touched
+    gateway.write_bytes(registry.read_bytes())
+    imported = cli("devices", "import", record, "--registry", gateway)
+    assert imported.returncode == 0, imported.stderr
+    with Registry(gateway) as reg:
+        assert reg.device_for_asset(f"{KINDS[0]}-2").dev_eui == entry["dev_eui"]
 
 
 def test_no_such_port(registry, tmp_path):

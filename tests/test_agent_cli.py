@@ -124,8 +124,12 @@ def test_assets_devices_and_swap_from_the_command_line(tmp_path: Path, capsys: p
     code, _, err = run_cli(capsys, "devices", "import", str(provisioning), *reg)
     assert code == EXIT_FAILURE and "asset lamp-0001 is bound to device 70b3d57ed0000001" in err
 
+    code, out, _ = run_cli(capsys, "assets", "set", "lamp-0001", "--settings", "dim_level=90", "--lat", "51.52", *reg)
+    assert code == EXIT_OK and "changed" in out
+    assert run_cli(capsys, "assets", "set", "lamp-0001", "--lat", "91", *reg)[0] == EXIT_FAILURE
     code, out, _ = run_cli(capsys, "assets", "show", "lamp-0001", *reg)
-    assert code == EXIT_OK and "settings: {\"confirmed\": false, \"dim_level\": 80}" in out
+    assert code == EXIT_OK and "settings: {\"confirmed\": false, \"dim_level\": 90}" in out
+    assert "location: 51.52, 7.4653 Hansaplatz 1" in out
     assert "calibration: {\"ina219_shunt_ohm\": 0.1}" in out and "device: 70b3d57ed0000001" in out
     assert "Hansaplatz 1" in out
 
