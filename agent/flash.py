@@ -60,7 +60,10 @@ FAILURES = {
     "install_failed": 13,
 }
 #: `sys.platform` of the MicroPython each board file is for.
-BOARD_PLATFORMS = {"emu": "linux", "heltec_v2": "esp32"}
+BOARD_PLATFORMS = {"emu": "linux", "emu_rak3172": "linux", "heltec_v2": "esp32", "ttgo_lora32": "esp32",
+                   "rak3172_uart": "esp32", "pico_rfm95": "rp2"}
+#: The board assumed without --board, for platforms where one is the usual (several ESP32 boards: --board needed).
+DEFAULT_BOARDS = {"linux": "emu", "rp2": "pico_rfm95"}
 #: The I2C sensors each node kind needs (address: part), as its drivers expect them.
 KIND_I2C_SENSORS = {
     "streetlight": {0x23: "BH1750", 0x40: "INA219"},
@@ -122,9 +125,12 @@ class Flasher:
             else:
                 self.step(1, "MicroPython: already on the board (no --micropython)")
             platform, unique_id = _probe(port)
-            board = args.board or next((b for b, p in BOARD_PLATFORMS.items() if p == platform), None)
-            if board is None or BOARD_PLATFORMS.get(board) != platform:
-                fitting = ", ".join(b for b, p in BOARD_PLATFORMS.items() if p == platform) or "none known"
+            fitting = ", ".join(b for b, p in BOARD_PLATFORMS.items() if p == platform) or "none known"
+            board = args.board or DEFAULT_BOARDS.get(platform)
+            if board is None:
+                raise FlashFailure("wrong_board", f"the board on {port} runs MicroPython for {platform}: say which "
+                                                  f"board it is with --board ({fitting})")
+            if BOARD_PLATFORMS.get(board) != platform:
                 raise FlashFailure("wrong_board", f"wrong board: the board on {port} runs MicroPython for {platform}, "
                                                   f"not for board {board}; pick --board from {fitting}")
             uid_eui = _uid_eui(unique_id) if unique_id else None

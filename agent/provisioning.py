@@ -45,9 +45,11 @@ class DeviceIdentity:
 def dev_eui_from_unique_id(unique_id: bytes) -> str:
     """The DevEUI of a board from its unique id: an 8-byte id as is, a 6-byte MAC (ESP32) as its EUI-64 (FFFE in the
     middle). Anything else (or an all-zero id) raises ValueError: generate one instead."""
+    if not any(unique_id):
+        raise ValueError("an all-zero unique id gives no DevEUI")
     if len(unique_id) == 6:
         unique_id = unique_id[:3] + b"\xff\xfe" + unique_id[3:]
-    if len(unique_id) != 8 or not any(unique_id):
+    if len(unique_id) != 8:
         raise ValueError(f"a unique id of {len(unique_id)} bytes gives no DevEUI")
     return unique_id.hex()
 

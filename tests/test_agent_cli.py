@@ -3,6 +3,7 @@ pass-through commands when the rig is missing, and `agent run` as a real process
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -261,3 +262,53 @@ def test_agent_run_fails_cleanly_when_the_udp_port_is_taken(tmp_path: Path, caps
                      "--mqtt-port", str(_free_udp_port()), "--log-level", "error"])
     assert code == EXIT_FAILURE
     assert "agent stopped" in capsys.readouterr().err
+
+
+def test_flash_identity_config_record_and_label_helpers(tmp_path: Path) -> None:
+    """The pure parts of flash.sh: DevEUI from a unique id, generated EUIs, the board config from the asset, the 0600
+    record, the TR005 payload, and a board table that covers every board of the firmware manifest."""
+    import stat
+    import tomllib
+
+    from dos_agent.firmware_install import FIRMWARE_DIR
+    from dos_agent.flash import BOARD_PLATFORMS, DEFAULT_BOARDS
+    from dos_agent.label import tr005_payload
+    from dos_agent.provisioning import (
+        dev_eui_from_unique_id,
+        device_config,
+        generated_dev_eui,
+        new_identity,
+        registry_entry,
+        write_record,
+    )
+    from dos_agent.registry import Asset, validate_devices
+
+    assert dev_eui_from_unique_id(bytes.fromhex("240ac4123456")) == "240ac4fffe123456"
+    assert dev_eui_from_unique_id(bytes.fromhex("0102030405060708")) == "0102030405060708"
+    for bad in (b"", bytes(6), b"\x01\x02\x03"):
+        with pytest.raises(ValueError):
+            dev_eui_from_unique_id(bad)
+    euis = {generated_dev_eui() for _ in range(50)}
+    assert len(euis) == 50 and all(int(e[:2], 16) & 0x03 == 0x02 for e in euis)  # unicast, locally administered
+
+    asset = Asset("SL-1", "streetlight", calibration={"ina219_shunt_ohm": 0.1},
+                  settings={"interval_s": 120, "adr": False, "dim_level": 70})
+    otaa = new_identity("240ac4fffe123456")
+    config = device_config("emu", asset, otaa)
+    assert config == {"board": "emu", "kind": "streetlight", "asset_id": "SL-1", "dev_eui": "240ac4fffe123456",
+                      "activation": "otaa", "interval_s": 120, "adr": False, "join_eui": "0000000000000000",
+                      "app_key": otaa.app_key, "settings": {"dim_level": 70}, "calibration": {"ina219_shunt_ohm": 0.1}}
+    abp = new_identity("240ac4fffe123457", abp=True, dev_addrs_in_use={0})
+    entries = [registry_entry(asset, otaa), registry_entry(asset, abp, replace=True)]
+    records, problems = validate_devices(entries)
+    assert problems == [] and int(records[1].dev_addr, 16) < 1 << 25 and otaa.app_key not in repr(otaa)
+    record = tmp_path / "node.json"
+    write_record(record, entries)
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600 and json.loads(record.read_text())["device"] == entries
+
+    assert tr005_payload("70b3d57ed0000000", "240ac4fffe123456") == "LW:D0:70B3D57ED0000000:240AC4FFFE123456:00000000"
+    with pytest.raises(ValueError, match="ProfileID"):
+        tr005_payload("70b3d57ed0000000", "240ac4fffe123456", "123")
+    manifest = tomllib.loads((FIRMWARE_DIR / "manifest.toml").read_text())
+    assert set(BOARD_PLATFORMS) == set(manifest["board"]), "a board of the manifest is unknown to flash.sh"
+    assert all(BOARD_PLATFORMS[board] == platform for platform, board in DEFAULT_BOARDS.items())
