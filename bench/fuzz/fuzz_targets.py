@@ -345,14 +345,16 @@ _CHIRPSTACK_PATHS = (("deviceInfo",), ("deviceInfo", "devEui"), ("devAddr",), ("
 
 @st.composite
 def _chirpstack_message(draw: st.DrawFn) -> bytes:
-    """A good ChirpStack v4 uplink of the ABP device with up to three fields replaced by arbitrary values or removed."""
+    """A good ChirpStack v4 uplink of the ABP device, its base64 fields now and then only nearly base64, with up to three
+    fields replaced by arbitrary values or removed."""
     kind_payload = draw(st.sampled_from([b"\xa1\x01\xf5", b"\xa2\x03\x19\x01\x5e\x06\x19\x01\x73", b"", b"\xff"]))
     message: dict[str, object] = {
         "deviceInfo": {"devEui": ABP["dev_eui"], "applicationName": "dos"}, "devAddr": ABP["dev_addr"],
         "fCnt": draw(st.integers(0, 2**32 + 5)), "fPort": draw(st.integers(0, 230)),
-        "data": base64.b64encode(kind_payload).decode(), "confirmed": draw(st.booleans()),
-        "time": "2026-11-22T08:30:00.000+00:00",
-        "rxInfo": [{"gatewayId": "aa555a0000000001", "rssi": -60, "snr": 7.5, "context": "AAAAAQ=="}],
+        "data": base64.b64encode(kind_payload).decode() if draw(st.integers(0, 3)) else draw(_BASE64_LIKE),
+        "confirmed": draw(st.booleans()), "time": "2026-11-22T08:30:00.000+00:00",
+        "rxInfo": [{"gatewayId": "aa555a0000000001", "rssi": -60, "snr": 7.5,
+                    "context": "AAAAAQ==" if draw(st.integers(0, 3)) else draw(_BASE64_LIKE)}],
         "txInfo": {"frequency": 868100000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7}}},
     }
     for path in draw(st.lists(st.sampled_from(_CHIRPSTACK_PATHS), max_size=3)):
