@@ -11,7 +11,7 @@ import gc
 
 from micropython import const
 
-_GC_THRESHOLD = const(4096)
+_GC_THRESHOLD = const(2048)
 gc.threshold(_GC_THRESHOLD)
 
 

@@ -16,9 +16,11 @@ from dos_codecs.schema import available_kinds, load_schema
 from firmware_support import FWTEST_MODULE, VIRTUAL_TIME_MODULE, run_micropython
 
 HEAP_GOAL = "64K"  # issue 4: the full app with the LoRaWAN stack runs under micropython -X heapsize=64K
-# Not reached yet (bench/firmware_memory.py prints each app's smallest heap against the goal): the apps run in this
-# budget, which catches a regression until they fit the goal.
-HEAP_BUDGET = "160K"
+# Not reached: on this 64-bit unix port the apps need 83 (environment) to 93 (bridge) KiB (bench/firmware_memory.py
+# prints each against the goal), because a loaded module's code lives in the heap and the code the node keeps loaded
+# (LoRaWAN stack, app, runtime, drivers, board) is ~75 KiB once up. The run is deterministic (virtual time, same
+# exchange), so the budget is the largest app's need plus 3 KiB: it fails on any regression of 3 KiB or more.
+HEAP_BUDGET = "96K"
 ENCODE_BUDGET_BYTES = 512
 READINGS = 4
 APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
@@ -158,26 +160,27 @@ def config_for(kind: str) -> dict:
             "settings": {}, "calibration": {}}
 
 
-def memory_run(kind: str, firmware: Path, cwd: Path, heap: str, prelude: str = "") -> list[str]:
-    """Boot main.py of the `kind` app on boards/memtest from `firmware` (see install()) with `cwd` as the board's root,
-    in a micropython with `heap`: an OTAA join, a config downlink (interval 30 s) carrying LinkADRReq and DevStatusReq,
-    then READINGS uplinks; its output lines. `prelude` runs first (e.g. GC settings to try). The last line is
-    "finished <gc.mem_alloc()> <gc.mem_free()>" when the run completed; MicroPythonError if it did not."""
+def memory_run(kind: str, firmware: Path, heap: str) -> list[str]:
+    """Boot main.py of the `kind` app on boards/memtest from `firmware` (see install()), the board's root as on a real
+    board (its files, config.json and state.json in one folder, imported by short relative paths: a module's __file__
+    takes heap), in a micropython with `heap`: an OTAA join, a config downlink (interval 30 s) carrying LinkADRReq and
+    DevStatusReq, then READINGS uplinks; its output lines. The last line is "finished <gc.mem_alloc()>
+    <gc.mem_free()>" when the run completed; MicroPythonError if it did not."""
     keys, accept = session()
     schema = load_schema(kind)
     change = schema.encode("config", {"interval_s": 30})
     downlink = DataFrame(mtype=MType.UNCONFIRMED_DOWN, dev_addr=DEV_ADDR, fcnt16=0,
                          fport=schema.message("config").fport, frm_payload=change, fopts=LINK_ADR_REQ + DEV_STATUS_REQ)
-    (cwd / "config.json").write_text(json.dumps(config_for(kind)))
-    (cwd / "radio.json").write_text(json.dumps({"replies": [accept, keys.seal(downlink, 0).hex()],
-                                                "exit_on_send": 2 + READINGS}))
-    (cwd / "state.json").unlink(missing_ok=True)
-    return run_micropython(prelude + BOOT_RUN, path=[firmware], cwd=cwd, heap=heap).splitlines()
+    (firmware / "config.json").write_text(json.dumps(config_for(kind)))
+    (firmware / "radio.json").write_text(json.dumps({"replies": [accept, keys.seal(downlink, 0).hex()],
+                                                     "exit_on_send": 2 + READINGS}))
+    (firmware / "state.json").unlink(missing_ok=True)
+    return run_micropython(BOOT_RUN, path=[""], cwd=firmware, heap=heap).splitlines()
 
 
 @pytest.mark.parametrize("kind", node_kinds())
-def test_each_app_with_the_lorawan_stack_runs_in_its_heap_budget(kind, firmware, tmp_path):
-    lines = memory_run(kind, firmware, tmp_path, HEAP_BUDGET)
+def test_each_app_with_the_lorawan_stack_runs_in_its_heap_budget(kind, firmware):
+    lines = memory_run(kind, firmware, HEAP_BUDGET)
     text = [line for line in lines if not line.startswith("{")]
     assert any(line.startswith("joined: DevAddr 26aa0042") for line in text), text
     assert "config: interval_s 60 -> 30 (downlink fcnt 0)" in text, text
