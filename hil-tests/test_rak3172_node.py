@@ -1,7 +1,8 @@
 """A streetlight node whose radio is a RAK3172 modem on UART (board emu_rak3172, the firmware's drivers/rak3172.py driving
 the rig's emulated module by AT commands) with the real agent and Mosquitto: it joins by OTAA, its readings arrive decoded
 on MQTT, a config downlink reaches the app and changes its interval, and a confirmed uplink whose ACK was lost is
-retried by the module and then acked; the installer's self-test finds the module."""
+retried by the module and then acked; a module that resets itself is set up again; the installer's self-test finds the
+module."""
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,18 @@ def test_confirmed_uplink_whose_ack_is_lost_is_retried_and_acked(fleet):
     assert len([f for _t, f in data if f.fcnt16 == fcnt]) == 2, "sent once more after the lost ACK"
     assert len([e for e in fleet.uplinks(node.asset_id) if e["fcnt"] % 65536 == fcnt]) == 1
     assert "not acked" not in node.board.console
+
+
+def test_a_module_that_resets_itself_is_set_up_again_and_rejoins(fleet):
+    node = fleet.nodes[0]
+    wait(fleet, lambda: len(fleet.uplinks(node.asset_id)) >= 1, what="a reading")
+    joins, before = len(fleet.events(node.asset_id, "join")), len(fleet.uplinks(node.asset_id))
+    restarts = node.board.restarts
+    fleet.rig.call(node.board.rak3172.reset)  # a power glitch on the module only: keys and session gone
+    wait(fleet, lambda: len(fleet.events(node.asset_id, "join")) > joins
+         and len(fleet.uplinks(node.asset_id)) >= before + 2, what="a new join and readings after the module reset")
+    assert node.board.restarts == restarts, "the node recovered without rebooting"
+    assert "not sent: not_joined (the module lost its session" in node.board.console
 
 
 def test_selftest_finds_the_rak3172_and_the_sensors(fleet):

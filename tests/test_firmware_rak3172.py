@@ -141,7 +141,8 @@ def test_refusals_become_not_sent_and_a_silent_module_raises():
         ("AT+JOIN=1:0:10:1", ["OK", "+EVT:JOINED"]), ("AT+DEVADDR=?", ["26AA0002", "OK"]),
         ("AT+SEND=1:01", ["AT_BUSY_ERROR"]),
         ("AT+SEND=1:02", ["AT_PARAM_ERROR"]),
-        ("AT+SEND=1:03", ["AT_NO_NETWORK_JOINED"]),
+        ("AT+SEND=1:03", ["AT_NO_NETWORK_JOINED"]),  # the module reset itself: set it up again, then join
+    ] + BOOT[2:] + [
         ("AT+JOIN=1:0:10:1", ["OK", "+EVT:JOINED"]), ("AT+DEVADDR=?", ["26AA0003", "OK"]),
         ("AT+SEND=1:04", ["OK"]),  # then silence: no end of the exchange
     ]

@@ -202,10 +202,11 @@ class ModemState:
 class ModemNode:
     """A LoRaWAN node whose MAC runs in a RAK3172: the same send()/now_ms()/sleep_until() as lorawan.node.Node."""
 
-    def __init__(self, modem, otaa, data_rate, adr):
-        self.modem = modem
-        self.mac = ModemState(not otaa)
+    def __init__(self, modem, settings, otaa, data_rate, adr):
+        self.modem, self.settings, self.otaa = modem, settings, otaa
+        self.mac = ModemState(False)
         self.data_rate, self.adr = data_rate, adr
+        self.configured = False
         self.counters = modem.counters
         self.fcnt_up = 0
         self.next_join_ms = 0
@@ -213,6 +214,16 @@ class ModemNode:
         self._confirmed = False
         self._ticks = time.ticks_ms()
         self._now = 0
+
+    def configure(self):
+        """Write the session's settings to the module (at boot, and again after it lost its session: a module that
+        reset itself may have lost them too). An ABP session is up at once; OTAA joins at the next send."""
+        for name, value in self.settings:
+            self.modem.at(name, value)
+        self.configured = True
+        self._confirmed = False
+        self.data_rate = int(dict(self.settings)["DR"])
+        self.mac.activated = not self.otaa
 
     def now_ms(self):
         """Milliseconds since this node started (monotonic; ticks_ms wrap-around handled)."""
@@ -251,6 +262,8 @@ class ModemNode:
         """Send `payload` on `fport` and wait for the exchange's end (join first if needed); returns the events.
         A module that stops answering raises ModemError."""
         events = []
+        if not self.configured:
+            self.configure()
         if not self.mac.activated:
             if self.now_ms() < self.next_join_ms:
                 wait_s = (self.next_join_ms - self.now_ms() + 999) // 1000
@@ -268,8 +281,8 @@ class ModemNode:
             modem.at("SEND", "%d:%s" % (fport, bytes(payload).hex()))
         except ModemError as exc:
             if exc.status == "AT_NO_NETWORK_JOINED":
-                self.mac.activated = False
-                return events + [NotSent("not_joined", "the module has no session; joining at the next send")]
+                self.mac.activated = self.configured = False
+                return events + [NotSent("not_joined", "the module lost its session; set up again at the next send")]
             if exc.status == "AT_BUSY_ERROR":
                 return events + [NotSent("busy", "the module is still busy with an exchange")]
             if exc.status == "AT_PARAM_ERROR":
@@ -336,6 +349,6 @@ def node_from_config(config, make_uart):
     settings += [(name, value.hex()) for name, value in keys]
     settings += [("CLASS", "A"), ("ADR", "1" if adr else "0"), ("DR", str(data_rate)),
                  ("RETY", str(CONFIRMED_RETRIES)), ("CFM", "0")]
-    for name, value in settings:
-        modem.at(name, value)
-    return ModemNode(modem, activation == "otaa", data_rate, adr)
+    node = ModemNode(modem, settings, activation == "otaa", data_rate, adr)
+    node.configure()
+    return node
