@@ -217,6 +217,9 @@ def test_presence_raises_the_lamp_night_dimming_follows_the_dusk_switch_on_and_b
     assert len(readings) == 10
     for reading in readings:
         assert reading["values"]["dim_level"] == level_at(changes, reading["start_ms"])
+        if "energy" in reading["values"]:  # the fake INA219 measures 36 W at every level: energy from the switch-on
+            assert abs(reading["values"]["energy"] - 36 * (reading["start_ms"] - switch_on) / 3_600_000) <= 0.5
+    assert sum("energy" in r["values"] for r in readings) >= 5
     # four presence events, each counted once in the reading after it (the PIR low and high again is a new one)
     assert sum(r["values"]["presence"] for r in readings) == 4
     for start, _end in PRESENCE_MS:

@@ -75,7 +75,7 @@ class Streetlight:
         self.night = False
 
     def _meter(self, now_ms):
-        """Energy up to now at the last measured power, then measure the power now."""
+        """Energy up to now at the last measured power (the lamp drew it until now), then measure the power now."""
         if self._last_ms is not None:  # the lamp drew the last measured power since then
             self.energy_wh += self._power_w * (now_ms - self._last_ms) / _MS_PER_HOUR
         self._last_ms = now_ms
@@ -108,7 +108,6 @@ class Streetlight:
         if self.presence_until_ms is not None and now_ms < self.presence_until_ms:
             level = max(level, values["presence_level"])
         if level != self.lamp.level_pct:
-            self._meter(now_ms)
             self.lamp.set(True, level)
             self._meter(now_ms)
         return now_ms + (PIR_POLL_MS if self.pir is not None else SCHEDULE_POLL_MS)
