@@ -78,7 +78,7 @@ PROBE_TIMEOUT_S = 20.0
 SELFTEST_TIMEOUT_S = 30.0
 ESPTOOL_TIMEOUT_S = 300.0
 _PROBE = "import sys, machine; print('probe', sys.platform, machine.unique_id().hex())"
-_CHIP = re.compile(r"(?:Detecting chip type\.*|Chip is|Chip type:)\s*(ESP32(?:-[A-Z0-9]+)?)")
+_CHIP = re.compile(r"Detecting chip type\.\.\.\s*(ESP32(?:-[A-Z0-9]+)?)\s")
 
 
 class FlashFailure(Exception):
@@ -195,16 +195,22 @@ class Flasher:
         if not firmware.is_file():
             raise FlashFailure("no_bootloader", f"no such MicroPython image {firmware}: download the .bin for "
                                                 "your board from micropython.org")
-        found = _esptool(port, ["chip-id"])
-        match = _CHIP.search(found)
-        if match is None or match.group(1) not in FLASH_OFFSETS:
+        detected = detected_chip(_esptool(port, ["chip-id"]))
+        if detected is None:
             raise FlashFailure("no_bootloader", f"esptool found no chip it knows on {port}; flash it by hand")
-        chip = match.group(1)
-        offset = FLASH_OFFSETS[chip]
+        chip, offset = detected
         _esptool(port, ["--chip", chip.lower().replace("-", ""), "erase-flash"])
         _esptool(port, ["--chip", chip.lower().replace("-", ""), "write-flash", f"0x{offset:x}", str(firmware)])
         time.sleep(2.0)  # the chip boots MicroPython after esptool's hard reset
         return f"{chip} detected, flash erased, {firmware.name} written at 0x{offset:x}"
+
+
+def detected_chip(esptool_output: str) -> tuple[str, int] | None:
+    """The chip esptool detected and where MicroPython goes in its flash; None for none, or one we do not know."""
+    match = _CHIP.search(esptool_output)
+    if match is None or match.group(1) not in FLASH_OFFSETS:
+        return None
+    return match.group(1), FLASH_OFFSETS[match.group(1)]
 
 
 def _uid_eui(unique_id: bytes) -> str | None:
@@ -315,7 +321,9 @@ def _hex(digits: int) -> Callable[[str], str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flash.sh", description="flash, configure, test, register and label a node")
+    codes = ", ".join(f"{code} {name.replace('_', ' ')}" for name, code in FAILURES.items())
+    parser = argparse.ArgumentParser(prog="flash.sh", description="flash, configure, test, register and label a node",
+                                     epilog=f"exit codes: 0 done, {codes}, 2 usage, 1 other. Guide: docs/field.md")
     parser.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0")
     parser.add_argument("--kind", required=True, choices=_manifest_kinds(), help="node kind")
     parser.add_argument("--asset", required=True, help="the asset the node is for (in the registry)")

@@ -271,7 +271,7 @@ def test_flash_identity_config_record_and_label_helpers(tmp_path: Path) -> None:
     import tomllib
 
     from dos_agent.firmware_install import FIRMWARE_DIR
-    from dos_agent.flash import BOARD_PLATFORMS, DEFAULT_BOARDS
+    from dos_agent.flash import BOARD_PLATFORMS, DEFAULT_BOARDS, detected_chip
     from dos_agent.label import tr005_payload
     from dos_agent.provisioning import (
         dev_eui_from_unique_id,
@@ -312,3 +312,9 @@ def test_flash_identity_config_record_and_label_helpers(tmp_path: Path) -> None:
     manifest = tomllib.loads((FIRMWARE_DIR / "manifest.toml").read_text())
     assert set(BOARD_PLATFORMS) == set(manifest["board"]), "a board of the manifest is unknown to flash.sh"
     assert all(BOARD_PLATFORMS[board] == platform for platform, board in DEFAULT_BOARDS.items())
+    esp32 = "Connecting....\nDetecting chip type... ESP32\nChip type:          ESP32-D0WD-V3 (revision v3.1)\n"
+    assert detected_chip(esp32) == ("ESP32", 0x1000)
+    assert detected_chip("Detecting chip type... ESP32-S3\nChip type:          ESP32-S3 (QFN56)\n") == ("ESP32-S3", 0)
+    assert detected_chip("Detecting chip type... ESP32-C3\n") == ("ESP32-C3", 0)
+    assert detected_chip("Detecting chip type... ESP8266\n") is None
+    assert detected_chip("A fatal error occurred: Failed to connect to Espressif device") is None
