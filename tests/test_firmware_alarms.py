@@ -227,3 +227,14 @@ def test_presence_raises_the_lamp_night_dimming_follows_the_dusk_switch_on_and_b
         assert after["values"]["presence"] >= 1
     # battery 3.75, 3.35 (low), 3.45 (still low: clears only above 3.5 V), 3.55 (clear), then 3.55
     assert [r["values"]["battery_low"] for r in readings[:5]] == [False, True, True, False, False]
+
+
+def test_a_sensor_failing_between_readings_is_logged_and_the_lamp_control_goes_on(tmp_path):
+    # INA219 reads: one per reading, one per level change; the third is the one after the lamp was raised at 100 s
+    lines = streetlight_test.app_run(tmp_path, [], exit_on_send=5, config=STREETLIGHT_ABP, presence_ms=PRESENCE_MS[:1],
+                                     power_failures=(2,))
+    text = [line for line in lines if isinstance(line, str)]
+    assert "control failed: OSError: [Errno 5] EIO" in text, text
+    changes = levels(lines)
+    assert level_at(changes, 105_000) == 90 and level_at(changes, 140_000) == 30, "the control went on"
+    assert len([u for u in uplinks(lines, "streetlight") if u["fport"] == 1]) == 4

@@ -137,7 +137,8 @@ from store import Store
 
 class FakeI2C:
     '''BH1750 (raw {lux_raw}: 12 is 10 lx, dark, the lamp is on) and INA219 (power register 18000 is 36 W with the
-    0.1 ohm shunt): the power register reads {power_registers} in turn, the last one from then on.'''
+    0.1 ohm shunt): the power register reads {power_registers} in turn, the last one from then on; reads number
+    {power_failures} (from 0) fail.'''
 
     def __init__(self):
         self.power_reads = 0
@@ -154,6 +155,9 @@ class FakeI2C:
     def readfrom_mem_into(self, address, register, buf):
         value = 0
         if register == 3:
+            if self.power_reads in {power_failures!r}:
+                self.power_reads += 1
+                raise OSError(5)  # EIO: the chip did not answer
             powers = {power_registers!r}
             value = powers[min(self.power_reads, len(powers) - 1)]
             self.power_reads += 1
@@ -210,11 +214,12 @@ run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
 
 def app_run(folder, replies: list[str | None], exit_on_send: int, config: dict | None = None, lux_raw: int = 12,
             power_registers: tuple[int, ...] = (18000,), presence_ms: tuple[tuple[int, int], ...] = (),
-            battery_v: tuple[float, ...] = (3.75,)) -> list[str | dict]:
+            battery_v: tuple[float, ...] = (3.75,), power_failures: tuple[int, ...] = ()) -> list[str | dict]:
     """One boot of the streetlight app until the `exit_on_send`-th transmission; output lines (JSON ones as dicts)."""
     code = APP_RUN.format(config=json.dumps(config or CONFIG), replies=replies, exit_on_send=exit_on_send,
                           lux_raw=lux_raw, power_registers=list(power_registers),
-                          presence_ms=[list(w) for w in presence_ms], battery_v=list(battery_v))
+                          presence_ms=[list(w) for w in presence_ms], battery_v=list(battery_v),
+                          power_failures=list(power_failures))
     return [json.loads(line) if line.startswith("{") else line for line in run_firmware(code, cwd=folder).splitlines()]
 
 

@@ -222,10 +222,15 @@ def guarded(step, failures):
 
 def sleep_until(node, at_ms, between=None):
     """Sleep until at_ms; between(now_ms), if given, does the app's control work meanwhile and returns when it wants
-    to run again (None: not before at_ms)."""
+    to run again (None: not before at_ms). A failing control step (a sensor off the bus) is logged and waits for the
+    next reading, whose own failures count towards a reset (guarded)."""
     while between is not None:
         now = node.now_ms()
-        wake_ms = between(now) if now < at_ms else None
+        try:
+            wake_ms = between(now) if now < at_ms else None
+        except Exception as exc:
+            print("control failed: %s: %s" % (type(exc).__name__, exc))
+            wake_ms = None
         if wake_ms is None or wake_ms >= at_ms:
             break
         node.sleep_until(wake_ms)
