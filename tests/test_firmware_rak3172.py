@@ -114,13 +114,14 @@ def test_boot_join_and_a_confirmed_uplink_with_a_downlink():
         ("AT+JOIN=1:0:10:1", ["OK", "+EVT:JOINED"]), ("AT+DEVADDR=?", ["26AA0001", "OK"]),
         ("AT+CFM=1", ["OK"]), ("AT+SEND=3:a10114", ["OK", "+EVT:RX_1:-70:8:UNICAST:3:A10214",
                                                     "+EVT:SEND_CONFIRMED_OK"]), ("AT+DR=?", ["5", "OK"]),
-        ("AT+SEND=1:c3", ["OK", "+EVT:TX_DONE"]), ("AT+DR=?", ["5", "OK"]),
+        ("AT+SEND=1:c3", ["OK", "+EVT:RX_1:-70:UNICAST", "+EVT:TX_DONE"]), ("AT+DR=?", ["5", "OK"]),
     ]
     out = run_node(script, """
 print(json.dumps([node.mac.activated, node.data_rate]))
 print(json.dumps(describe(node.send(3, bytes.fromhex('a10114'), True))))
 print(json.dumps([node.mac.activated, node.data_rate]))
 print(json.dumps(describe(node.send(1, b'\\xc3', True))))
+print(json.dumps(node.counters))
 """)
     assert out[0] == [False, 3]
     joined, sent, downlink, done = out[1]
@@ -132,6 +133,7 @@ print(json.dumps(describe(node.send(1, b'\\xc3', True))))
     assert out[2] == [True, 5], "ADR: the node follows the module's data rate"
     assert [e["type"] for e in out[3]] == ["Sent", "Done"]
     assert out[3][1]["acked"] is None, "TX_DONE ends an exchange the module sent unconfirmed"
+    assert out[4] == {"malformed_event": 1}, "a malformed event line is counted and skipped"
     assert out[-1] == {"left": []}
 
 

@@ -4,14 +4,15 @@ lorawan/events.py (Joined, JoinFailed, Sent, Downlink, LinkCheck, NotSent, Done)
 `mac` with battery_level, so every app runs unchanged on a board whose radio is the module.
 
 At boot the module is reset (ATZ) and configured from config.json, so a board that rebooted in the middle of an
-exchange finds it idle. Layers: `AtProtocol` is the sans-IO core (commands out as bytes; lines in, replies and events out); `Rak3172` is the edge
-that writes to and reads lines from the UART (machine.UART with a timeout), waiting for a command's status line and for
-`+EVT:` lines; `ModemNode` turns those into the node's events.
+exchange finds it idle; a module that lost its session (it may have reset itself) is configured again before the next
+join. Layers: `AtProtocol` is the sans-IO core (commands out as bytes; lines in, replies and events out); `Rak3172` is
+the edge that writes to and reads lines from the UART (machine.UART with a timeout), waiting for a command's status line
+and for `+EVT:` lines; `ModemNode` turns those into the node's events.
 
 The module keeps the LoRaWAN MAC: its DevNonce, FCntUp, channels, RX windows, ADR and MAC commands. What it does not tell
 over AT the events carry as -1 (DevNonce of Joined/JoinFailed, FCntDown of Downlink) or 0 (Sent.freq_khz: the channel);
-Sent.fcnt counts this session's uplinks (= FCntUp after an OTAA join, which the node does at every boot). Keys go to the
-module once at boot and are never printed. A silent or garbled module raises ModemError (an OSError), like a radio fault.
+Sent.fcnt counts this session's uplinks (= FCntUp after an OTAA join, which the node does at every boot). Keys go only
+to the module and are never printed. A silent or garbled module raises ModemError (an OSError), like a radio fault.
 """
 import time
 
@@ -125,7 +126,7 @@ class Rak3172:
         self.counters = {}
         self._partial = b""
 
-    def _count(self, name):
+    def count(self, name):
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def _line(self):
@@ -145,7 +146,7 @@ class Rak3172:
         try:
             item = self.protocol.feed(line)
         except UnicodeError:
-            self._count("garbled_line")
+            self.count("garbled_line")
             return None
         if isinstance(item, str):
             self.events.append(item)
@@ -237,16 +238,25 @@ class ModemNode:
         if delay > 0:
             time.sleep_ms(delay)
 
+    def _next_event(self, timeout_ms, what):
+        """(name, event) of the module's next event (see parse_event); a malformed one is counted and skipped.
+        ModemError("timeout") after timeout_ms without one."""
+        while True:
+            text = self.modem.next_event(timeout_ms)
+            if text is None:
+                raise ModemError("timeout", what)
+            try:
+                return parse_event(text)
+            except ValueError:
+                self.modem.count("malformed_event")
+
     def _join(self):
         modem = self.modem
         self.join_attempts += 1
         modem.events = []
         modem.at("JOIN", "1:0:10:1")
         while True:
-            text = modem.next_event(JOIN_TIMEOUT_MS)
-            if text is None:
-                raise ModemError("timeout", "JOIN (no join result)")
-            name, _event = parse_event(text)
+            name, _event = self._next_event(JOIN_TIMEOUT_MS, "JOIN (no join result)")
             if name == "joined":
                 self.mac.activated = True
                 self.fcnt_up = 0
@@ -294,14 +304,7 @@ class ModemNode:
         events.append(Sent(fcnt, fport, 0, self.data_rate,
                            time_on_air_us(len(payload) + LORAWAN_OVERHEAD, sf, bw_khz), 1))
         while True:
-            text = modem.next_event(EXCHANGE_TIMEOUT_MS)
-            if text is None:
-                raise ModemError("timeout", "SEND (no end of exchange)")
-            try:
-                name, event = parse_event(text)
-            except ValueError:
-                modem._count("malformed_event")
-                continue
+            name, event = self._next_event(EXCHANGE_TIMEOUT_MS, "SEND (no end of exchange)")
             if name in ("downlink", "linkcheck"):
                 events.append(event)
             elif name == "done":
