@@ -458,6 +458,8 @@ class Agent:
                 if self.registry.flush() and self.registry.reload_if_changed():
                     log.info("agent: registry changed on disk, %d device(s)", len(self.registry.devices()))
                     self._journal_due = True
+                    for output in self.session.drop_inactive_queues(now):
+                        self.handle_event(output)
                 if self._journal_due:
                     self._publish_journal()
                 if loop.time() >= next_counters:

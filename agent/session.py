@@ -641,6 +641,18 @@ class SessionLayer:
             log.error("downlink: %s is done (%s) but stays in the registry file: %s", item.id, status, exc)
         return [DownlinkStatus(asset_id, item.dev_eui, item.id, status, reason, item.fcnt_down, item.fport, now)]
 
+    def drop_inactive_queues(self, now: float) -> list[Output]:
+        """Downlinks queued for devices that are no longer active (retired, or unbound by an undone swap) can never
+        go out: each fails with reason `device_inactive` (call after the registry changed)."""
+        outputs: list[Output] = []
+        for dev_eui in [eui for eui, queue in self._queues.items() if queue]:
+            device = self.registry.get(dev_eui)
+            if device is None or device.state != "active":
+                asset_id = device.asset_id if device is not None else ""
+                for item in list(self._queues[dev_eui]):
+                    outputs.extend(self._finish(asset_id, item, "failed", "device_inactive", now))
+        return outputs
+
     def _store_item(self, item: QueuedDownlink) -> None:
         """Replace an item in its queue (memory and file)."""
         queue = self._queues.get(item.dev_eui, [])

@@ -256,3 +256,20 @@ def test_the_agent_publishes_swaps_made_while_it_was_down_continues_energy_and_r
         assert len(tap.on("assets/SL-1/event/swap")) == 2, "a journal entry was published twice"
     finally:
         tap.close()
+
+
+def test_downlinks_queued_for_a_retired_device_fail_as_device_inactive(registry: Registry, tmp_path: Path) -> None:
+    from dos_agent.session import DownlinkStatus
+
+    session = SessionLayer(registry, dedup_window_s=0)
+    [queued] = session.request_downlink("SL-1", b'{"fport": 10, "data": "01ff", "id": "cmd-1"}', T0)
+    assert (queued.status, queued.dev_eui) == ("queued", eui(1))
+    assert session.drop_inactive_queues(T0 + 1) == []  # the device is active: its queue stays
+    with Registry(tmp_path / "reg.sqlite") as cli:
+        cli.import_devices([device(2, asset_id="SL-1", dev_addr="26010002", replace=True)], at=T0 + 10)
+    assert registry.reload_if_changed()
+    [failed] = session.drop_inactive_queues(T0 + 11)
+    assert isinstance(failed, DownlinkStatus)
+    assert (failed.status, failed.reason, failed.downlink_id, failed.asset_id) == ("failed", "device_inactive",
+                                                                                  "cmd-1", "SL-1")
+    assert registry.queued_downlinks() == {} and session.drop_inactive_queues(T0 + 12) == []
