@@ -234,7 +234,7 @@ def test_a_sensor_failing_between_readings_is_logged_and_the_lamp_control_goes_o
     lines = streetlight_test.app_run(tmp_path, [], exit_on_send=5, config=STREETLIGHT_ABP, presence_ms=PRESENCE_MS[:1],
                                      power_failures=(2,))
     text = [line for line in lines if isinstance(line, str)]
-    assert "control failed: OSError: [Errno 5] EIO" in text, text
+    assert "control failed: OSError: [Errno 5] EIO; trying again every 10 s" in text, text
     changes = levels(lines)
     assert level_at(changes, 105_000) == 90 and level_at(changes, 140_000) == 30, "the control went on"
     assert len([u for u in uplinks(lines, "streetlight") if u["fport"] == 1]) == 4

@@ -17,6 +17,7 @@ from schema_v1 import messages
 RESET_AFTER_FAILURES = 5  # consecutive failed readings before the board resets itself
 BOOT_SPREAD_MS = 30000  # the first reading comes within this long after boot
 PAYLOAD_BUDGET = 24  # bytes of CBOR for a routine reading (SF12 at EU868 DR0 carries 51)
+CONTROL_RETRY_MS = 10000  # a failed control step between readings is tried again after this long
 BATTERY_HYSTERESIS_V = 0.1  # battery_low clears only this far above battery_low_v
 
 
@@ -222,15 +223,19 @@ def guarded(step, failures):
 
 def sleep_until(node, at_ms, between=None):
     """Sleep until at_ms; between(now_ms), if given, does the app's control work meanwhile and returns when it wants
-    to run again (None: not before at_ms). A failing control step (a sensor off the bus) is logged and waits for the
-    next reading, whose own failures count towards a reset (guarded)."""
+    to run again (None: not before at_ms). A failing control step (a sensor off the bus) is tried again every
+    CONTROL_RETRY_MS, logged once per sleep; the readings' own failures count towards a reset (guarded)."""
+    logged = False
     while between is not None:
         now = node.now_ms()
         try:
             wake_ms = between(now) if now < at_ms else None
         except Exception as exc:
-            print("control failed: %s: %s" % (type(exc).__name__, exc))
-            wake_ms = None
+            if not logged:
+                print("control failed: %s: %s; trying again every %d s" % (
+                    type(exc).__name__, exc, CONTROL_RETRY_MS // 1000))
+                logged = True
+            wake_ms = now + CONTROL_RETRY_MS
         if wake_ms is None or wake_ms >= at_ms:
             break
         node.sleep_until(wake_ms)
