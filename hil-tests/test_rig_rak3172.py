@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import serial
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dos_agent.firmware_install import install_firmware
 from dos_codecs.crypto import SessionKeys, derive_session_keys, seal_join_accept, verify_join_request
@@ -91,6 +93,31 @@ def test_at_replies_and_errors():
     assert world.at(rak, "AT+DEVEUI=?") == [DEV_EUI, "OK"]
     assert rak.counters["unknown_command"] == 1 and rak.counters["line_too_long"] == 1
     assert rak.counters["at_param_error"] >= 2
+
+
+STATUS_LINES = {"OK", "AT_ERROR", "AT_PARAM_ERROR", "AT_BUSY_ERROR", "AT_NO_NETWORK_JOINED", "AT_MODE_NO_SUPPORT",
+                "AT_COMMAND_NOT_FOUND"}
+COMMAND_NAMES = ["NWM", "NJM", "NJS", "JOIN", "SEND", "RECV", "DR", "ADR", "CFM", "RETY", "TXP", "DEVEUI", "APPKEY",
+                 "DEVADDR", "P2P", "PSEND", "PRECV", "SYNCWORD", "IQINVER", "CLASS", "BAND", "LINKCHECK", "VER", "XYZ"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(
+    st.binary(max_size=40),
+    st.builds(lambda name, form, arg: f"AT+{name}{form}{arg}\r\n".encode(), st.sampled_from(COMMAND_NAMES),
+              st.sampled_from(["", "?", "=?", "="]), st.text("0123456789ABCDEFabcdef:xyz-", max_size=24)),
+), max_size=25))
+def test_any_input_gets_a_status_line_and_never_breaks_the_module(chunks):
+    world = World()
+    rak = world.module("rak")
+    for chunk in chunks:
+        rak.receive(chunk)
+        world.advance(50_000)
+    rak.receive(b"\r\nAT\r\n")
+    lines = world.lines("rak")
+    assert lines[-1] == "OK", "still answering after the noise"
+    assert all(line in STATUS_LINES or line.startswith(("+EVT:", "AT+")) or ":" in line or line.isalnum()
+               or line.startswith(("RAKwireless", "Current Work Mode", "RUI_")) for line in lines), lines
 
 
 def configure_otaa(world, rak):

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dos_agent.firmware_install import compile_module, node_kinds, stage_firmware
 from dos_codecs.schema import load_schema
@@ -273,3 +275,34 @@ def test_each_app_on_a_rak3172_board_runs_in_its_heap_budget(kind, rak_firmware,
     for send in sends[:-1]:
         port, payload = send.split(":")
         assert schema.decode(int(port), bytes.fromhex(payload)).warnings == []
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(st.one_of(
+    st.binary(max_size=60),
+    st.builds(lambda head, rest: (head + rest).encode(), st.sampled_from(["+EVT:RX_1:", "+EVT:RX_2:", "+EVT:LINKCHECK:",
+                                                                          "+EVT:SEND_CONFIRMED_", "OK", "AT_"]),
+              st.text("0123456789ABCDEFabcdef:-UNICAST \\r", max_size=40)),
+), min_size=40, max_size=60))
+def test_any_line_from_the_module_is_a_reply_an_event_or_a_typed_error(lines):
+    out = run_micropython("""
+from drivers.rak3172 import AtProtocol, Reply, parse_event
+p = AtProtocol()
+kinds = {}
+for i, line in enumerate(LINES):
+    if i % 3 == 0:
+        p.command('DR', read=True)
+    try:
+        item = p.feed(line)
+    except UnicodeError:
+        item = 'unicode'
+    if isinstance(item, str) and item != 'unicode':
+        try:
+            item = parse_event(item)[0]
+        except ValueError:
+            item = 'bad_event'
+    key = type(item).__name__ if not isinstance(item, str) else item
+    kinds[key] = kinds.get(key, 0) + 1
+print(sum(kinds.values()))
+""".replace("LINES", repr(lines)))
+    assert int(out.strip()) == len(lines), "every line handled, no other exception"
