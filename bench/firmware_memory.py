@@ -4,7 +4,8 @@
    the app, installed as the installer stages it (precompiled .mpy), completes an OTAA join, a config downlink with MAC
    commands and several readings (tests/test_firmware_memory.py's run: main.py boots on a board whose sensors answer and
    whose radio plays the exchange; main.py sets gc.threshold itself). Goal: 64 KiB (issue 4). Also printed: the heap
-   in use (gc.mem_alloc after a collect) when main.py brings the radio up and at the end.
+   in use (gc.mem_alloc after a collect) when main.py brings the radio up and at the end, and where the run runs out
+   of memory in a heap 1 KiB smaller (the moment of the high-water).
    Then where the heap goes: what importing each module adds to the heap in use (after a collect), in the order the
    streetlight node loads them, and what the modules loaded only now and then add while they are loaded (the join,
    MAC commands, the downlink decoder: unloaded after use).
@@ -111,6 +112,21 @@ def smallest_heap_kib(kind: str, firmware: Path) -> int | None:
     return high
 
 
+def first_shortage(kind: str, firmware: Path, kib: int) -> str:
+    """Where the `kind` app's memory run first runs out of memory in a heap of `kib` KiB: the log line before its first
+    MemoryError and that error (e.g. the first reading, which joins), or how it ended."""
+    try:
+        lines = memory_run(kind, firmware, f"{kib}K")
+    except MicroPythonError as exc:
+        lines = str(exc).splitlines()
+    lines = [line for line in lines if not line.startswith("{")]  # the scripted radio's transmissions
+    for index, line in enumerate(lines):
+        if "MemoryError" in line:
+            before = lines[index - 1] if index else "(start)"
+            return f"after {before[:60]!r}: {line.strip()[:100]}"
+    return f"no MemoryError; last line {lines[-1][:100]!r}" if lines else "no output"
+
+
 def verdict(ok: bool) -> str:
     return "" if ok else "  MISSED"
 
@@ -134,6 +150,7 @@ def main() -> None:
             finished = lines[-1].split()[1]
             print(f"   {kind:12} {needed:4d} KiB{verdict(needed <= HEAP_GOAL_KIB)}; "
                   f"in use {int(started) / 1024:.1f} KiB once up, {int(finished) / 1024:.1f} KiB at the end")
+            print(f"      1 KiB less runs out {first_shortage(kind, firmware, needed - 1)}")
 
         print("   heap each module adds when imported (streetlight node, load order):")
         names = LOAD_ORDER + NOW_AND_THEN
