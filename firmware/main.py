@@ -1,8 +1,8 @@
 """Boot: read config.json, bring up the board, the radio and the LoRaWAN node, then run the app for the node kind.
 
 A board with `lorawan_modem()` (a RAK3172 on a UART) gets the modem's node (drivers/rak3172.py: the module runs the
-LoRaWAN MAC); every other board gets the firmware's own MAC on its radio() (lorawan/node.py). A missing or broken config,
-an unknown board or app, or a radio or modem that fails to answer prints one line and stops.
+LoRaWAN MAC); every other board gets the firmware's own MAC on its radio() (lorawan/node.py). A missing or broken
+config, an unknown board or app, or a radio or modem that fails to answer prints one line and stops.
 
 Memory: the GC runs after every GC_THRESHOLD bytes allocated (gc.threshold), so short-lived objects are freed before
 they scatter between the modules' code, which stays in the heap for good: less fragmentation, a smaller heap needed.

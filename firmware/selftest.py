@@ -1,6 +1,6 @@
-"""On-device self-test for the installer: `import selftest` prints one line, "selftest ok: ..." or "selftest FAILED: ...".
-It checks the radio (SX1276 RegVersion, LoRa mode; or a RAK3172 modem's AT+VER on a board with lorawan_modem()) and which
-devices answer on the sensor bus; it reads no sensor value."""
+"""On-device self-test for the installer: `import selftest` prints one line, "selftest ok: ..." or "selftest FAILED:
+...". It checks the radio (SX1276 RegVersion, LoRa mode; or a RAK3172 modem's AT+VER on a board with lorawan_modem())
+and which devices answer on the sensor bus; it reads no sensor value."""
 from config import ConfigError, load_config
 
 
@@ -11,7 +11,8 @@ def run():
         if hasattr(board, "lorawan_modem"):
             from drivers.rak3172 import Rak3172
 
-            radio = "RAK3172 answered (%s)" % Rak3172(board.lorawan_modem(config.get("modem") or {})).at("VER", read=True)
+            modem = Rak3172(board.lorawan_modem(config.get("modem") or {}))
+            radio = "RAK3172 answered (%s)" % modem.at("VER", read=True)
         else:
             board.radio().sleep()
             radio = "SX1276 answered"

@@ -1,6 +1,6 @@
 """LoRaWAN 1.0.4 Class A on both ends, on the rig with the real firmware, the real agent and Mosquitto: OTAA, downlinks,
-confirmed uplinks, ADR, reboots without counter or nonce reuse, and two gateways hearing one node. Every test runs twice:
-on the SX1276 board (the firmware's own MAC) and on the RAK3172 board (the module's MAC, driven by AT commands)."""
+confirmed uplinks, ADR, reboots without counter or nonce reuse, and two gateways hearing one node. Every test runs
+twice: on the SX1276 board (the firmware's own MAC) and on the RAK3172 board (the module's MAC, over AT commands)."""
 import json
 from datetime import datetime
 
@@ -22,7 +22,7 @@ def fleet(request, tmp_path_factory):
     nodes = [
         make_node(1, activation="otaa", interval_s=60, board=board),  # join, downlink, reboot, two gateways
         make_node(2, activation="otaa", interval_s=60, data_rate=0, adr=True, board=board),  # starts at SF12: ADR
-        make_node(3, activation="abp", interval_s=60, settings={"confirmed": True}, board=board),  # confirmed, ABP reboot
+        make_node(3, activation="abp", interval_s=60, settings={"confirmed": True}, board=board),  # confirmed; reboot
     ]
     with Fleet(tmp_path_factory.mktemp(f"class-a-{board}"), nodes, gateways=GATEWAYS) as fleet:
         yield fleet

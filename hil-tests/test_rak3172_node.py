@@ -1,8 +1,8 @@
-"""A streetlight node whose radio is a RAK3172 modem on UART (board emu_rak3172, the firmware's drivers/rak3172.py driving
-the rig's emulated module by AT commands) with the real agent and Mosquitto: it joins by OTAA, its readings arrive decoded
-on MQTT, a config downlink reaches the app and changes its interval, and a confirmed uplink whose ACK was lost is
-retried by the module and then acked; a module that resets itself is set up again; the installer's self-test finds the
-module."""
+"""A streetlight node whose radio is a RAK3172 modem on UART (board emu_rak3172, the firmware's drivers/rak3172.py
+driving the rig's emulated module by AT commands) with the real agent and Mosquitto: it joins by OTAA, its readings
+arrive decoded on MQTT, a config downlink reaches the app and changes its interval, and a confirmed uplink whose ACK was
+lost is retried by the module and then acked; a module that resets itself is set up again; the installer's self-test
+finds the module."""
 import subprocess
 import sys
 from pathlib import Path

@@ -1,8 +1,8 @@
 """Every board file in firmware/manifest.toml imports in the real micropython, exposes the board interface (NAME,
 BATTERY_DIVIDER, i2c(), lamp(), battery_volts(), radio() or lorawan_modem(); the kits' strain_adcs() and
 crack_gauge_volts() where present) and wires only pins its MCU allows: a `machine` put first on the path checks each
-Pin/SPI/I2C/ADC/PWM/UART against the ESP32's or the RP2040's datasheet rules (flash and input-only pins, ADC-capable pins,
-the RP2040's fixed SPI/I2C/UART pin functions and bus ids). The manifest and the boards/ folder agree."""
+Pin/SPI/I2C/ADC/PWM/UART against the ESP32's or the RP2040's datasheet rules (flash and input-only pins, ADC-capable
+pins, the RP2040's fixed SPI/I2C/UART pin functions and bus ids). The manifest and the boards/ folder agree."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ from firmware_support import FIRMWARE_DIR, run_micropython
 BOARD_MCUS = {"emu": "esp32", "heltec_v2": "esp32", "ttgo_lora32": "esp32", "rak3172_uart": "esp32",
               "emu_rak3172": "esp32", "pico_rfm95": "rp2"}
 
-CHECKING_MACHINE = '''"""machine for the board test: records what a board file builds and refuses pins its MCU does not allow."""
+CHECKING_MACHINE = '''"""machine for the board test: records what a board file builds, refuses pins its MCU does not allow."""
 MCU = "<MCU>"
 BUILT = []
 

@@ -53,7 +53,8 @@ def describe(events):
 CONFIG = {"board": "emu_rak3172", "kind": "streetlight", "asset_id": "SL-R-1", "activation": "otaa",
           "dev_eui": "70b3d57ed0050001", "join_eui": "70b3d57ed0000000", "app_key": "2b7e151628aed2a6abf7158809cf4f3c",
           "interval_s": 60, "data_rate": 3, "adr": True}
-BOOT = [("ATZ", ["RAKwireless RAK3172", "Current Work Mode: LoRaWAN."]), ("AT", ["OK"]), ("AT+NWM=1", ["OK"]), ("AT+BAND=4", ["OK"]), ("AT+NJM=1", ["OK"]), ("AT+DEVEUI=70b3d57ed0050001", ["OK"]),
+BOOT = [("ATZ", ["RAKwireless RAK3172", "Current Work Mode: LoRaWAN."]), ("AT", ["OK"]),
+        ("AT+NWM=1", ["OK"]), ("AT+BAND=4", ["OK"]), ("AT+NJM=1", ["OK"]), ("AT+DEVEUI=70b3d57ed0050001", ["OK"]),
         ("AT+APPEUI=70b3d57ed0000000", ["OK"]), ("AT+APPKEY=", ["OK"]), ("AT+CLASS=A", ["OK"]), ("AT+ADR=1", ["OK"]),
         ("AT+DR=3", ["OK"]), ("AT+RETY=3", ["OK"]), ("AT+CFM=0", ["OK"])]
 
@@ -190,7 +191,8 @@ for config in ({'activation': 'otaa', 'dev_eui': '70b3', 'join_eui': '70b3d57ed0
 print(opened)
 """).splitlines()
     assert out == ["dev_eui must be 16 hex digits", "app_s_key must be 32 hex digits",
-                   "config.data_rate must be a number in [0, 5]", "activation 'lora' is not supported (abp, otaa)", "[]"]
+                   "config.data_rate must be a number in [0, 5]", "activation 'lora' is not supported (abp, otaa)",
+                   "[]"]
 
 
 # ---- memory: every app on a RAK3172 board in a bounded heap (the LoRaWAN MAC runs in the module)

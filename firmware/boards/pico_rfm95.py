@@ -1,8 +1,8 @@
 """Raspberry Pi Pico (RP2040) + HopeRF RFM95W (SX1276): the real board's pins. Same interface as every board file.
 
 RFM95W on SPI0 (SCK GP18, MOSI GP19, MISO GP16), NSS GP17, RESET GP20, DIO0 GP21, DIO1 GP22. On the RP2040, machine.SPI
-and machine.I2C take the bus number (0/1) and Pin objects, and only GP26..GP29 are ADC inputs (ADC0..ADC3; read_u16,
-3.3 V full scale). Sensors on I2C0 (SCL GP5, SDA GP4: BH1750, INA219, MB7040, TMP102, ADXL345); battery: VSYS through the
+and machine.I2C take the bus number (0/1) and Pin objects, and only GP26..GP29 are ADC inputs (ADC0..ADC3; read_u16, 3.3
+V full scale). Sensors on I2C0 (SCL GP5, SDA GP4: BH1750, INA219, MB7040, TMP102, ADXL345); battery: VSYS through the
 Pico's own 200k/100k divider on GP29 (ADC3); lamp relay GP14 and dimmer PWM GP15; bridge kit: HX711 clock GP10, data
 GP11 / GP12 / GP13, crack gauge on GP26 (ADC0).
 """

@@ -1,6 +1,6 @@
 """Any MicroPython board with a RAK3172 LoRaWAN module (RUI3 AT firmware) on a UART; the defaults are an ESP32 DevKitC:
-module on UART2 (TX GPIO17 -> module RX, RX GPIO16 <- module TX, 115200 8N1), overridden by config.json "modem"
-{"uart", "tx", "rx", "baudrate"} for another board. Sensors: I2C0 SCL GPIO22 / SDA GPIO21 (BH1750, INA219, MB7040, TMP102,
+module on UART2 (TX GPIO17 -> module RX, RX GPIO16 <- module TX, 115200 8N1), overridden by config.json "modem" {"uart",
+"tx", "rx", "baudrate"} for another board. Sensors: I2C0 SCL GPIO22 / SDA GPIO21 (BH1750, INA219, MB7040, TMP102,
 ADXL345); lamp relay GPIO26 and dimmer PWM GPIO25; battery on ADC GPIO35 through a 100k/100k divider; bridge kit: HX711
 clock GPIO13, data GPIO34 / GPIO39 / GPIO36, crack gauge on ADC GPIO32. main.py runs the node through drivers/rak3172.py
 because this board has `lorawan_modem()`."""

@@ -1,9 +1,9 @@
 """LilyGO TTGO LoRa32 V2.1 (T3 V1.6.1; ESP32 + SX1276): the real board's pins. Same interface as every board file.
 
-SX1276 on VSPI (SCK 5, MOSI 27, MISO 19, NSS 18, RESET 23, DIO0 26, DIO1 33); sensors on the OLED's I2C bus (SCL 22,
-SDA 21: BH1750, INA219, MB7040, TMP102, ADXL345); battery on GPIO35 through the board's 100k/100k divider; lamp relay on
-GPIO13 and dimmer PWM on GPIO25 (the on-board green LED shows the dim level); bridge kit: HX711 clock GPIO4, data GPIO34 /
-GPIO39 / GPIO36, crack gauge on ADC GPIO32.
+SX1276 on VSPI (SCK 5, MOSI 27, MISO 19, NSS 18, RESET 23, DIO0 26, DIO1 33); sensors on the OLED's I2C bus (SCL 22, SDA
+21: BH1750, INA219, MB7040, TMP102, ADXL345); battery on GPIO35 through the board's 100k/100k divider; lamp relay on
+GPIO13 and dimmer PWM on GPIO25 (the on-board green LED shows the dim level); bridge kit: HX711 clock GPIO4, data GPIO34
+/ GPIO39 / GPIO36, crack gauge on ADC GPIO32.
 """
 from machine import ADC, I2C, PWM, SPI, Pin
 

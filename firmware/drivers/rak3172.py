@@ -3,16 +3,17 @@
 lorawan/events.py (Joined, JoinFailed, Sent, Downlink, LinkCheck, NotSent, Done), plus now_ms(), sleep_until() and a
 `mac` with battery_level, so every app runs unchanged on a board whose radio is the module.
 
-At boot the module is reset (ATZ) and configured from config.json, so a board that rebooted in the middle of an
-exchange finds it idle; a module that lost its session (it may have reset itself) is configured again before the next
-join. Layers: `AtProtocol` is the sans-IO core (commands out as bytes; lines in, replies and events out); `Rak3172` is
-the edge that writes to and reads lines from the UART (machine.UART with a timeout), waiting for a command's status line
-and for `+EVT:` lines; `ModemNode` turns those into the node's events.
+At boot the module is reset (ATZ) and configured from config.json, so a board that rebooted in the middle of an exchange
+finds it idle; a module that lost its session (it may have reset itself) is configured again before the next join.
+Layers: `AtProtocol` is the sans-IO core (commands out as bytes; lines in, replies and events out); `Rak3172` is the
+edge that writes to and reads lines from the UART (machine.UART with a timeout), waiting for a command's status line and
+for `+EVT:` lines; `ModemNode` turns those into the node's events.
 
-The module keeps the LoRaWAN MAC: its DevNonce, FCntUp, channels, RX windows, ADR and MAC commands. What it does not tell
-over AT the events carry as -1 (DevNonce of Joined/JoinFailed, FCntDown of Downlink) or 0 (Sent.freq_khz: the channel);
-Sent.fcnt counts this session's uplinks (= FCntUp after an OTAA join, which the node does at every boot). Keys go only
-to the module and are never printed. A silent or garbled module raises ModemError (an OSError), like a radio fault.
+The module keeps the LoRaWAN MAC: its DevNonce, FCntUp, channels, RX windows, ADR and MAC commands. What it does not
+tell over AT the events carry as -1 (DevNonce of Joined/JoinFailed, FCntDown of Downlink) or 0 (Sent.freq_khz: the
+channel); Sent.fcnt counts this session's uplinks (= FCntUp after an OTAA join, which the node does at every boot). Keys
+go only to the module and are never printed. A silent or garbled module raises ModemError (an OSError), like a radio
+fault.
 """
 import time
 

@@ -1,12 +1,13 @@
 """The rig's side of the boards' ROM link (rom/_rig_link.py is the board's side) and each board's say in virtual time.
 
-Frames both ways: 2-byte big-endian length, then the body; a request body starts with an op byte. A board connects over TCP
-and sends HELLO with its id; the reply carries the virtual epoch (s) and its unique id. Requests are served on the board's
-`BoardHardware`; SLEEP replies only when the clock reaches the wake instant (or a pin IRQ comes), RESET never replies (the
-rig restarts the process). UART ops reach the serial device the rig wired to the UART's (TX, RX) pins (`attach_uart`, e.g.
-a RAK3172): what the board writes goes to the device when both use the same baud rate (else it is counted as garbled and
-lost); what the device sends waits in the board's receive buffer (bounded, overflow counted), and UART_READ replies at once
-when bytes are there, else when some arrive or its virtual deadline passes (the board sleeps meanwhile). A malformed frame is counted and logged and closes that connection; the board reconnects.
+Frames both ways: 2-byte big-endian length, then the body; a request body starts with an op byte. A board connects over
+TCP and sends HELLO with its id; the reply carries the virtual epoch (s) and its unique id. Requests are served on the
+board's `BoardHardware`; SLEEP replies only when the clock reaches the wake instant (or a pin IRQ comes), RESET never
+replies (the rig restarts the process). UART ops reach the serial device the rig wired to the UART's (TX, RX) pins
+(`attach_uart`, e.g. a RAK3172): what the board writes goes to the device when both use the same baud rate (else it is
+counted as garbled and lost); what the device sends waits in the board's receive buffer (bounded, overflow counted), and
+UART_READ replies at once when bytes are there, else when some arrive or its virtual deadline passes (the board sleeps
+meanwhile). A malformed frame is counted and logged and closes that connection; the board reconnects.
 
 A `RomLink` is a clock participant: an awake board blocks the clock until it sleeps, or until it has been silent for the
 stall limit, awake without sleeping for the busy limit, or only polling (time, pin, read-only SPI/I2C/ADC) for a while:

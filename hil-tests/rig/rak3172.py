@@ -1,17 +1,17 @@
 """A RAK3172 LoRa module (RUI3 firmware) emulated at its AT command interface, on the rig's air and in its virtual time
 (reference/rak3172.md).
 
-The host writes command lines (`receive(bytes)`, lines end with CR and/or LF); the module answers on `output` at once: an
-optional value line, then a status line (OK, AT_ERROR, AT_PARAM_ERROR, AT_BUSY_ERROR, AT_NO_NETWORK_JOINED,
+The host writes command lines (`receive(bytes)`, lines end with CR and/or LF); the module answers on `output` at once:
+an optional value line, then a status line (OK, AT_ERROR, AT_PARAM_ERROR, AT_BUSY_ERROR, AT_NO_NETWORK_JOINED,
 AT_MODE_NO_SUPPORT, AT_COMMAND_NOT_FOUND); `AT+X?` gives a help line. What happens later comes as `+EVT:` lines.
 
 LoRaWAN mode (AT+NWM=1, EU868 only): a Class A end device. OTAA (AT+NJM=1: AT+DEVEUI, AT+APPEUI, AT+APPKEY; AT+JOIN
-sends a JoinRequest on 868.1/868.3/868.5 MHz, opens the join windows 5 s and 6 s after it, then +EVT:JOINED or, after the
-last attempt, +EVT:JOIN_FAILED_RX_TIMEOUT) or ABP (AT+NJM=0: AT+DEVADDR, AT+NWKSKEY, AT+APPSKEY; no join). AT+SEND=port:hex
-sends an uplink (confirmed when AT+CFM=1, retried AT+RETY times without an ACK) with FCnt counting up per new uplink,
-opens RX1 (RX1 delay, same channel, DR - RX1DROffset) and RX2 (one second later, 869.525 MHz at the RX2 DR), and reports
-+EVT:RX_1|RX_2:<rssi>:<snr>:UNICAST:<port>:<hex> for application data, then +EVT:TX_DONE (unconfirmed) or
-+EVT:SEND_CONFIRMED_OK / +EVT:SEND_CONFIRMED_FAILED. Frames, MICs and keys come from dos_codecs; the network's MAC
+sends a JoinRequest on 868.1/868.3/868.5 MHz, opens the join windows 5 s and 6 s after it, then +EVT:JOINED or, after
+the last attempt, +EVT:JOIN_FAILED_RX_TIMEOUT) or ABP (AT+NJM=0: AT+DEVADDR, AT+NWKSKEY, AT+APPSKEY; no join).
+AT+SEND=port:hex sends an uplink (confirmed when AT+CFM=1, retried AT+RETY times without an ACK) with FCnt counting up
+per new uplink, opens RX1 (RX1 delay, same channel, DR - RX1DROffset) and RX2 (one second later, 869.525 MHz at the RX2
+DR), and reports +EVT:RX_1|RX_2:<rssi>:<snr>:UNICAST:<port>:<hex> for application data, then +EVT:TX_DONE (unconfirmed)
+or +EVT:SEND_CONFIRMED_OK / +EVT:SEND_CONFIRMED_FAILED. Frames, MICs and keys come from dos_codecs; the network's MAC
 commands are answered in the next uplink's FOpts (LinkADRReq with AT+ADR=1, RXParamSetupReq, RXTimingSetupReq,
 NewChannelReq, DevStatusReq, DutyCycleReq; LinkCheckAns becomes +EVT:LINKCHECK). Not emulated: duty-cycle limits,
 NbTrans > 1, ADRACKReq, Class B/C.
@@ -19,12 +19,12 @@ NbTrans > 1, ADRACKReq, Class B/C.
 P2P mode (AT+NWM=0): AT+P2P=freq:sf:bw:cr:preamble:txp (bw index 0/1/2 = 125/250/500 kHz, cr 0..3 = 4/5..4/8),
 AT+SYNCWORD (hex, 3444 = the public LoRaWAN 0x34, 1424 = private 0x12), AT+IQINVER, AT+PSEND=hex (+EVT:TXP2P DONE),
 AT+PRECV=ms (65534 continuous, 65535 one packet, 0 stop, else a window ending in +EVT:RXP2P RECEIVE TIMEOUT); every
-frame heard intact becomes +EVT:RXP2P:<rssi>:<snr>:<HEX>. With sync word 3444 and normal IQ on an uplink channel and SF it
-is a single-channel LoRaWAN receiver.
+frame heard intact becomes +EVT:RXP2P:<rssi>:<snr>:<HEX>. With sync word 3444 and normal IQ on an uplink channel and SF
+it is a single-channel LoRaWAN receiver.
 
 ATZ (or `reset()`, a power cut) reboots the module: every setting back to its factory value, no session, no receive
-mode, a boot banner; only the DevNonce counter survives (RUI3 keeps it in flash), so a host must configure it again.
-Bad input never raises: an unknown command, a bad value or a line too long gets its status line and is counted.
+mode, a boot banner; only the DevNonce counter survives (RUI3 keeps it in flash), so a host must configure it again. Bad
+input never raises: an unknown command, a bad value or a line too long gets its status line and is counted.
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 TCP to DOS_RIG (host:port) as board DOS_BOARD. Frames both ways: a 2-byte big-endian length, then the body. A request
 body starts with an op byte; pin writes, SPI writes, PWM settings and UART init/writes are fire-and-forget, everything
-else waits for its reply (a UART read until bytes came or its virtual deadline passed). Any failure inside a request (a KeyboardInterrupt too) closes the link, so a half-done request can never
-desynchronise it: the next request reconnects. Without DOS_RIG the link is disabled and machine/time stay the built-ins.
+else waits for its reply (a UART read until bytes came or its virtual deadline passed). Any failure inside a request (a
+KeyboardInterrupt too) closes the link, so a half-done request can never desynchronise it: the next request reconnects.
+Without DOS_RIG the link is disabled and machine/time stay the built-ins.
 """
 import os
 import socket

@@ -2,8 +2,8 @@
 lightsleep and idle acting on the rig's models of the board's hardware (MicroPython; only the built-ins when DOS_RIG is
 unset).
 
-Pin writes, SPI writes, PWM settings and UART writes are fire-and-forget; reads and transfers wait for the rig's reply. A
-UART read waits in virtual time (the board sleeps meanwhile) until bytes arrive or its `timeout` (ms) passed, as on a
+Pin writes, SPI writes, PWM settings and UART writes are fire-and-forget; reads and transfers wait for the rig's reply.
+A UART read waits in virtual time (the board sleeps meanwhile) until bytes arrive or its `timeout` (ms) passed, as on a
 real board. reset() asks the rig to reboot the board (the process ends, the rig starts it again and it boots main.py);
 deepsleep(ms) sleeps then resets.
 """
