@@ -16,67 +16,37 @@ class CborError(ValueError):
         self.reason = reason
 
 
-class Writer:
-    """Appends CBOR heads and simple values to a bytearray it owns and reuses, growing it only when an item does not
-    fit. Only what encode_reading() writes: unsigned and negative ints, true and false in a map."""
-
-    def __init__(self, size=64):
-        self.buf = bytearray(size)
-        self.pos = 0
-
-    def _room(self, count):
-        need = self.pos + count
-        if need > len(self.buf):
-            grown = bytearray(max(need, 2 * len(self.buf)))
-            grown[:self.pos] = memoryview(self.buf)[:self.pos]
-            self.buf = grown
-
-    def byte(self, value):
-        self._room(1)
-        self.buf[self.pos] = value
-        self.pos += 1
-
-    def head(self, major, n):
-        """Major type + argument in the shortest form."""
-        if n < 24:
-            self.byte(major << 5 | n)
-            return
-        if n < 0x100:
-            size, info = 1, 24
-        elif n < 0x10000:
-            size, info = 2, 25
-        elif n < 0x100000000:
-            size, info = 4, 26
-        elif n < 0x10000000000000000:
-            size, info = 8, 27
-        else:
-            raise CborError("int_too_big")
-        self._room(1 + size)
-        buf, pos = self.buf, self.pos
-        buf[pos] = major << 5 | info
-        for i in range(size, 0, -1):
-            buf[pos + i] = n & 0xFF
-            n >>= 8
-        self.pos = pos + 1 + size
-
-    def signed(self, value):
-        if value >= 0:
-            self.head(0, value)
-        else:
-            self.head(1, -1 - value)
-
-    def getvalue(self):
-        return bytes(memoryview(self.buf)[:self.pos])
+_MAX_ITEM = const(9)  # bytes of the longest head: initial byte + 8-byte argument
+_buffer = bytearray(64)  # reused for every payload; replaced by a larger one only for a message that might not fit
 
 
-_reading_writer = Writer(64)
+def _head(buf, pos, major, n):
+    """Write the head of major type `major` with argument `n` in its shortest form at buf[pos]; the position after."""
+    if n < 24:
+        buf[pos] = major << 5 | n
+        return pos + 1
+    if n < 0x100:
+        size, info = 1, 24
+    elif n < 0x10000:
+        size, info = 2, 25
+    elif n < 0x100000000:
+        size, info = 4, 26
+    elif n < 0x10000000000000000:
+        size, info = 8, 27
+    else:
+        raise CborError("int_too_big")
+    buf[pos] = major << 5 | info
+    for i in range(size, 0, -1):
+        buf[pos + i] = n & 0xFF
+        n >>= 8
+    return pos + 1 + size
 
 
 def encode_reading(kind, message, values):
     """(fport, payload) for `values` ({field name: engineering value}) of `message` of node `kind`.
 
-    Uses the generated table schema_v1.messages(kind): raw = round(value * factor), keys ascending, bools as CBOR bools. Fields
-    missing from `values` (or None) are left out. The payload is built in a reused buffer."""
+    Uses the generated table schema_v1.messages(kind): raw = round(value * factor), keys ascending, bools as CBOR
+    bools. Fields missing from `values` (or None) are left out. The payload is built in a reused buffer."""
     from schema_v1 import messages
 
     try:
@@ -91,19 +61,23 @@ def encode_reading(kind, message, values):
         for name in values:
             if not any(field[0] == name for field in fields):
                 raise CborError("unknown_field", name)
-    writer = _reading_writer
-    writer.pos = 0
-    writer.head(5, used)
+    global _buffer
+    need = _MAX_ITEM * (1 + 2 * used)  # the map head, then a key and a value per field, each at most _MAX_ITEM
+    if len(_buffer) < need:
+        _buffer = bytearray(need)
+    buf = _buffer
+    pos = _head(buf, 0, 5, used)
     for name, key, factor, code in fields:
         value = values.get(name)
         if value is None:
             continue
-        writer.head(0, key)
+        pos = _head(buf, pos, 0, key)
         if code == "b":
-            writer.byte(_TRUE if value else _FALSE)
+            buf[pos] = _TRUE if value else _FALSE
+            pos += 1
             continue
         raw = round(value * factor)
         if code == "u" and raw < 0:
             raise CborError("negative_uint", name)
-        writer.signed(raw)
-    return fport, writer.getvalue()
+        pos = _head(buf, pos, 0, raw) if raw >= 0 else _head(buf, pos, 1, -1 - raw)
+    return fport, bytes(memoryview(buf)[:pos])

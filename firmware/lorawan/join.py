@@ -1,7 +1,8 @@
-"""OTAA join for the sans-IO MAC (lorawan/mac.py): the JoinRequest, the JoinAccept (decryption, MIC check, session keys,
-RX settings, CFList) and the back-off after a failed attempt, with the join's crypto. The MAC imports it while it joins
-and unloads it once joined (modules.unload): a node joins once per boot, so its code need not stay in the heap. Part of
-the MAC, it reads and sets the Mac's state; the Mac ends the attempt (idle again) after open_join_accept or join_failed."""
+"""OTAA join for the sans-IO MAC (lorawan/mac.py): the JoinRequest, the JoinAccept (decryption, MIC check, session
+keys, RX settings, CFList) and the back-off after a failed attempt, with the join's crypto. The MAC imports it while it
+joins and unloads it once joined (modules.unload): a node joins once per boot, so its code need not stay in the heap.
+Part of the MAC, it reads and sets the Mac's state; the Mac ends the attempt (idle again) after open_join_accept or
+join_failed."""
 from cryptolib import aes
 from micropython import const
 

@@ -4,14 +4,16 @@ Inputs are method calls with the time they happen at (`now_ms`, any monotonic mi
 tx_done(), rx(), rx_timeout(), wake(). Each returns a list holding actions for the runner (Transmit, OpenRx, Wait) and
 events for the app (Sent, Downlink, LinkCheck, DeviceTime, Joined, JoinFailed, NotSent, RxIgnored, Done), in the order
 they happen. Frames are built, encrypted and MICed here; MAC commands in downlinks (lorawan/commands.py, loaded only
-while a downlink's commands are handled) are answered in the next new uplink's FOpts; RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
+while a downlink's commands are handled) are answered in the next new uplink's FOpts; RXParamSetupAns, RXTimingSetupAns
+and DlChannelAns repeat until a downlink arrives.
 
 Activation is ABP (activate_abp) or OTAA (set_otaa, then join(); lorawan/join.py, loaded while the node joins). Each
 join() is one attempt with a fresh DevNonce, which the Transmit carries so that the runner persists the next one before
-the JoinRequest leaves. A failed attempt gives JoinFailed with the earliest time of the next: the 1.0.4 join duty
-cycle (1 %, 0.1 % after an hour, 0.01 % after eleven hours of trying) or a random delay that doubles per failure,
-whichever is longer; every second failure lowers the join DR by one, and the session keeps the DR whose JoinRequest got through. The JoinNonce is not required to grow:
-1.0.4 does not ask it of a device, and a join server that lost its state could otherwise never join the node again.
+the JoinRequest leaves. A failed attempt gives JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle
+(1 %, 0.1 % after an hour, 0.01 % after eleven hours of trying) or a random delay that doubles per failure, whichever is
+longer; every second failure lowers the join DR by one, and the session keeps the DR whose JoinRequest got through. The
+JoinNonce is not required to grow: 1.0.4 does not ask it of a device, and a join server that lost its state could
+otherwise never join the node again.
 
 ADR: with `adr` on, uplinks carry the ADR bit; after ADR_ACK_LIMIT new frames without any downlink they set ADRACKReq,
 and every ADR_ACK_DELAY further frames step back: TX power to the default first, then one DR lower per step down to
