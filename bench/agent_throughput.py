@@ -3,8 +3,9 @@
 1. decode-only: frames/s through the session layer (parse, FCnt, MIC, decrypt, MAC bookkeeping, counter store), schema
    decode and the event JSON, without MQTT, on one core.
 2. end to end at QoS 1: the real agent process (`dos-edge agent run`) fed PUSH_DATA over UDP by a bench gateway that
-   answers PULL_RESPs with TX_ACKs, until `mosquitto_sub` (C) has printed every event; divided by a bare paho client
-   publishing the same JSON at the same max_inflight, and by `mosquitto_pub -q 1` (the broker's ceiling).
+   answers PULL_RESPs with TX_ACKs, until `mosquitto_sub` (C) has printed every event (events lost on the way are
+   counted and printed); divided by a bare paho client publishing the same JSON at the same max_inflight, and by
+   `mosquitto_pub -q 1` (the broker's ceiling).
 
 The devices are settled, as on a gateway that has run for a while: ADR converged (DR5, lowest power, NbTrans 1, a full
 SNR history), DevStatus answered shortly before the run (the next one is due after it), nothing pending. So no uplink of
@@ -41,8 +42,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from dos_agent.adr import MAX_HISTORY, MAX_TX_POWER_INDEX, UplinkRecord
 from dos_agent.events import SchemaBook, encode_event, uplink_event
-from dos_agent.mqtt_sink import DEFAULT_INFLIGHT
 from dos_agent.mac import DEFAULT_DEV_STATUS_EVERY, DevStatus, MacState
+from dos_agent.mqtt_sink import DEFAULT_INFLIGHT
 from dos_agent.registry import Registry
 from dos_agent.session import Reception, SessionLayer, Transmit, UplinkAccepted
 from dos_codecs.crypto import SessionKeys
@@ -102,14 +103,14 @@ def devices_for(frames: int) -> int:
     return max(len(READINGS), math.ceil(frames / UPLINKS_PER_DEVICE))
 
 
-def settled_mac_state(received_at: float) -> MacState:
+def settled_mac_state(dev_status_at: float) -> MacState:
     """The MAC state of a device that has run for a while: ADR converged at DR5 with the lowest power and NbTrans 1
     for the bench's SNR (ADR would change nothing), DevStatus answered at its last uplink, nothing pending."""
     history = tuple(UplinkRecord(fcnt, BENCH_SNR_DB, 1, 1)
                     for fcnt in range(SETTLED_FCNT - MAX_HISTORY + 1, SETTLED_FCNT + 1))
     return MacState(dr=5, tx_power_index=MAX_TX_POWER_INDEX, nb_trans=1, adr=True, history=history,
                     uplink_count=SETTLED_FCNT, last_fcnt=SETTLED_FCNT,
-                    dev_status=DevStatus(200, 20, received_at),
+                    dev_status=DevStatus(200, 20, dev_status_at),
                     dev_status_due=SETTLED_FCNT + DEFAULT_DEV_STATUS_EVERY)
 
 
@@ -260,9 +261,10 @@ class CSubscriber:
 
 
 def delivery_rate(events: list[tuple[float, str]]) -> float:
-    """Events per second between the first and the last receipt (start-up and pipeline fill left out)."""
-    span = events[-1][0] - events[0][0]
-    return (len(events) - 1) / span if span > 0 else math.inf
+    """Events per second between the first and the last receipt (start-up and pipeline fill left out); 0 for fewer
+    than two events."""
+    span = events[-1][0] - events[0][0] if len(events) >= 2 else 0.0
+    return (len(events) - 1) / span if span > 0 else 0.0
 
 
 # --- baselines: bare paho and mosquitto_pub ---------------------------------------------------------------------------
