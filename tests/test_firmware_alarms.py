@@ -159,8 +159,8 @@ def test_bridge_threshold_alarms_name_what_tripped_and_clear_only_below_the_hyst
     config = {**bridge_test.CONFIG, "calibration": {"strain_zero_ue": [0, 0, 0], "crack_mm_per_v": 5.0},
               "settings": {"strain_limit_ue": 500, "hysteresis_pct": 10}}
     radio = f"AckingRadio({acks(config['dev_addr'], 5)!r}, exit_on_send={len(STRAIN_SEQUENCE) + 3 + 1})"
-    code = ACKING_RADIO + bridge_test.APP_RUN % {"config": json.dumps(config), "counts_per_ue": bridge_test.COUNTS_PER_UE,
-                                                 "strain_ue": STRAIN_SEQUENCE, "radio": radio}
+    code = ACKING_RADIO + bridge_test.APP_RUN % {"config": json.dumps(config), "strain_ue": STRAIN_SEQUENCE,
+                                                 "counts_per_ue": bridge_test.COUNTS_PER_UE, "radio": radio}
     lines = parsed(run_firmware(code, cwd=tmp_path))
     sent = uplinks(lines, "bridge")
     # which reading each alarm went ahead of, and what it named
@@ -187,7 +187,8 @@ PRESENCE_MS = ((100_000, 110_000), (200_000, 205_000), (207_000, 209_000), (400_
 
 def levels(lines: list) -> list[tuple[int, int]]:
     """(virtual ms, lamp level %) at every dimmer write."""
-    return [(line["t_ms"], round(line["pwm"] * 100 / 65535)) for line in lines if isinstance(line, dict) and "pwm" in line]
+    return [(line["t_ms"], round(line["pwm"] * 100 / 65535))
+            for line in lines if isinstance(line, dict) and "pwm" in line]
 
 
 def level_at(changes: list[tuple[int, int]], t_ms: int) -> int:

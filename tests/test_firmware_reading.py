@@ -1,7 +1,7 @@
-"""cbor.encode_reading in micropython with the generated table firmware/schema_v1.py gives exactly the bytes of the CPython
-schema codec (dos_codecs.schema Schema.encode), and stays within its allocation budget; every kind's routine reading, as
-its app sends it (slow fields taking turns, apps.runtime.fit_reading), stays within 24 bytes, every field at its
-extreme included."""
+"""cbor.encode_reading in micropython with the generated table firmware/schema_v1.py gives exactly the bytes of the
+CPython schema codec (dos_codecs.schema Schema.encode), and stays within its allocation budget; every kind's routine
+reading, as its app sends it (slow fields taking turns, apps.runtime.fit_reading), stays within 24 bytes, every field
+at its extreme included."""
 from __future__ import annotations
 
 import json

@@ -123,7 +123,8 @@ run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
 
 
 def test_waste_app_reports_faster_near_full_and_at_once_after_an_emptying(tmp_path):
-    code = APP_RUN % {"config": json.dumps(CONFIG), "temperature": "21.4", "radio": "ScriptedRadio([], exit_on_send=19)"}
+    code = APP_RUN % {"config": json.dumps(CONFIG), "temperature": "21.4",
+                      "radio": "ScriptedRadio([], exit_on_send=19)"}
     output = run_firmware(code, cwd=tmp_path).splitlines()
     lines = [json.loads(line) if line.startswith("{") else line for line in output]
     text = [line for line in lines if isinstance(line, str)]

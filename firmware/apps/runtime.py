@@ -52,7 +52,7 @@ def battery_level(volts, empty_v, full_v):
 
 
 def over_limit(was_over, value, limit, hysteresis):
-    """Whether `value` is over `limit`, with hysteresis: it goes over above limit and back only below limit - hysteresis."""
+    """Whether `value` is over `limit`, with hysteresis: over above limit, and back only below limit - hysteresis."""
     return value > (limit - hysteresis if was_over else limit)
 
 

@@ -1,8 +1,9 @@
 """Waste container node: fill level from an ultrasonic range finder on the lid (MB7040, median of several pings) and the
 container geometry, temperature (TMP102), tilt (ADXL345) with emptying detection, battery (with a low flag); one reading
-over LoRaWAN every `interval_s`, every half of it once the container is fuller than `fast_fill_pct`. The tilt and the
-temperature are checked every `tilt_poll_s` between readings: tipped beyond `tip_deg` and back below `upright_deg` is one
-emptying, logged, and followed at once by a reading (the fill restarts from the empty container).
+over LoRaWAN every `interval_s`, every half of it once the container is fuller than `fast_fill_pct`. The tilt and
+the temperature are checked every `tilt_poll_s` between readings: tipped beyond `tip_deg` and back below
+`upright_deg` is one emptying, logged, and followed at once by a reading (the fill restarts from the empty
+container).
 
 Fire: a temperature over `fire_temp_c`, or a rise faster than `fire_rise_c_per_min` between two samples at least
 RATE_WINDOW_MS apart, starts a fire episode (it ends once the temperature is FIRE_HYSTERESIS_C under the limit and the
