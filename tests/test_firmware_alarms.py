@@ -157,9 +157,10 @@ STRAIN_SEQUENCE = [(100, 0, 0), (100, 800, 0), (100, 470, 0), (100, 900, 0), (10
 
 def test_bridge_threshold_alarms_name_what_tripped_and_clear_only_below_the_hysteresis(tmp_path):
     config = {**bridge_test.CONFIG, "calibration": {"strain_zero_ue": [0, 0, 0], "crack_mm_per_v": 5.0},
-              "settings": {"strain_limit_ue": 500, "hysteresis_pct": 10}}
+              "settings": {"strain_limit_ue": 500, "hysteresis_pct": 10, "strain_check_s": 0}}  # with readings only
     radio = f"AckingRadio({acks(config['dev_addr'], 5)!r}, exit_on_send={len(STRAIN_SEQUENCE) + 3 + 1})"
-    code = ACKING_RADIO + bridge_test.APP_RUN % {"config": json.dumps(config), "strain_ue": STRAIN_SEQUENCE,
+    sequence = "%r[min(read, %d) - 1]" % (STRAIN_SEQUENCE, len(STRAIN_SEQUENCE))
+    code = ACKING_RADIO + bridge_test.APP_RUN % {"config": json.dumps(config), "strain_ue": sequence,
                                                  "counts_per_ue": bridge_test.COUNTS_PER_UE, "radio": radio}
     lines = parsed(run_firmware(code, cwd=tmp_path))
     sent = uplinks(lines, "bridge")
@@ -174,6 +175,29 @@ def test_bridge_threshold_alarms_name_what_tripped_and_clear_only_below_the_hyst
     assert alarms == [(1, {"strain_2": 800}), (4, {"strain_3": -600}), (5, {"strain_2": 700})]
     text = [line for line in lines if isinstance(line, str)]
     assert any(line.startswith("alarm: strain_2=800 -> fcnt ") and line.endswith(" acked") for line in text), text
+
+
+VEHICLE_MS = (100_000, 112_000)  # a heavy vehicle on the span between two readings
+
+
+def test_bridge_strain_is_checked_between_readings_so_a_passing_vehicle_is_alarmed(tmp_path):
+    found = {}
+    for check_s in (5, 0):
+        config = {**bridge_test.CONFIG, "calibration": {"strain_zero_ue": [0, 0, 0], "crack_mm_per_v": 5.0},
+                  "settings": {"strain_limit_ue": 500, "strain_check_s": check_s}}
+        radio = f"AckingRadio({acks(config['dev_addr'], 2)!r}, exit_on_send=5)"
+        strain = "(0, 800, 0) if %d <= t_ms < %d else (0, 20, 0)" % VEHICLE_MS
+        code = ACKING_RADIO + bridge_test.APP_RUN % {"config": json.dumps(config), "strain_ue": strain,
+                                                     "counts_per_ue": bridge_test.COUNTS_PER_UE, "radio": radio}
+        folder = tmp_path / str(check_s)
+        folder.mkdir()
+        found[check_s] = uplinks(parsed(run_firmware(code, cwd=folder)), "bridge")
+    alarms = [u for u in found[5] if u["message"] == "alarm"]
+    assert [a["values"] for a in alarms] == [{"strain_2": 800}]
+    assert alarms[0]["confirmed"] and VEHICLE_MS[0] <= alarms[0]["start_ms"] <= VEHICLE_MS[1] + 3_000
+    readings = [u for u in found[5] if u["message"] == "reading"]
+    assert len(readings) == 3 and all(r["values"]["strain_2"] == 20 for r in readings), "no reading saw the vehicle"
+    assert [u["message"] for u in found[0]] == ["reading"] * 4, "checked with readings only, the vehicle goes unseen"
 
 
 # ---- streetlight: presence, night dimming, low battery

@@ -97,7 +97,12 @@ from fwtest import ScriptedRadio
 from lorawan.node import node_from_config
 from store import Store
 
-STRAIN_UE = %(strain_ue)r  # per read in turn, the last one from then on
+
+
+def strain_ue(t_ms, read):
+    '''The gauges' strain (3 channels) at t_ms, at the read-th read of the bank (from 1).'''
+    return %(strain_ue)s
+
 VIBRATION = (6.25, 20)  # Hz (bin 8 of 64 at 50 Hz), amplitude in counts
 
 
@@ -107,7 +112,7 @@ class FakeStrainAdcs:
 
     def read(self):
         self.reads += 1
-        return [round(s * %(counts_per_ue)r) for s in STRAIN_UE[min(self.reads, len(STRAIN_UE)) - 1]]
+        return [round(s * %(counts_per_ue)r) for s in strain_ue(time.ticks_ms(), self.reads)]
 
 
 class FakeI2C:
@@ -157,7 +162,7 @@ run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
 
 
 def test_bridge_app_reports_what_its_sensors_measured(tmp_path):
-    code = APP_RUN % {"config": json.dumps(CONFIG), "counts_per_ue": COUNTS_PER_UE, "strain_ue": [(250, -40, 10)],
+    code = APP_RUN % {"config": json.dumps(CONFIG), "counts_per_ue": COUNTS_PER_UE, "strain_ue": "(250, -40, 10)",
                       "radio": "ScriptedRadio([], exit_on_send=5)"}
     lines = run_firmware(code, cwd=tmp_path).splitlines()
     transmissions = [json.loads(line) for line in lines if line.startswith("{")]

@@ -6,13 +6,16 @@ as fit in 24 bytes (apps.runtime.fit_reading), taking turns: all eleven fields t
 
 Threshold alarms, checked with every reading: |strain| of a channel over `strain_limit_ue`, vibration RMS over
 `vibration_rms_limit`, vibration peak over `vibration_peak_limit`, |tilt - tilt at installation| over `tilt_limit`,
-crack width over `crack_limit`. Each check trips above its limit and clears only below limit - hysteresis_pct % of
-it; a check that trips starts an episode (apps.runtime.Episode): the "alarm" message names the tripped quantities with
-their values and goes at once as a confirmed uplink, before the reading, and with every reading until acknowledged.
+crack width over `crack_limit`; the strains also every `strain_check_s` between readings (a heavy vehicle crosses in
+seconds; the vibration window is only sampled with a reading). Each check trips above its limit and clears only below
+limit - hysteresis_pct % of it; a check that trips starts an episode (apps.runtime.Episode): the "alarm" message names
+the tripped quantities with their values and goes at once as a confirmed uplink, and with every reading until
+acknowledged.
 
 Settings (config "settings", interval_s at the top level; all also by the FPort 3 "config" downlink): interval_s (600),
 confirmed (false), battery_low_v (3.4), strain_limit_ue (500), vibration_rms_limit (0.1 g), vibration_peak_limit
-(0.3 g), tilt_limit (1.0°), crack_limit (1.0 mm), hysteresis_pct (10). Calibration (config "calibration"):
+(0.3 g), tilt_limit (1.0°), crack_limit (1.0 mm), hysteresis_pct (10); strain_check_s (10; 0: with readings only)
+only in config.json. Calibration (config "calibration"):
 strain_channels (3), strain_counts_per_ue (1073.74: quarter bridge, gauge factor 2, HX711 gain 128), strain_zero_ue
 ([0, 0, 0]: each channel's strain at installation, subtracted), tilt_zero_deg (0.0: the tilt at installation),
 crack_mm_per_v (10.0), battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
@@ -76,6 +79,7 @@ class Bridge:
     def __init__(self, board, config, store):
         self.settings = Settings(config, store, SETTINGS)
         calibration = section(config, "calibration")
+        self.strain_check_ms = int(number(section(config, "settings"), "strain_check_s", 10, 0, 3600) * 1000)
         self.channels = int(number(calibration, "strain_channels", 3, 0, 3, "calibration"))
         self.counts_per_ue = number(calibration, "strain_counts_per_ue", 1073.74, 0.001, 1e6, "calibration")
         zero = calibration.get("strain_zero_ue", [0] * self.channels)
@@ -91,11 +95,16 @@ class Bridge:
         self.thermometer = TMP102(board.i2c())
         self.accelerometer = ADXL345(board.i2c(), rate_hz=SAMPLE_RATE_HZ)
 
-    def reading(self):
+    def strains(self):
+        """{"strain_1": µε, ...} of the channels fitted."""
         values = {}
         if self.strain_adcs is not None:
             for i, ue in enumerate(strains(self.strain_adcs.read(), self.counts_per_ue, self.zero_ue)):
                 values["strain_%d" % (i + 1)] = ue
+        return values
+
+    def reading(self):
+        values = self.strains()
         mean_x, zs = self.accelerometer.window(WINDOW_SAMPLES)
         rms, peak, freq = vibration(zs, SAMPLE_RATE_HZ, floor=1 / COUNTS_PER_G)
         values.update(vibration_rms=rms, vibration_peak=peak, vibration_freq=freq, tilt=along_x_tilt(mean_x),
@@ -111,6 +120,14 @@ class Bridge:
             if name in values:
                 measured[name] = values[name]
         return self.thresholds.check(measured, self.settings.values)
+
+    def strain_check(self, now_ms):
+        """Between readings: (the "alarm" message's values, the episodes it reports) of the strain checks, and when to
+        check next (None: only with readings)."""
+        if self.strain_adcs is None or not self.strain_check_ms:
+            return {}, [], None
+        alarm, episodes = self.thresholds.check(self.strains(), self.settings.values)
+        return alarm, episodes, now_ms + self.strain_check_ms
 
     def handle(self, events):
         """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
@@ -133,7 +150,7 @@ def _alarm_line(alarm, events):
 
 def run(board, config, node, store):
     """The app's loop, forever: one reading per interval_s slot (apps.runtime.run_slots), a due threshold alarm
-    ahead of it; the slow fields take turns."""
+    ahead of it, the strains checked between readings; the slow fields take turns."""
     app = Bridge(board, config, store)
     settings = app.settings.values
     print_settings(app.settings, SETTINGS)
@@ -148,4 +165,10 @@ def run(board, config, node, store):
         sent, first_slow[0] = fit_reading(KIND, values, SLOW_FIELDS, first_slow[0])
         send_message(node, KIND, "reading", sent, settings["confirmed"], app.handle, lambda _v, e: _log_line(values, e))
 
-    run_slots(node, settings, step)
+    def between(now_ms):
+        alarm, episodes, next_ms = app.strain_check(now_ms)
+        if alarm:
+            send_alarm(node, KIND, alarm, episodes, app.handle, _alarm_line)
+        return next_ms
+
+    run_slots(node, settings, step, between)
