@@ -50,29 +50,6 @@ def strains(counts, counts_per_ue, zero_ue):
     return [round(c / counts_per_ue - zero) for c, zero in zip(counts, zero_ue)]
 
 
-class Thresholds:
-    """The threshold checks (CHECKS), each with its own episode."""
-
-    def __init__(self):
-        self.episodes = {}
-        for name, _limit in CHECKS:
-            self.episodes[name] = Episode()
-
-    def check(self, measured, settings):
-        """Feed {alarm field: value} (a check whose field is missing is left as it was); returns (the alarm's values,
-        the episodes it reports), the values empty when no alarm is due."""
-        alarm, due = {}, []
-        for name, limit_name in CHECKS:
-            if name not in measured:
-                continue
-            value, limit, episode = measured[name], settings[limit_name], self.episodes[name]
-            over = over_limit(episode.active, abs(value), limit, limit * settings["hysteresis_pct"] / 100)
-            if episode.update(over):
-                alarm[name] = value
-                due.append(episode)
-        return alarm, due
-
-
 class Bridge:
     """The bridge's sensors; reading() returns the values to report."""
 
@@ -89,7 +66,9 @@ class Bridge:
         self.tilt_zero_deg = number(calibration, "tilt_zero_deg", 0.0, -90, 90, "calibration")
         self.crack_mm_per_v = number(calibration, "crack_mm_per_v", 10.0, 0.001, 1000, "calibration")
         self.battery = Battery(board, calibration)
-        self.thresholds = Thresholds()
+        self.episodes = {}  # alarm field -> its Episode
+        for name, _limit in CHECKS:
+            self.episodes[name] = Episode()
         self.board = board
         self.strain_adcs = board.strain_adcs(self.channels) if self.channels else None
         self.thermometer = TMP102(board.i2c())
@@ -119,14 +98,28 @@ class Bridge:
         for name, _limit in CHECKS:
             if name in values:
                 measured[name] = values[name]
-        return self.thresholds.check(measured, self.settings.values)
+        return self.check(measured)
+
+    def check(self, measured):
+        """Feed {alarm field: value} to the threshold checks (a check whose field is missing is left as it was);
+        returns (the alarm's values, the episodes it reports), the values empty when no alarm is due."""
+        settings = self.settings.values
+        alarm, due = {}, []
+        for name, limit_name in CHECKS:
+            if name in measured:
+                value, limit, episode = measured[name], settings[limit_name], self.episodes[name]
+                over = over_limit(episode.active, abs(value), limit, limit * settings["hysteresis_pct"] / 100)
+                if episode.update(over):
+                    alarm[name] = value
+                    due.append(episode)
+        return alarm, due
 
     def strain_check(self, now_ms):
         """Between readings: (the "alarm" message's values, the episodes it reports) of the strain checks, and when to
         check next (None: only with readings)."""
         if self.strain_adcs is None or not self.strain_check_ms:
             return {}, [], None
-        alarm, episodes = self.thresholds.check(self.strains(), self.settings.values)
+        alarm, episodes = self.check(self.strains())
         return alarm, episodes, now_ms + self.strain_check_ms
 
     def handle(self, events):
