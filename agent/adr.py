@@ -25,6 +25,7 @@ more than `LOSS_MAX_GAP` is an outage or a counter skip after a reboot (which re
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,16 +87,24 @@ def tx_power_dbm(tx_power_index: int) -> int:
     return MAX_EIRP_DBM - TX_POWER_STEP_DB * tx_power_index
 
 
+_nb_trans_of = operator.attrgetter("nb_trans")
+_fcnt_of = operator.attrgetter("fcnt")
+_snr_of = operator.attrgetter("snr")
+
+
 def packet_loss_ratio(history: Sequence[UplinkRecord], nb_trans: int) -> float | None:
     """Share of FCnts missing among the trailing uplinks sent with `nb_trans`; None for fewer than LOSS_MIN_UPLINKS."""
-    tail: list[int] = []
-    for record in reversed(history):
-        if record.nb_trans != nb_trans:
-            break
-        tail.append(record.fcnt)
-    fcnts = sorted(set(tail))
+    nb_transes = list(map(_nb_trans_of, history))
+    start = 0
+    if nb_transes.count(nb_trans) != len(nb_transes):  # else every record is of the tail (the common case)
+        start = len(nb_transes)
+        while start and nb_transes[start - 1] == nb_trans:
+            start -= 1
+    fcnts = sorted(set(map(_fcnt_of, history[start:])))
     if len(fcnts) < LOSS_MIN_UPLINKS:
         return None
+    if fcnts[-1] - fcnts[0] == len(fcnts) - 1:  # consecutive: nothing lost
+        return 0.0
     lost = 0
     for previous, current in zip(fcnts, fcnts[1:]):
         gap = current - previous - 1
@@ -128,10 +137,10 @@ def adr_decision(
         raise ValueError(f"TX power index {tx_power_index} is not 0..{MAX_TX_POWER_INDEX}")
     if not 1 <= nb_trans <= 15:
         raise ValueError(f"NbTrans {nb_trans} is not 1..15")
-    history = list(history)[-MAX_HISTORY:]
+    history = history[-MAX_HISTORY:]
     if not history or not 0 <= dr <= ADR_MAX_DR:
         return None
-    snr_max = max(record.snr for record in history)
+    snr_max = max(map(_snr_of, history))
     steps = math.floor((snr_max - REQUIRED_SNR_DB[dr] - margin_db) / STEP_DB)
     new_dr, new_power = dr, tx_power_index
     remaining = steps

@@ -35,8 +35,9 @@ GPS time (epoch 1980-01-06 00:00:00 UTC, 18 leap seconds ahead of UTC since 2017
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from dos_codecs.errors import FrameError
@@ -239,6 +240,20 @@ class MacState:
             raise ValueError(f"MAC state does not load: {exc}") from exc
 
 
+_STATE_FIELDS = tuple(f.name for f in fields(MacState))
+_STATE_INDEX = {name: index for index, name in enumerate(_STATE_FIELDS)}
+_state_values = operator.attrgetter(*_STATE_FIELDS)
+
+
+def evolve(state: MacState, **changes: Any) -> MacState:
+    """`state` with `changes`: `dataclasses.replace` without its per-field checks (every MacState field is an init
+    field), a third of its cost on the per-uplink path."""
+    values = list(_state_values(state))
+    for name, value in changes.items():
+        values[_STATE_INDEX[name]] = value
+    return MacState(*values)
+
+
 def _int(value: Any, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ValueError(f"MAC state {name} {value!r} is not an int")
@@ -301,7 +316,7 @@ def _state_from_dict(cls: type[MacState], data: dict[str, Any]) -> MacState:
         check = data["link_check"]
         values["link_check"] = LinkCheck(_int(check["margin"], "margin"), _int(check["gw_count"], "gw_count"),
                                          _number(check.get("time", 0.0), "link_check time"))
-    return replace(defaults, **values)
+    return evolve(defaults, **values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +415,7 @@ class MacLayer:
         node's requests again: answers to the network's requests were taken from its first copy. A FCnt below the
         last one means the node lost its state (an accepted counter reset): the MAC state starts over."""
         if state.last_fcnt is not None and info.fcnt < state.last_fcnt:
-            state = replace(MacState(), dev_status=state.dev_status)
+            state = evolve(MacState(), dev_status=state.dev_status)
         repeat = state.last_fcnt == info.fcnt
         answers: list[MacCommand] = []
         events: list[dict[str, Any]] = []
@@ -411,7 +426,7 @@ class MacLayer:
                 margin = link_margin_db(info.best_snr, info.dr)
                 gw_count = min(255, info.gateway_count)
                 answers.append(LinkCheckAns(margin, gw_count))
-                state = replace(state, link_check=LinkCheck(margin, gw_count, info.time_unix))
+                state = evolve(state, link_check=LinkCheck(margin, gw_count, info.time_unix))
                 if not repeat:
                     events.append(_mac_event("LinkCheckReq", "answered", margin=margin, gw_count=gw_count))
             elif isinstance(command, DeviceTimeReq):
@@ -425,8 +440,7 @@ class MacLayer:
         if repeat:
             state = _refresh_last_record(state, info)
         else:
-            state = replace(state, pending=tuple(pending))
-            state = self._record_uplink(state, info, events)
+            state = self._record_uplink(state, info, pending, events)
         return MacResult(answers, events, state, downlink_required)
 
     def _apply_answer(
@@ -442,7 +456,7 @@ class MacLayer:
         if isinstance(answer, DevStatusAns):
             _take(pending, DevStatusReq)
             events.append(_dev_status_event(answer))
-            return replace(
+            return evolve(
                 state, dev_status=DevStatus(answer.battery, answer.margin, info.time_unix),
                 dev_status_due=state.uplink_count + 1 + self.dev_status_every,
             )
@@ -459,8 +473,11 @@ class MacLayer:
         events.append(_mac_event(request.name, "applied" if accepted else "rejected", **details))
         return _apply_request(state, request) if accepted else state
 
-    def _record_uplink(self, state: MacState, info: UplinkInfo, events: list[dict[str, Any]]) -> MacState:
-        """Count a new uplink, add it to the ADR history, and drop requests that ran out of attempts."""
+    def _record_uplink(
+        self, state: MacState, info: UplinkInfo, pending: list[PendingRequest], events: list[dict[str, Any]]
+    ) -> MacState:
+        """Count a new uplink, add it to the ADR history, and keep the `pending` requests (those still unanswered)
+        that have attempts left."""
         history = state.history
         if info.best_snr is not None:
             record = UplinkRecord(info.fcnt, info.best_snr, info.gateway_count, state.nb_trans)
@@ -468,7 +485,7 @@ class MacLayer:
         count = state.uplink_count + 1
         kept = []
         dev_status_due = state.dev_status_due
-        for request in state.pending:
+        for request in pending:
             if count - request.sent_uplink >= self.resend_after_uplinks and request.attempts >= self.max_attempts:
                 events.append(_mac_event(request.command.name, "no_answer", request=request.command.to_dict(),
                                          attempts=request.attempts))
@@ -476,7 +493,7 @@ class MacLayer:
                     dev_status_due = count + self.dev_status_every
             else:
                 kept.append(request)
-        return replace(
+        return evolve(
             state, dr=info.dr, adr=info.adr, adr_ack_req=info.adr_ack_req, history=history, uplink_count=count,
             last_fcnt=info.fcnt, pending=tuple(kept), dev_status_due=dev_status_due,
         )
@@ -536,7 +553,7 @@ class MacLayer:
                     del pending[index]
                     break
             pending.append(PendingRequest(command, state.uplink_count, time_unix, attempts))
-        return replace(state, pending=tuple(pending), queued=tuple(queued))
+        return evolve(state, pending=tuple(pending), queued=tuple(queued))
 
     def enqueue(self, state: MacState, command: MacCommand) -> MacState:
         """Ask for a request (RXParamSetupReq, NewChannelReq, ...) to go out with the next downlink; a queued request
@@ -545,7 +562,7 @@ class MacLayer:
             raise TypeError(f"{type(command).__name__} is not a request the network sends")
         build_mac_command(command)
         queued = [c for c in state.queued if not _same_slot(c, command)] + [command]
-        return replace(state, queued=tuple(queued))
+        return evolve(state, queued=tuple(queued))
 
 
 _REQUEST_OF_ANSWER: dict[type[MacCommand], type[MacCommand]] = {
@@ -570,7 +587,7 @@ def _apply_request(state: MacState, request: MacCommand) -> MacState:
     """The state once the node has acknowledged `request`."""
     if isinstance(request, LinkADRReq):
         ch_mask = request.ch_mask if request.ch_mask_cntl == 0 else _mask_of(state.channels)
-        return replace(
+        return evolve(
             state,
             dr=state.dr if request.data_rate == 0x0F else request.data_rate,
             tx_power_index=state.tx_power_index if request.tx_power == 0x0F else request.tx_power,
@@ -578,20 +595,20 @@ def _apply_request(state: MacState, request: MacCommand) -> MacState:
             nb_trans=request.nb_trans or state.nb_trans,
         )
     if isinstance(request, RXParamSetupReq):
-        return replace(state, rx1_dr_offset=request.rx1_dr_offset, rx2_dr=request.rx2_data_rate,
+        return evolve(state, rx1_dr_offset=request.rx1_dr_offset, rx2_dr=request.rx2_data_rate,
                        rx2_frequency_hz=request.frequency_hz)
     if isinstance(request, RXTimingSetupReq):
-        return replace(state, rx_delay_s=request.delay or 1)
+        return evolve(state, rx_delay_s=request.delay or 1)
     if isinstance(request, DutyCycleReq):
-        return replace(state, max_duty_cycle=request.max_duty_cycle)
+        return evolve(state, max_duty_cycle=request.max_duty_cycle)
     assert isinstance(request, NewChannelReq)
     others = tuple(c for c in state.channels if c.index != request.ch_index)
     bit = 1 << request.ch_index
     if request.frequency_hz == 0:
-        return replace(state, channels=others, ch_mask=state.ch_mask & ~bit)
+        return evolve(state, channels=others, ch_mask=state.ch_mask & ~bit)
     channel = Channel(request.ch_index, request.frequency_hz, request.min_dr, request.max_dr)
     channels = tuple(sorted(others + (channel,), key=lambda c: c.index))
-    return replace(state, channels=channels, ch_mask=state.ch_mask | bit)
+    return evolve(state, channels=channels, ch_mask=state.ch_mask | bit)
 
 
 def _refresh_last_record(state: MacState, info: UplinkInfo) -> MacState:
@@ -600,7 +617,7 @@ def _refresh_last_record(state: MacState, info: UplinkInfo) -> MacState:
         return state
     last = state.history[-1]
     better = replace(last, snr=max(last.snr, info.best_snr), gateway_count=max(last.gateway_count, info.gateway_count))
-    return replace(state, history=state.history[:-1] + (better,))
+    return evolve(state, history=state.history[:-1] + (better,))
 
 
 def _dev_status_event(answer: DevStatusAns) -> dict[str, Any]:
