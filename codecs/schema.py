@@ -92,6 +92,15 @@ class Message:
     fields: tuple[Field, ...]
     by_key: dict[int, Field] = field(repr=False, compare=False)
     by_name: dict[str, Field] = field(repr=False, compare=False)
+    #: key -> (field, name, the Python type of its raw values, unsigned, divisor, multiplier, min, max, unit): what
+    #: `Schema.decode` reads per value
+    decode_table: dict[int, tuple] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        table = {spec.key: (spec, spec.name, bool if spec.type == "bool" else int, spec.type == "uint", spec.divisor,
+                            spec.multiplier, spec.min, spec.max, spec.unit)
+                 for spec in self.fields}
+        object.__setattr__(self, "decode_table", table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +122,11 @@ class Schema:
     version: int
     title: str
     messages: tuple[Message, ...]
+    #: (fport, direction) -> message
+    by_port: dict[tuple[int, str], Message] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_port", {(m.fport, m.direction): m for m in self.messages})
 
     def message(self, name: str) -> Message:
         """The message called `name`; PayloadError 'unknown_message' if there is none."""
@@ -133,24 +147,29 @@ class Schema:
     def decode(self, fport: int, payload: bytes, direction: str = "up") -> Decoded:
         """Decode a plaintext FRMPayload. Malformed CBOR, a non-map, trailing bytes, non-int keys, a value of the
         wrong type or an unknown FPort raise PayloadError; unknown keys and out-of-range values give warnings."""
-        message = self.message_for_fport(fport, direction)
+        message = self.by_port.get((fport, direction)) or self.message_for_fport(fport, direction)
         raw_map = _load_cbor_map(bytes(payload))
+        table = message.decode_table
         readings: dict[str, dict[str, object]] = {}
         warnings: list[str] = []
         for key in sorted(raw_map):
             raw = raw_map[key]
-            spec = message.by_key.get(key)
-            if spec is None:
+            row = table.get(key)
+            if row is None:
                 warnings.append(f"unknown key {key} ignored")
                 continue
-            if not spec.raw_type_ok(raw):
+            spec, name, raw_type, unsigned, divisor, multiplier, low, high, unit = row
+            if (type(raw) is not raw_type or (unsigned and raw < 0)) and not spec.raw_type_ok(raw):
                 raise PayloadError(
-                    "bad_value_type", f"{spec.name} (key {key}) is {type(raw).__name__} {_short(raw)}, not {spec.type}"
+                    "bad_value_type", f"{name} (key {key}) is {type(raw).__name__} {_short(raw)}, not {spec.type}"
                 )
-            value = spec.value_of(raw)
-            if spec.type != "bool" and not spec.in_range(value):
-                warnings.append(f"{spec.name} = {value}{spec.unit_suffix} is out of range [{spec.min}, {spec.max}]")
-            readings[spec.name] = {"value": value, "unit": spec.unit}
+            if raw_type is bool:
+                value = raw
+            else:
+                value = raw / divisor if divisor is not None else raw * multiplier if multiplier is not None else raw
+                if not low <= value <= high:
+                    warnings.append(f"{name} = {value}{spec.unit_suffix} is out of range [{low}, {high}]")
+            readings[name] = {"value": value, "unit": unit}
         return Decoded(self.kind, self.version, message.name, readings, warnings)
 
     def encode(self, message_name: str, values: dict[str, int | float | bool]) -> bytes:

@@ -1,10 +1,12 @@
 """The agent's decode fast path keeps the meaning of the slow one: the struct-based data frame parse agrees with the
-construct layout on any bytes, and the session layer's deferred MAC state writes lose nothing it must keep."""
+construct layout on any bytes, the table-driven payload decode agrees with the schema's field definitions on any map,
+and the session layer's deferred MAC state writes lose nothing it must keep."""
 
 from __future__ import annotations
 
 import json
 
+import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_codecs_lorawan import data_frames
@@ -13,9 +15,10 @@ from dos_agent.mac import MacState
 from dos_agent.registry import Registry
 from dos_agent.session import MAC_STATE_WRITE_EVERY, Reception, SessionLayer, Transmit, UplinkAccepted
 from dos_codecs.crypto import SessionKeys
-from dos_codecs.errors import FrameError
+from dos_codecs.errors import FrameError, PayloadError
 from dos_codecs.mac_commands import DevStatusAns, build_mac_commands
 from dos_codecs.lorawan import DataFrame, MType, build_data_frame, parse_data_frame_construct, parse_phy
+from dos_codecs.schema import available_kinds, load_schema
 
 NWK, APP = bytes(range(16)), bytes(range(16, 32))
 RECEPTION = Reception(gateway_eui="aa555a0000000101", tmst=1, freq=868_100_000, sf=7, bw=125_000, rssi=-70, snr=8.5)
@@ -43,6 +46,38 @@ def test_fast_parse_equals_the_construct_parse_of_any_frame(frame: DataFrame) ->
 def test_fast_parse_equals_the_construct_parse_of_any_bytes(body: bytes, mhdr: int) -> None:
     phy = bytes((mhdr,)) + body
     assert outcome(parse_phy, phy) == outcome(parse_data_frame_construct, phy)
+
+
+def reference_decode(kind: str, raw_map: dict) -> object:
+    """What each field's own definition (`Field.raw_type_ok`, `value_of`, `in_range`) makes of a map's values, in key
+    order: (readings, warnings), or the reason of the first value of the wrong type."""
+    message = load_schema(kind).message_for_fport(1)
+    readings, warnings = {}, []
+    for key in sorted(raw_map):
+        spec = message.by_key.get(key)
+        if spec is None:
+            warnings.append(f"unknown key {key} ignored")
+            continue
+        if not spec.raw_type_ok(raw_map[key]):
+            return "bad_value_type"
+        value = spec.value_of(raw_map[key])
+        if spec.type != "bool" and not spec.in_range(value):
+            warnings.append(f"{spec.name} = {value}{spec.unit_suffix} is out of range [{spec.min}, {spec.max}]")
+        readings[spec.name] = {"value": value, "unit": spec.unit}
+    return readings, warnings
+
+
+@settings(max_examples=200)
+@given(st.sampled_from(available_kinds()),
+       st.dictionaries(st.integers(0, 24), st.booleans() | st.integers(-2**40, 2**40), max_size=12))
+def test_table_decode_equals_the_field_definitions_on_any_map(kind: str, raw_map: dict) -> None:
+    try:
+        decoded = load_schema(kind).decode(1, cbor2.dumps(raw_map, canonical=True))
+    except PayloadError as exc:
+        fast = exc.reason
+    else:
+        fast = decoded.readings, decoded.warnings
+    assert fast == reference_decode(kind, raw_map)
 
 
 def uplink_outputs(session: SessionLayer, fcnt: int, fopts: bytes = b"") -> list:
