@@ -1,11 +1,12 @@
 """Install the firmware on a board over its serial port with mpremote, exactly as a technician does.
 
-Which files a board gets is written in `firmware/manifest.toml`: the core, the board's files, the node kind's files.
-Every module but `main.py` is precompiled with mpy-cross to `.mpy` (the board then never runs its compiler, whose parse
-trees would not fit a small heap; `precompile=False` copies the sources instead), and the other form of each module is
-removed from the board, since MicroPython imports `x.py` before `x.mpy`. The device config (`config.json`, which holds
-the keys) is staged in a private 0600 file and copied with the rest; then the board is reset and boots `main.py`.
-Works the same against a real board (/dev/ttyUSB0) and an emulated one (the rig's link).
+Which files a board gets is written in `firmware/manifest.toml`: the core, the board's files, the node kind's files;
+its payload schema table is generated for its node kind alone. Every module but `main.py` is precompiled with mpy-cross
+to `.mpy` (the board then never runs its compiler, whose parse trees would not fit a small heap; `precompile=False`
+copies the sources instead), and the other form of each module is removed from the board, since MicroPython imports
+`x.py` before `x.mpy`. The device config (`config.json`, which holds the keys) is staged in a private 0600 file and
+copied with the rest; then the board is reset and boots `main.py`. Works the same against a real board (/dev/ttyUSB0)
+and an emulated one (the rig's link).
 """
 from __future__ import annotations
 
@@ -20,8 +21,13 @@ import tomllib
 from pathlib import Path
 from typing import Callable
 
+from dos_codecs.firmware_table import render_firmware_table
+
 FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware"
 SOURCE_ONLY = ("main.py",)  # what the board runs from source: main.py is the file a technician reads on the board
+# The payload schema table: firmware/ holds every kind's (firmware tests run it there); a board gets it generated for
+# its own node kind alone, so the node keeps no other kind's fields in its heap.
+KIND_TABLE = "schema_v1.py"
 
 
 class InstallError(RuntimeError):
@@ -89,17 +95,24 @@ def compile_module(source: Path, rel: str) -> bytes:
 def stage_firmware(board: str, kind: str, stage: Path, *, precompile: bool = True,
                    firmware_dir: Path = FIRMWARE_DIR) -> list[str]:
     """Write the files a `board` running the `kind` app gets into the folder `stage`, laid out as on the board: every
-    module but main.py as .mpy when `precompile`, else as source. Returns their paths relative to `stage`."""
+    module but main.py as .mpy when `precompile`, else as source; the schema table (KIND_TABLE) generated for `kind`
+    alone. Returns their paths relative to `stage`."""
     staged = []
     for rel in firmware_files(board, kind, firmware_dir):
         target = rel
         if precompile and rel.endswith(".py") and rel not in SOURCE_ONLY:
             target = rel[:-3] + ".mpy"
         (stage / target).parent.mkdir(parents=True, exist_ok=True)
-        if target == rel:
-            shutil.copy2(firmware_dir / rel, stage / rel)
-        else:
-            (stage / target).write_bytes(compile_module(firmware_dir / rel, rel))
+        source = firmware_dir / rel
+        if rel == KIND_TABLE:
+            source = stage / rel
+            source.write_text(render_firmware_table(kinds=[kind]), encoding="utf-8")
+        if target != rel:
+            (stage / target).write_bytes(compile_module(source, rel))
+            if rel == KIND_TABLE:
+                source.unlink()  # the generated source: only the .mpy goes to the board
+        elif source != stage / rel:
+            shutil.copy2(source, stage / rel)
         staged.append(target)
     return staged
 

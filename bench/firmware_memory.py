@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from dos_agent.firmware_install import node_kinds, stage_firmware  # noqa: E402
+from dos_agent.firmware_install import FIRMWARE_DIR, compile_module, node_kinds, stage_firmware  # noqa: E402
 from firmware_support import MicroPythonError, run_micropython  # noqa: E402
 from test_firmware_memory import ENCODE_RUN, install, memory_run, worst_case  # noqa: E402
 
@@ -138,9 +138,10 @@ def main() -> None:
     kinds = node_kinds()
     with tempfile.TemporaryDirectory(prefix="bench-fw-") as scratch:
         root = Path(scratch)
-        firmware = install(root / "memory")
+        installed = {kind: install(root / kind, kind) for kind in kinds}
         print(f"1. heap high-water per app (smallest -X heapsize that completes the run; goal {HEAP_GOAL_KIB} KiB)")
         for kind in kinds:
+            firmware = installed[kind]
             needed = smallest_heap_kib(kind, firmware)
             if needed is None:
                 print(f"   {kind:12} does not complete even in {HEAP_RANGE_KIB[1]} KiB  MISSED")
@@ -154,7 +155,8 @@ def main() -> None:
 
         print("   heap each module adds when imported (streetlight node, load order):")
         names = LOAD_ORDER + NOW_AND_THEN
-        out = run_micropython(IMPORT_RUN % {"names": names}, path=[""], cwd=firmware, heap="2M").split()
+        out = run_micropython(IMPORT_RUN % {"names": names}, path=[""], cwd=installed["streetlight"],
+                              heap="2M").split()
         sizes = {name: int(size) for name, size in zip(out[::2], out[1::2])}
         total = sum(sizes[name] for name in LOAD_ORDER)
         for name in sorted(LOAD_ORDER, key=lambda name: -sizes[name]):
@@ -164,8 +166,11 @@ def main() -> None:
         print(f"   while loaded (now and then): {loaded}")
 
         print(f"2. bytes allocated per cbor.encode_reading, worst-case message (goal <= {ENCODE_GOAL_BYTES} B)")
-        cases = [(kind, name, values) for kind in kinds for name, values in worst_case(kind).items()]
-        out = run_micropython(ENCODE_RUN % {"cases": cases}, path=[firmware], cwd=root, heap="2M").splitlines()
+        out = []
+        for kind in kinds:
+            cases = [(kind, name, values) for name, values in worst_case(kind).items()]
+            out += run_micropython(ENCODE_RUN % {"cases": cases}, path=[""], cwd=installed[kind],
+                                   heap="2M").splitlines()
         for line in out:
             kind, name, _fport, payload, used = line.split()
             print(f"   {kind + '/' + name:24} {int(used):4d} B for a {len(payload) // 2}-byte payload"
@@ -176,6 +181,8 @@ def main() -> None:
         timing = root / "timing"  # the firmware alone: the real `time`, not the tests' virtual clock
         for kind in kinds:
             stage_firmware("emu", kind, timing)
+        # one process encodes every kind: the repository's table of every kind in place of the last kind's own
+        (timing / "schema_v1.mpy").write_bytes(compile_module(FIRMWARE_DIR / "schema_v1.py", "schema_v1.py"))
         readings = [(kind, worst_case(kind)["reading"]) for kind in kinds]
         out = run_micropython(TIMING_RUN % {"n": args.n, "rounds": ROUNDS, "cases": readings}, path=[timing],
                               cwd=root, heap="2M").splitlines()

@@ -45,12 +45,12 @@ def _head(buf, pos, major, n):
 def encode_reading(kind, message, values):
     """(fport, payload) for `values` ({field name: engineering value}) of `message` of node `kind`.
 
-    Uses the generated table schema_v1.messages(kind): raw = round(value * factor), keys ascending, bools as CBOR
+    Uses the generated table schema_v1.MESSAGES: raw = round(value * factor), keys ascending, bools as CBOR
     bools. Fields missing from `values` (or None) are left out. The payload is built in a reused buffer."""
-    from schema_v1 import messages
+    from schema_v1 import MESSAGES
 
     try:
-        fport, fields = messages(kind)[message]
+        fport, fields = MESSAGES[kind][message]
     except KeyError:
         raise CborError("unknown_message", kind + "/" + message) from None
     used = 0

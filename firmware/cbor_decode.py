@@ -127,9 +127,9 @@ def decode_message(kind, fport, payload):
     """(message name, {field name: value}, [unknown keys]) of a downlink `payload` on `fport` for node `kind`, through
     the generated table: value = raw / factor (the raw int itself when factor is 1), bools as bools. CborError for
     malformed CBOR, a non-map, an FPort the kind has no message for, or a value of the wrong type."""
-    from schema_v1 import KINDS, messages
+    from schema_v1 import MESSAGES
 
-    for name, (port, fields) in (messages(kind) if kind in KINDS else {}).items():
+    for name, (port, fields) in MESSAGES.get(kind, {}).items():
         if port == fport:
             break
     else:

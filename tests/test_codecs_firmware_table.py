@@ -1,5 +1,5 @@
-"""The firmware's generated encoder table: no drift from the schema files, and it means the same in real MicroPython
-(each kind's table as messages(kind) parses it)."""
+"""The firmware's generated encoder table: no drift from the schema files, and it means the same in real MicroPython;
+the table the installer stages for one node kind holds that kind alone."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import cbor2
 
+from dos_agent.firmware_install import KIND_TABLE, stage_firmware
 from dos_codecs.firmware_table import encoder_factor, render_firmware_table
 from dos_codecs.schema import available_kinds, load_schema
+from firmware_support import run_micropython
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "firmware" / "schema_v1.py"
@@ -59,11 +61,10 @@ def test_table_runs_in_micropython_and_encodes_like_the_schema() -> None:
         f"cases = json.loads({json.dumps(cases)!r})\n"
         "out = []\n"
         "for kind, message, name, value, raw in cases:\n"
-        "    for fname, key, factor, code in schema_v1.messages(kind)[message][1]:\n"
+        "    for fname, key, factor, code in schema_v1.MESSAGES[kind][message][1]:\n"
         "        if fname == name:\n"
         "            out.append(value if code == 'b' else round(value * factor))\n"
-        "table = {kind: schema_v1.messages(kind) for kind in schema_v1.KINDS}\n"
-        "print(json.dumps([schema_v1.VERSION, table, out]))\n"
+        "print(json.dumps([schema_v1.VERSION, schema_v1.MESSAGES, out]))\n"
     )
     result = subprocess.run(
         [str(MICROPYTHON), "-c", script],
@@ -77,3 +78,17 @@ def test_table_runs_in_micropython_and_encodes_like_the_schema() -> None:
     assert version == 1
     assert table == expected_table
     assert raws == [case[4] for case in cases]
+
+
+def test_a_board_gets_the_table_of_its_own_kind_alone(tmp_path: Path) -> None:
+    full = subprocess.run([str(MICROPYTHON), "-c", "import json, schema_v1\nprint(json.dumps(schema_v1.MESSAGES))"],
+                          capture_output=True, text=True, timeout=30, cwd=TABLE.parent)
+    assert full.returncode == 0, full.stderr
+    every_kind = json.loads(full.stdout)
+    assert sorted(every_kind) == available_kinds(1)
+    for kind in available_kinds(1):
+        stage = tmp_path / kind
+        staged = stage_firmware("emu", kind, stage)
+        assert KIND_TABLE[:-3] + ".mpy" in staged
+        out = run_micropython("import json, schema_v1\nprint(json.dumps(schema_v1.MESSAGES))", path=[""], cwd=stage)
+        assert json.loads(out) == {kind: every_kind[kind]}

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from dos_agent.firmware_install import FIRMWARE_DIR, InstallError, firmware_files, node_kinds, stage_firmware
+from dos_agent.firmware_install import (FIRMWARE_DIR, KIND_TABLE, InstallError, firmware_files, node_kinds,
+                                       stage_firmware)
+from dos_codecs.firmware_table import render_firmware_table
 from firmware_support import run_micropython
 
 MPY_MAGIC = ord("M")
@@ -36,7 +38,9 @@ def test_every_module_but_main_is_staged_as_mpy_and_imports(kind, tmp_path):
 def test_without_precompile_the_sources_are_staged(tmp_path):
     staged = stage_firmware("emu", "streetlight", tmp_path, precompile=False)
     assert staged == firmware_files("emu", "streetlight")
-    assert all((tmp_path / rel).read_bytes() == (FIRMWARE_DIR / rel).read_bytes() for rel in staged)
+    assert all((tmp_path / rel).read_bytes() == (FIRMWARE_DIR / rel).read_bytes() for rel in staged if rel != KIND_TABLE)
+    # the schema table is the streetlight's alone (the repository's holds every kind)
+    assert (tmp_path / KIND_TABLE).read_text() == render_firmware_table(kinds=["streetlight"])
 
 
 def copy_of_firmware(folder):

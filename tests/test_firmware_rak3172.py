@@ -250,15 +250,18 @@ def lorawan_modem(options=None):
 
 
 @pytest.fixture(scope="module")
-def rak_firmware(tmp_path_factory) -> Path:
-    folder = install(tmp_path_factory.mktemp("fw-rak-mpy"))
+def rak_firmware(tmp_path_factory) -> dict[str, Path]:
+    """kind -> a folder with the kind's firmware for a RAK3172 board (each board gets its own kind's schema table)."""
+    folders = {}
     for kind in node_kinds():
+        folder = install(tmp_path_factory.mktemp("fw-rak-" + kind), kind)
         stage_firmware("emu_rak3172", kind, folder)
-    source = folder / "boards" / "memtest_rak.py"
-    source.write_text(MEMTEST_RAK_BOARD)
-    (folder / "boards" / "memtest_rak.mpy").write_bytes(compile_module(source, "boards/memtest_rak.py"))
-    source.unlink()
-    return folder
+        source = folder / "boards" / "memtest_rak.py"
+        source.write_text(MEMTEST_RAK_BOARD)
+        (folder / "boards" / "memtest_rak.mpy").write_bytes(compile_module(source, "boards/memtest_rak.py"))
+        source.unlink()
+        folders[kind] = folder
+    return folders
 
 
 @pytest.mark.parametrize("kind", node_kinds())
@@ -267,7 +270,7 @@ def test_each_app_on_a_rak3172_board_runs_in_its_heap_budget(kind, rak_firmware,
     (tmp_path / "config.json").write_text(json.dumps({**config_for(kind), "board": "memtest_rak"}))
     (tmp_path / "modem.json").write_text(json.dumps({"config_hex": schema.encode("config", {"interval_s": 30}).hex(),
                                                      "sends": MODEM_READINGS}))
-    lines = run_micropython(BOOT_RUN, path=[rak_firmware], cwd=tmp_path, heap=HEAP_BUDGET).splitlines()
+    lines = run_micropython(BOOT_RUN, path=[rak_firmware[kind]], cwd=tmp_path, heap=HEAP_BUDGET).splitlines()
     text = [line for line in lines if not line.startswith("{")]
     assert "joined: DevAddr 26aa0042, DevNonce -1, DR5" in text, text
     assert "config: interval_s 60 -> 30 (downlink fcnt -1)" in text, text

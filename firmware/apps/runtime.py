@@ -12,7 +12,7 @@ from cbor import CborError, encode_reading
 from config import number
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from modules import unload
-from schema_v1 import messages
+from schema_v1 import MESSAGES
 
 RESET_AFTER_FAILURES = 5  # consecutive failed readings before the board resets itself
 BOOT_SPREAD_MS = 30000  # the first reading comes within this long after boot
@@ -111,7 +111,7 @@ def fit_reading(kind, values, slow_fields, first_slow):
     one left out leads the next reading. Each app keeps its other fields small enough that at least one slow field
     always fits (a test checks every kind with every field at its extreme)."""
     factors = {}
-    for name, _key, factor, _code in messages(kind)["reading"][1]:
+    for name, _key, factor, _code in MESSAGES[kind]["reading"][1]:
         factors[name] = factor
     chosen, size = {}, 1  # the map head
     for name, value in values.items():
@@ -133,7 +133,7 @@ def fit_reading(kind, values, slow_fields, first_slow):
 
 def config_fport(kind):
     """The FPort of the kind's "config" downlink message."""
-    return messages(kind)["config"][0]
+    return MESSAGES[kind]["config"][0]
 
 
 def apply_config(kind, settings, payload, fcnt):
