@@ -8,7 +8,7 @@ say `can_transmit=False`, so the session layer plans downlinks through other gat
 
 Two layers:
 - `ReceiverCore` is sans-IO: bytes and (monotonic) time in, `SendLine` / `FrameHeard` / `LineRejected` / `Notice`
-  actions out. It splits lines, parses them (`parse_line`; a typed `RakLineError` is counted by reason and becomes a
+  actions out. It splits lines, parses them (`parse_line`; a typed `AtLineError` is counted by reason and becomes a
   `LineRejected` action, never raised out of `feed`), runs the configuration sequence one command at a time, and
   finds a module reset: its boot banner, an error or a stopped receiver reported to the periodic probe (AT+PRECV=?),
   no answer within the reply timeout, or an unexpected `+EVT:RXP2P RECEIVE TIMEOUT`. Any of them sends the
@@ -34,26 +34,16 @@ from dos_agent.counters import Counters
 from dos_agent.events import iso_utc
 from dos_agent.gwmp_server import RateLimitedLog
 from dos_agent.session import Reception
+from dos_codecs.rak3172 import (AT_MODE_NO_SUPPORT, OK, BANNER_STARTS, BAUDRATE, EVENT_PREFIX, LORAWAN_SYNC_WORD, MAX_LINE, P2P_BANDWIDTHS_KHZ,
+                                PRECV_CONTINUOUS, RX_P2P_EVENT, RX_P2P_TIMEOUT_EVENT, STATUS_LINES, AtLineError, RxP2p,
+                                parse_rx_p2p)
 
 log = logging.getLogger("dos_agent.rak3172")
 
-BAUDRATE = 115200
-#: Longest line taken (an RXP2P line of a 255-byte frame is under 540 characters); longer ones are dropped, counted.
-MAX_LINE = 600
-MAX_PHY_BYTES = 255
-RX_EVENT = "+EVT:RXP2P:"
-RX_TIMEOUT_EVENT = "+EVT:RXP2P RECEIVE TIMEOUT"
-EVENT_PREFIX = "+EVT:"
-STATUS_LINES = frozenset({"OK", "AT_ERROR", "AT_PARAM_ERROR", "AT_BUSY_ERROR", "AT_TEST_PARAM_OVERFLOW",
-                          "AT_NO_NETWORK_JOINED", "AT_RX_ERROR", "AT_MODE_NO_SUPPORT", "AT_COMMAND_NOT_FOUND"})
-#: Lines of the boot banner RUI3 prints after a reset ("RAKwireless RAK3172 ...", "Current Work Mode: LoRaWAN.").
-BANNER_STARTS = ("RAKWIRELESS", "CURRENT WORK MODE")
 #: AT+P2P bandwidth index by bandwidth in kHz.
-BANDWIDTH_INDEX = {125: 0, 250: 1, 500: 2}
-LORAWAN_SYNC_WORD = "3444"  # the public LoRaWAN sync word 0x34 in RUI3's notation
-PRECV_CONTINUOUS = "65534"
-RSSI_RANGE_DBM = (-200, 20)
-SNR_RANGE_DB = (-50, 50)
+BANDWIDTH_INDEX = {khz: index for index, khz in enumerate(P2P_BANDWIDTHS_KHZ)}
+RX_EVENT = EVENT_PREFIX + RX_P2P_EVENT
+RX_TIMEOUT_EVENT = EVENT_PREFIX + RX_P2P_TIMEOUT_EVENT
 
 REPLY_TIMEOUT_S = 2.0  # a command not answered by then: the module is gone or rebooting
 PROBE_EVERY_S = 30.0  # while receiving, ask AT+PRECV=? this often
@@ -62,25 +52,7 @@ RETRY_S = 2.0  # after a refused command, configure again this much later
 REOPEN_S = 1.0  # a port that cannot be opened (or went away) is tried again this often
 
 
-class RakLineError(ValueError):
-    """A line from the module that cannot be used; `reason` is its counter label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 # --- lines ------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class RxFrame:
-    """`+EVT:RXP2P:<rssi>:<snr>:<HEX>`: a frame the module heard."""
-
-    rssi: int
-    snr: int
-    phy: bytes
-
 
 @dataclass(frozen=True, slots=True)
 class Status:
@@ -110,54 +82,24 @@ class Value:
     text: str
 
 
-Line = RxFrame | Status | Event | Banner | Value
-
-
-def _signed_int(text: str, bounds: tuple[int, int], name: str) -> int:
-    digits = text[1:] if text[:1] == "-" else text
-    if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > 4:
-        raise RakLineError(f"bad_{name}", f"{name} {text[:8]!r} is not an integer")
-    value = int(text)
-    if not bounds[0] <= value <= bounds[1]:
-        raise RakLineError(f"bad_{name}", f"{name} {value} is outside {bounds[0]}..{bounds[1]}")
-    return value
-
-
-def _rx_frame(fields: str) -> RxFrame:
-    parts = fields.split(":")
-    if len(parts) != 3:
-        raise RakLineError("bad_rx_line", f"RXP2P has {len(parts)} fields, not rssi:snr:hex")
-    rssi = _signed_int(parts[0], RSSI_RANGE_DBM, "rssi")
-    snr = _signed_int(parts[1], SNR_RANGE_DB, "snr")
-    hex_text = parts[2]
-    if not hex_text:
-        raise RakLineError("empty_frame", "RXP2P without payload")
-    if len(hex_text) > 2 * MAX_PHY_BYTES:
-        raise RakLineError("frame_too_long", f"RXP2P payload of {len(hex_text) // 2} bytes")
-    if len(hex_text) % 2:
-        raise RakLineError("bad_hex", "RXP2P payload has an odd number of hex digits")
-    try:
-        phy = bytes.fromhex(hex_text)
-    except ValueError:
-        raise RakLineError("bad_hex", "RXP2P payload is not hex") from None
-    return RxFrame(rssi, snr, phy)
+Line = RxP2p | Status | Event | Banner | Value
 
 
 def parse_line(raw: bytes) -> Line | None:
-    """One line from the module (without its line end) -> what it is; None for a blank line. Raises RakLineError."""
+    """One line from the module (without its line end) -> what it is; None for a blank line. Raises AtLineError."""
     if len(raw) > MAX_LINE:
-        raise RakLineError("line_too_long", f"line of {len(raw)} bytes")
+        raise AtLineError("line_too_long", f"line of {len(raw)} bytes")
     try:
         text = raw.decode("ascii").strip()
     except UnicodeDecodeError:
-        raise RakLineError("not_ascii", "line holds non-ASCII bytes") from None
+        raise AtLineError("not_ascii", "line holds non-ASCII bytes") from None
     if not text:
         return None
     if not text.isprintable():
-        raise RakLineError("control_chars", "line holds control characters")
+        raise AtLineError("control_chars", "line holds control characters")
     upper = text.upper()
     if upper.startswith(RX_EVENT):
-        return _rx_frame(text[len(RX_EVENT):])
+        return parse_rx_p2p(text[len(RX_EVENT):])
     if upper.startswith(EVENT_PREFIX):
         return Event(text)
     if text in STATUS_LINES:
@@ -220,7 +162,7 @@ class FrameHeard:
 
 @dataclass(frozen=True, slots=True)
 class LineRejected:
-    """A line that could not be used (a RakLineError): `reason` is its counter label."""
+    """A line that could not be used (a AtLineError): `reason` is its counter label."""
 
     reason: str
     detail: str
@@ -244,7 +186,7 @@ class ReceiverCore:
 
     States: `closed`, `configuring` (a command of the sequence waits for its reply), `booting` (after a boot banner,
     until it has been quiet for `boot_settle_s`), `settling` (after a refused command, for `retry_s`), `receiving`
-    (configured; probes every `probe_every_s`). `counts` has every line by outcome (`frame`, a RakLineError reason,
+    (configured; probes every `probe_every_s`). `counts` has every line by outcome (`frame`, a AtLineError reason,
     `unexpected_*`) and `module_reset`, `configured`, `no_reply`, `command_failed`, `probe_error`."""
 
     def __init__(self, radio: RadioSettings, reply_timeout_s: float = REPLY_TIMEOUT_S,
@@ -300,12 +242,12 @@ class ReceiverCore:
         """One complete line (no line end) -> actions; a malformed line is counted by reason."""
         try:
             parsed = parse_line(raw)
-        except RakLineError as exc:
+        except AtLineError as exc:
             self.counts[exc.reason] += 1
             return [LineRejected(exc.reason, exc.detail)]
         if parsed is None:
             return []
-        if isinstance(parsed, RxFrame):
+        if isinstance(parsed, RxP2p):
             self.counts["frame"] += 1
             return [FrameHeard(parsed.phy, parsed.rssi, parsed.snr)]
         if isinstance(parsed, Banner) or self.state == "booting":  # RUI3's banner has other lines too (Version: ...)
@@ -374,12 +316,12 @@ class ReceiverCore:
         self._pending = None
         if self.state == "receiving":  # the probe's answer
             self._wake_at = now + self.probe_every_s
-            if status == "AT_MODE_NO_SUPPORT" or (status == "OK" and value is not None and value != PRECV_CONTINUOUS):
+            if status == AT_MODE_NO_SUPPORT or (status == OK and value is not None and value != str(PRECV_CONTINUOUS)):
                 return self._reset_found(f"the probe found receive off ({status} {value})", now)
-            if status != "OK":
+            if status != OK:
                 self.counts["probe_error"] += 1
             return []
-        if status != "OK":
+        if status != OK:
             self.counts["command_failed"] += 1
             self._wait("settling", self.retry_s, now)
             return [Notice("command_failed", f"{command} answered {status}")]

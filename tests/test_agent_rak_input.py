@@ -25,9 +25,7 @@ from dos_agent.rak_input import (
     Notice,
     RadioSettings,
     RakInput,
-    RakLineError,
     ReceiverCore,
-    RxFrame,
     SendLine,
     Status,
     Value,
@@ -35,6 +33,7 @@ from dos_agent.rak_input import (
     parse_line,
 )
 from dos_agent.session import Reception
+from dos_codecs.rak3172 import AtLineError, RxP2p
 from dos_rig.air import Air, Modulation
 from dos_rig.clock import VirtualClock
 from dos_rig.rak3172 import PtyLink, Rak3172
@@ -47,8 +46,8 @@ SETUP = ["AT", "AT+NWM=0", "AT+PRECV=0", "AT+P2P=868100000:7:0:0:8:14", "AT+SYNC
 # --- the line parser ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line, expected", [
-    (b"+EVT:RXP2P:-41:9:" + PHY.hex().upper().encode(), RxFrame(-41, 9, PHY)),
-    (b"+evt:rxp2p:-120:-12:00ff", RxFrame(-120, -12, b"\x00\xff")),
+    (b"+EVT:RXP2P:-41:9:" + PHY.hex().upper().encode(), RxP2p(-41, 9, PHY)),
+    (b"+evt:rxp2p:-120:-12:00ff", RxP2p(-120, -12, b"\x00\xff")),
     (b"OK", Status("OK")),
     (b"AT_BUSY_ERROR\r", Status("AT_BUSY_ERROR")),
     (b"+EVT:RXP2P RECEIVE TIMEOUT", Event("+EVT:RXP2P RECEIVE TIMEOUT")),
@@ -81,7 +80,7 @@ def test_lines_are_recognised(line: bytes, expected) -> None:
     (b"\xff\xfe", "not_ascii"),
 ])
 def test_malformed_lines_are_typed_errors_with_a_reason(line: bytes, reason: str) -> None:
-    with pytest.raises(RakLineError) as caught:
+    with pytest.raises(AtLineError) as caught:
         parse_line(line)
     assert caught.value.reason == reason
 
@@ -97,11 +96,11 @@ _NOISY_BYTES = st.one_of(st.binary(max_size=700),
 def test_any_line_parses_or_is_a_typed_error(raw: bytes) -> None:
     try:
         parsed = parse_line(raw)
-    except RakLineError as exc:
+    except AtLineError as exc:
         assert exc.reason and exc.reason.islower()
         return
-    assert parsed is None or isinstance(parsed, (RxFrame, Status, Event, Banner, Value))
-    if isinstance(parsed, RxFrame):
+    assert parsed is None or isinstance(parsed, (RxP2p, Status, Event, Banner, Value))
+    if isinstance(parsed, RxP2p):
         assert 1 <= len(parsed.phy) <= 255 and -200 <= parsed.rssi <= 20
 
 

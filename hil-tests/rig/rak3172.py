@@ -47,6 +47,10 @@ from dos_codecs.mac_commands import (DevStatusAns, DevStatusReq, DlChannelAns, D
                                      NewChannelReq, RXParamSetupAns, RXParamSetupReq, RXTimingSetupAns,
                                      RXTimingSetupReq, build_mac_commands, commands_size, parse_cf_list,
                                      parse_mac_commands_prefix)
+from dos_codecs.rak3172 import (AT_BUSY_ERROR, AT_COMMAND_NOT_FOUND, AT_ERROR, AT_MODE_NO_SUPPORT,
+                                AT_NO_NETWORK_JOINED, AT_PARAM_ERROR, BAUDRATE, MAX_LINE, OK, P2P_BANDWIDTHS_KHZ,
+                                PRECV_CONTINUOUS, PRECV_ONE_PACKET, RX_P2P_TIMEOUT_EVENT, TX_P2P_DONE_EVENT, banner,
+                                event_line, format_rx_p2p)
 
 from dos_rig.air import Air, Modulation, Reception, Transmission, modulation_matches
 from dos_rig.airtime import needs_low_data_rate_optimize, symbol_time_us
@@ -54,22 +58,13 @@ from dos_rig.clock import Timer, VirtualClock
 
 log = logging.getLogger("dos_rig.rak3172")
 
-BAUDRATE = 115200
 VERSION = "RUI_4.0.6_RAK3172-E (DOS Edge rig emulator)"
-MAX_LINE = 600  # longest command line accepted (AT+PSEND of 255 bytes is 521 characters)
 LORAWAN_SYNC_WORD = 0x34
 DEFAULT_CHANNELS_HZ = (868_100_000, 868_300_000, 868_500_000)
 MAX_CHANNELS = 16
 WINDOW_EARLY_US = 2_000  # an RX window opens this much before its instant ...
 WINDOW_SYMBOLS = 8  # ... and waits this many symbols for a preamble
 RETRY_BACKOFF_US = (1_000_000, 3_000_000)  # confirmed uplink retry after 1..3 s
-PRECV_CONTINUOUS, PRECV_ONE_PACKET = 65534, 65535
-P2P_BANDWIDTHS_HZ = (125_000, 250_000, 500_000)
-EVENT_PREFIX = "+EVT:"
-
-OK, AT_ERROR, AT_PARAM_ERROR, AT_BUSY_ERROR = "OK", "AT_ERROR", "AT_PARAM_ERROR", "AT_BUSY_ERROR"
-AT_NO_NETWORK_JOINED, AT_MODE_NO_SUPPORT, AT_COMMAND_NOT_FOUND = ("AT_NO_NETWORK_JOINED", "AT_MODE_NO_SUPPORT",
-                                                                   "AT_COMMAND_NOT_FOUND")
 
 
 class CommandError(Exception):
@@ -190,7 +185,7 @@ class Rak3172:
         self._power_on()
         self.resets += 1
         mode = "LoRaWAN" if self.settings.work_mode else "LoRa P2P"
-        self._write(f"RAKwireless RAK3172 {VERSION}\r\nCurrent Work Mode: {mode}.\r\n")
+        self._write(banner(VERSION, mode))
 
     def _stop_activity(self) -> None:
         for timer in self._timers:
@@ -216,7 +211,7 @@ class Rak3172:
         self.output(text.encode())
 
     def _event(self, text: str) -> None:
-        self._write(f"{EVENT_PREFIX}{text}\r\n")
+        self._write(event_line(text))
 
     def receive(self, data: bytes) -> None:
         """Bytes from the host's UART: every complete line is a command."""
@@ -592,7 +587,7 @@ class Rak3172:
     # --- P2P ----------------------------------------------------------------------------------------------------------
     def p2p_modulation(self) -> Modulation:
         freq, sf, bw, cr, preamble, _txp = self.settings.p2p
-        bw_hz = P2P_BANDWIDTHS_HZ[bw]
+        bw_hz = P2P_BANDWIDTHS_KHZ[bw] * 1000
         sync = self.settings.sync_word
         return Modulation(freq_hz=freq, sf=sf, bw_hz=bw_hz, sync_word=((sync >> 8) & 0xF0) | ((sync >> 4) & 0x0F),
                           iq_inverted=bool(self.settings.iq_inverted), cr=cr + 1, crc=True, preamble=preamble,
@@ -608,17 +603,17 @@ class Rak3172:
         if self._listen is listening and self._receiving is None:
             self._listen = None
             self._precv = 0
-            self._event("RXP2P RECEIVE TIMEOUT")
+            self._event(RX_P2P_TIMEOUT_EVENT)
 
     def _p2p_received(self, phy: bytes, rssi: int, snr: int) -> None:
-        self._event(f"RXP2P:{rssi}:{snr}:{phy.hex().upper()}")
+        self._event(format_rx_p2p(rssi, snr, phy))
         if self._precv != PRECV_CONTINUOUS:
             self._listen = None
             self._precv = 0
 
     def p2p_send(self, payload: bytes) -> None:
         def done() -> None:
-            self._event("TXP2P DONE")
+            self._event(TX_P2P_DONE_EVENT)
 
         self._transmit(self.p2p_modulation(), payload, float(self.settings.p2p[5]), done)
 
