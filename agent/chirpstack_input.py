@@ -14,7 +14,6 @@ on one broker never feed each other.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import math
@@ -82,7 +81,7 @@ def _reception(rx: object) -> Reception:
     if isinstance(context, str):
         try:
             raw = base64.b64decode(context, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or text that is not even ASCII
             raw = b""
         tmst = int.from_bytes(raw, "big") if len(raw) == 4 else None
     gw_time = rx.get("gwTime")
@@ -174,7 +173,7 @@ class ChirpStackInput:
         data = message.get("data", "")
         try:
             frm_payload = base64.b64decode(data, validate=True) if isinstance(data, str) else None
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or text that is not even ASCII
             frm_payload = None
         if frm_payload is None:
             raise ChirpStackInputError("bad_base64", "data is not base64")

@@ -118,6 +118,7 @@ def test_a_payload_that_does_not_decode_is_still_published_with_its_reason(chirp
         (json.dumps(chirpstack_up(fPort=True)).encode(), "bad_field"),
         (json.dumps(chirpstack_up(data="not base64!")).encode(), "bad_base64"),
         (json.dumps(chirpstack_up(data=17)).encode(), "bad_base64"),
+        (json.dumps(chirpstack_up(data="\u0080")).encode(), "bad_base64"),  # not even ASCII (found by fuzzing)
         (json.dumps(chirpstack_up(devAddr="123")).encode(), "bad_dev_addr"),
         (json.dumps(chirpstack_up(rxInfo={"gatewayId": "x"})).encode(), "bad_field"),
         (json.dumps(chirpstack_up(rxInfo=[{"rssi": -1}])).encode(), "bad_field"),
