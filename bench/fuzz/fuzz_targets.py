@@ -462,7 +462,7 @@ def receiver_case(draw: st.DrawFn) -> tuple[bool, bytes, bytes | None]:
 def check_receiver_line(case: tuple[bool, bytes, bytes | None]) -> str:
     """`ReceiverCore.feed` while configuring or receiving: it never raises, its actions are lines to send, frames
     (1..255 bytes), rejected lines and notices, and a well-formed RXP2P line gives exactly its frame. The outcome is
-    what the line counted (a AtLineError reason, `frame`, `unexpected_*`, `module_reset`), `reply` or `quiet`."""
+    what the line counted (an AtLineError reason, `frame`, `unexpected_*`, `module_reset`), `reply` or `quiet`."""
     receiving, data, expected_phy = case
     core = ReceiverCore(RadioSettings())
     core.opened(0.0)
