@@ -1,6 +1,6 @@
 """The emulated gateway's packet forwarder against a plain UDP socket standing in for the agent, with a real micropython
 board on the air: PUSH_DATA of an uplink, a PULL_RESP transmitted at its tmst and heard by the board, TX_ACK errors, and
-the hold that keeps virtual time before RX1 until the agent answered."""
+the hold that keeps virtual time before RX1 until the agent answered, and the grace that learns how fast the agent answers."""
 from __future__ import annotations
 
 import base64
@@ -9,9 +9,11 @@ import socket
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from dos_codecs.gwmp import Datagram, GwmpKind, Txpk, build_datagram, parse_datagram, parse_rxpk, txpk_to_json
 from dos_rig.airtime import time_on_air_us
+from dos_rig.forwarder import AnswerGrace
 from dos_rig.probe import install_probe
 from dos_rig.rig import Rig
 
@@ -126,4 +128,60 @@ def test_an_unanswered_uplink_holds_the_clock_only_for_the_grace(tmp_path, agent
         assert rig.now_us() == rx1  # held exactly at RX1
         rig.run_until(lambda: rig.now_us() > rx1, 5)
         assert time.monotonic() - received_at >= 0.55
+        assert rig.counters()["holds_expired"] == 1
+
+
+def test_answer_grace_is_the_ceiling_until_it_has_seen_answers_then_floor_plus_margin_times_p95():
+    grace = AnswerGrace(0.5, floor_s=0.02, margin=4.0, min_extra_s=0.01, min_samples=5)
+    for _ in range(4):
+        grace.record(0.025)
+        assert grace.grace_s == 0.5
+    grace.record(0.025)
+    assert grace.grace_s == pytest.approx(0.02 + 4 * 0.005)
+    grace.record(0.02)  # no later than the floor: the least extra still applies
+    assert grace.grace_s == pytest.approx(0.02 + 4 * 0.005)
+    for _ in range(3):
+        grace.record(0.4)  # a loaded agent: late answers widen the grace up to the ceiling
+    assert grace.grace_s == 0.5
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.05, 5.0), st.floats(0.0, 0.3), st.lists(st.floats(0.0, 10.0), max_size=80))
+def test_answer_grace_stays_between_floor_plus_least_extra_and_the_ceiling(ceiling, floor, latencies):
+    grace = AnswerGrace(ceiling, floor_s=floor, min_extra_s=0.02)
+    for latency in latencies:
+        grace.record(latency)
+    assert min(ceiling, floor + 0.02) <= grace.grace_s <= ceiling
+    if len(latencies) < grace.min_samples:
+        assert grace.grace_s == ceiling
+    else:  # never shorter than margin x the fastest answer's time beyond the floor, capped at the ceiling
+        assert grace.grace_s >= min(ceiling, floor + 4 * max(0.0, min(latencies[-64:]) - floor)) - 1e-9
+
+
+def test_answer_grace_rejects_nonsense():
+    with pytest.raises(ValueError):
+        AnswerGrace(0.0)
+    with pytest.raises(ValueError):
+        AnswerGrace(0.5, margin=0.5)
+
+
+def test_a_fast_agent_shortens_the_hold_of_an_unanswered_uplink(tmp_path, agent):
+    """After answering five uplinks within ~20 ms, an unanswered sixth holds the clock far shorter than the ceiling."""
+    with Rig(tmp_path / "rig", agent_addr=agent.address, hold_grace_s=3.0) as rig:
+        gateway = rig.add_gateway(EUI, (0, 0))
+        _, gateway_addr = agent.receive(GwmpKind.PULL_DATA)
+        rig.add_board("node", install_probe(tmp_path / "node", (
+            "setup(sf=7)\nfor i in range(6):\n    transmit(b'@up')\n    time.sleep(10)\nprint('DONE')\n")), (100, 0))
+        for _ in range(5):
+            push, _ = agent.receive(GwmpKind.PUSH_DATA)
+            tmst = parse_rxpk(push.payload["rxpk"][0]).tmst
+            assert agent.pull_resp(downlink((tmst + 1_000_000) & 0xFFFFFFFF), gateway_addr) == "NONE"
+        assert gateway.answer_grace.samples == 5
+        learned = gateway.answer_grace.grace_s
+        assert learned < 1.0  # a loopback answer takes milliseconds, even on a loaded machine
+        push, _ = agent.receive(GwmpKind.PUSH_DATA)
+        received_at = time.monotonic()
+        rx1 = parse_rxpk(push.payload["rxpk"][0]).tmst + 1_000_000
+        rig.run_until(lambda: rig.now_us() > rx1, 5)
+        assert time.monotonic() - received_at < 1.5  # not the 3 s ceiling
         assert rig.counters()["holds_expired"] == 1

@@ -137,7 +137,7 @@ def test_no_key_in_logs_mqtt_or_status_and_key_files_are_private(tmp_path_factor
             content = path.read_bytes()
             if any(form.encode() in content for form in forms.values()):
                 holding_keys.append(path)
-    assert registry_path in holding_keys and workdir / "provisioning.toml" in holding_keys
+    assert registry_path in holding_keys and workdir / "provisioning.json" in holding_keys
     for path in set(holding_keys) | set(private):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path} holds keys (or is the registry/outbox) but has mode {mode:o}"

@@ -1,17 +1,20 @@
 """A whole emulated deployment in one object: private Mosquitto, the real agent process, the rig with a gateway and boards
-running the real firmware (installed with mpremote), and an MQTT tap that collects what the agent publishes.
+running the real firmware (installed with mpremote, a few boards at a time), and an MQTT tap that collects what the
+agent publishes. A node's config.json and provisioning record are dos_agent.provisioning's, as for a real device.
 
+In the rig every gateway's copy of a frame reaches the agent at the same wall instant, so the fleet's agent runs with a
+short dedup window (RIG_DEDUP_MS instead of the 200 ms real gateways need), which the gateways' answer grace knows.
 The demo and the HIL tests both build on it, so the demo shows exactly what the tests check.
 """
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,11 +23,17 @@ import paho.mqtt.client as mqtt
 
 from dos_rig.broker import Mosquitto, free_port, stop_process
 from dos_agent.firmware_install import install_firmware
+from dos_agent.provisioning import DeviceIdentity, device_config, registry_entry, write_record
+from dos_agent.registry import Asset
 from dos_rig.rig import DEFAULT_EPOCH, Rig
 from dos_rig.scenarios import ScenarioError, load_scenario
 from dos_rig.sensors import KITS
 
 GATEWAY_EUI = "0016C001FF10A235"
+#: The fleet agent's dedup window: the rig's gateways send their copies of a frame together.
+RIG_DEDUP_MS = 20
+#: Boards installed at once (each install is an mpremote process talking to a board process).
+PARALLEL_INSTALLS = 4
 
 
 @dataclass
@@ -49,25 +58,22 @@ class Node:
     board_file: str = "emu"  # firmware/boards/<board_file>.py: "emu" (SX1276) or "emu_rak3172" (RAK3172 on UART1)
     board: object = None
 
+    def identity(self) -> DeviceIdentity:
+        return DeviceIdentity(self.dev_eui, self.activation, join_eui=self.join_eui, app_key=self.app_key,
+                              dev_addr=self.dev_addr, nwk_s_key=self.nwk_s_key, app_s_key=self.app_s_key)
+
+    def asset(self) -> Asset:
+        """The asset the node measures; its settings carry the node's interval, data rate and ADR."""
+        settings = {**self.settings, "interval_s": self.interval_s, "data_rate": self.data_rate, "adr": self.adr}
+        return Asset(self.asset_id, self.kind, settings=settings)
+
     def config(self) -> dict:
         """The board's config.json."""
-        config = {"board": self.board_file, "kind": self.kind, "asset_id": self.asset_id, "dev_eui": self.dev_eui,
-                  "activation": self.activation, "interval_s": self.interval_s, "data_rate": self.data_rate,
-                  "adr": self.adr, "settings": self.settings, "calibration": {}}
-        if self.activation == "otaa":
-            config.update(join_eui=self.join_eui, app_key=self.app_key)
-        else:
-            config.update(dev_addr=self.dev_addr, nwk_s_key=self.nwk_s_key, app_s_key=self.app_s_key)
-        return config
+        return device_config(self.board_file, self.asset(), self.identity())
 
     def provisioning(self) -> dict:
         """The registry entry `dos-edge devices import` reads."""
-        entry = {"dev_eui": self.dev_eui, "asset_id": self.asset_id, "kind": self.kind, "activation": self.activation}
-        if self.activation == "otaa":
-            entry.update(join_eui=self.join_eui, app_key=self.app_key)
-        else:
-            entry.update(dev_addr=self.dev_addr, nwk_s_key=self.nwk_s_key, app_s_key=self.app_s_key)
-        return entry
+        return registry_entry(self.asset(), self.identity())
 
 
 def node_scenario(kind: str, scenario: str | Path | dict | None) -> dict:
@@ -98,18 +104,6 @@ def make_node(index: int, kind: str = "streetlight", activation: str = "abp", pr
 def make_nodes(count: int, kind: str = "streetlight", **options) -> list[Node]:
     """`count` nodes (see make_node), all with the same options."""
     return [make_node(i, kind, **options) for i in range(1, count + 1)]
-
-
-def write_provisioning(path: Path, nodes: list[Node]) -> None:
-    """The provisioning file `dos-edge devices import` reads; it holds keys, so it is created 0600."""
-    lines = []
-    for node in nodes:
-        lines.append("[[device]]")
-        lines += [f'{key} = "{value}"' for key, value in node.provisioning().items()]
-        lines.append("")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines))
 
 
 def dos_edge(*args: str) -> list[str]:
@@ -207,12 +201,13 @@ class Fleet:
     def __init__(self, workdir: Path, nodes: list[Node], speed: float | None = None, prefix: str = "dos",
                  epoch: str = DEFAULT_EPOCH, gateways: tuple[tuple[str, tuple[float, float]], ...] = ((GATEWAY_EUI, (0.0, 0.0)),),
                  agent_args: tuple[str, ...] = (), log: Callable[[str], None] = lambda s: None,
-                 scenarios_from_up: bool = False):
+                 scenarios_from_up: bool = False, dedup_ms: int = RIG_DEDUP_MS):
         """scenarios_from_up: hold every board's scenario at scenario time 0 while the fleet is installed (the clock
         runs meanwhile) and start them all together once it is up, at virtual second `scenario_origin_s`; else scenario
-        time is the rig's."""
+        time is the rig's. dedup_ms: the agent's dedup window (`--dedup-ms`; agent_args come after it)."""
         self.workdir, self.nodes, self.speed, self.prefix, self.log = Path(workdir), nodes, speed, prefix, log
-        self.epoch, self.gateways, self.agent_args = epoch, gateways, agent_args
+        self.epoch, self.gateways, self.dedup_ms = epoch, gateways, dedup_ms
+        self.agent_args = ("--dedup-ms", str(dedup_ms), *agent_args)
         self.scenarios_from_up = scenarios_from_up
         self.scenario_origin_s = 0.0
         self.broker: Mosquitto | None = None
@@ -232,10 +227,10 @@ class Fleet:
     def _start(self) -> None:
         self.broker = Mosquitto(self.workdir / "mosquitto").start()
         self.log(f"mosquitto listening on 127.0.0.1:{self.broker.port}")
-        provisioning = self.workdir / "provisioning.toml"
+        provisioning = self.workdir / "provisioning.json"
         registry = self.workdir / "registry.sqlite"
         registry.unlink(missing_ok=True)
-        write_provisioning(provisioning, self.nodes)
+        write_record(provisioning, [node.provisioning() for node in self.nodes])
         subprocess.run(dos_edge("devices", "import", str(provisioning), "--registry", str(registry)),
                        check=True, capture_output=True)
         self.tap = MqttTap(self.broker.port, [f"{self.prefix}/#"])
@@ -243,8 +238,8 @@ class Fleet:
         self.agent = AgentProcess(self.workdir, registry, udp_port, self.broker.port, self.prefix, self.agent_args).start()
         self.agent.wait_listening()
         self.log(f"agent listening on udp 127.0.0.1:{udp_port} (log {self.agent.log_path})")
-        self.rig = Rig(self.workdir / "rig", agent_addr=("127.0.0.1", udp_port),
-                       air_log=self.workdir / "air.jsonl", speed=self.speed, epoch=self.epoch)
+        self.rig = Rig(self.workdir / "rig", agent_addr=("127.0.0.1", udp_port), air_log=self.workdir / "air.jsonl",
+                       speed=self.speed, epoch=self.epoch, agent_dedup_s=self.dedup_ms / 1000)
         self.rig.start()
         for eui, position in self.gateways:
             self.rig.add_gateway(eui, position)
@@ -253,11 +248,16 @@ class Fleet:
                                             scenario=node.scenario, rak3172=node.board_file == "emu_rak3172")
             if self.scenarios_from_up:
                 self.rig.call(node.board.scenario.hold)
-            install_firmware(str(node.board.link), node.board_file, node.kind, node.config(), log=self.log)
-            self.log(f"{node.board_id}: {node.kind} {node.asset_id} DevEUI {node.dev_eui} installed and reset")
+        with ThreadPoolExecutor(PARALLEL_INSTALLS, thread_name_prefix="fleet-install") as installers:
+            # list(): wait for every install and raise the first failure
+            list(installers.map(self._install, self.nodes))
         if self.scenarios_from_up:
             self.scenario_origin_s = self.rig.call(self._start_scenarios)
             self.log(f"scenarios started at virtual second {self.scenario_origin_s:.3f}")
+
+    def _install(self, node: Node) -> None:
+        install_firmware(str(node.board.link), node.board_file, node.kind, node.config(), log=self.log)
+        self.log(f"{node.board_id}: {node.kind} {node.asset_id} DevEUI {node.dev_eui} installed and reset")
 
     def _start_scenarios(self) -> float:
         """(On the rig's loop) scenario time 0 of every board is now; returns now in virtual seconds."""

@@ -7,13 +7,17 @@ keepalives go out every 10 s of wall time. A PULL_RESP's txpk is transmitted on 
 and answered with TX_ACK: NONE, TOO_LATE when the tmst is already past, TOO_EARLY when it is further ahead than
 max_advance_s. After each uplink the forwarder holds the virtual clock at the uplink's RX1 instant (1 s after its end, 5 s
 for a JoinRequest) until the agent answered with a PULL_RESP for it or a real-time grace ran out, so the real agent is in
-the loop and a late answer is a real TOO_LATE. Malformed datagrams are counted by reason and logged, never fatal.
+the loop and a late answer is a real TOO_LATE. The grace adapts (AnswerGrace): it learns how long the agent takes to
+answer an uplink and holds a safe multiple of that, never longer than hold_grace_s; an uplink that needs no downlink
+(most of them) then costs only that. Malformed datagrams are counted by reason and logged, never fatal.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
+from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from dos_codecs.errors import DatagramError
@@ -35,6 +39,48 @@ RX1_DELAY_US = 1_000_000
 JOIN_ACCEPT_DELAY1_US = 5_000_000
 TMST_MATCH_US = 1_000
 PROTOCOL_VERSION = 2
+#: Wall seconds an uplink waits for a (late) answer that still teaches AnswerGrace.
+UNANSWERED_KEPT_S = 10.0
+
+
+class AnswerGrace:
+    """How long (wall seconds) to hold the clock at an uplink's RX1 for the agent's answer (sans-IO: latencies in,
+    grace out). Until `min_samples` answers were seen it is `ceiling_s`; then `floor_s` (the agent's dedup window,
+    which every answer waits out) + `margin` x the 95th percentile of the answers' latency beyond it over the last
+    `window` answers, kept within [floor_s + min_extra_s, ceiling_s]. A late answer (after its hold ran out) still
+    counts, so a loaded agent widens the grace again."""
+
+    def __init__(self, ceiling_s: float, floor_s: float = 0.0, margin: float = 4.0, min_extra_s: float = 0.02,
+                 min_samples: int = 5, window: int = 64):
+        if ceiling_s <= 0 or floor_s < 0 or margin < 1 or min_samples < 1:
+            raise ValueError("an answer grace needs ceiling_s > 0, floor_s >= 0, margin >= 1, min_samples >= 1")
+        self.ceiling_s, self.floor_s, self.margin = ceiling_s, floor_s, margin
+        self.min_extra_s, self.min_samples = min_extra_s, min_samples
+        self._beyond_floor: deque[float] = deque(maxlen=window)
+
+    def record(self, latency_s: float) -> None:
+        """One answer came latency_s wall seconds after its uplink was sent to the agent."""
+        self._beyond_floor.append(max(0.0, latency_s - self.floor_s))
+
+    @property
+    def samples(self) -> int:
+        return len(self._beyond_floor)
+
+    @property
+    def grace_s(self) -> float:
+        if len(self._beyond_floor) < self.min_samples:
+            return self.ceiling_s
+        ordered = sorted(self._beyond_floor)
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        extra = max(self.min_extra_s, self.margin * p95)
+        return min(self.ceiling_s, self.floor_s + extra)
+
+
+@dataclass
+class _Unanswered:
+    """An uplink sent to the agent whose answer may still come: its hold and when (wall) it was sent."""
+    hold: Hold
+    sent_wall: float
 
 
 def unwrap_tmst(tmst: int, now_us: int) -> int:
@@ -49,7 +95,9 @@ class Gateway:
 
     def __init__(self, eui_hex: str, position: tuple, clock: VirtualClock, air: Air, agent_addr: tuple[str, int],
                  epoch_s: int = 0, hold_grace_s: float = 0.5, keepalive_s: float = 10.0, max_advance_s: float = 10.0,
-                 channels=EU868_CHANNELS):
+                 channels=EU868_CHANNELS, agent_dedup_s: float = 0.0):
+        """hold_grace_s: the longest real-time hold for the agent's answer to an uplink (AnswerGrace's ceiling);
+        agent_dedup_s: the agent's dedup window, the least any answer takes (AnswerGrace's floor)."""
         self.eui = bytes.fromhex(eui_hex)
         if len(self.eui) != 8:
             raise ValueError(f"a gateway EUI is 8 bytes (16 hex digits), not {eui_hex!r}")
@@ -58,7 +106,8 @@ class Gateway:
         self.clock, self.air = clock, air
         self.agent_addr = agent_addr
         self.epoch_s = epoch_s
-        self.hold_grace_s, self.keepalive_s, self.max_advance_s = hold_grace_s, keepalive_s, max_advance_s
+        self.keepalive_s, self.max_advance_s = keepalive_s, max_advance_s
+        self.answer_grace = AnswerGrace(hold_grace_s, floor_s=agent_dedup_s)
         self.channels = channels
         self.counters: dict[str, int] = {}
         self.malformed: dict[str, int] = {}
@@ -66,7 +115,7 @@ class Gateway:
         self.downlinks: list[dict] = []  # {"t_us", "txpk", "error"} for every PULL_RESP handled
         self._receiving: set[int] = set()
         self._transmitting_until = -1
-        self._holds: list[Hold] = []  # one per uplink the agent may still answer, at its first receive window
+        self._unanswered: list[_Unanswered] = []  # uplinks the agent may still answer, held at their RX1
         self._push_tokens: set[bytes] = set()
         self._transport: asyncio.DatagramTransport | None = None
         self._keepalive: asyncio.TimerHandle | None = None
@@ -99,9 +148,9 @@ class Gateway:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-        for hold in self._holds:
-            hold.release()
-        self._holds.clear()
+        for uplink in self._unanswered:
+            uplink.hold.release()
+        self._unanswered.clear()
         self.air.detach(self)
 
     def _send(self, kind: GwmpKind, token: bytes, payload: dict | None = None, eui: bool = True) -> None:
@@ -155,13 +204,22 @@ class Gateway:
             error = "NONE"
         self._count("tx_" + error.lower())
         self.downlinks.append({"t_us": now, "at_us": at, "txpk": datagram.payload["txpk"], "error": error})
-        for hold in list(self._holds):
-            if txpk.imme or hold.limit_us <= at + TMST_MATCH_US:
-                hold.release()
-                self._holds.remove(hold)
+        self._answered(at, txpk.imme)
         self._send(GwmpKind.TX_ACK, datagram.token, {"txpk_ack": {"error": error}})
         if error == "NONE":
             self.clock.call_at(at, self._transmit, txpk)
+
+    def _answered(self, at_us: int, imme: bool) -> None:
+        """A PULL_RESP for `at_us` answers every uplink whose RX1 is at or before it (an RX2 answer comes after RX1):
+        release their holds; its latency after the latest of them (the uplink it answers) teaches the grace."""
+        answered = [u for u in self._unanswered if imme or u.hold.limit_us <= at_us + TMST_MATCH_US]
+        if not answered:
+            return
+        for uplink in answered:
+            uplink.hold.release()
+            self._unanswered.remove(uplink)
+        if not imme:
+            self.answer_grace.record(self.clock.wall() - max(u.sent_wall for u in answered))
 
     def _transmit(self, txpk) -> None:
         bw_hz = txpk.bw_khz * 1000
@@ -221,5 +279,8 @@ class Gateway:
         is_join_request = bool(rx.phy) and rx.phy[0] >> 5 == 0
         rx1 = end_us + (JOIN_ACCEPT_DELAY1_US if is_join_request else RX1_DELAY_US)
         wall_now = self.clock.wall()
-        self._holds = [h for h in self._holds if not h.released and h.deadline > wall_now]
-        self._holds.append(self.clock.hold(rx1, self.hold_grace_s, f"RX1 of an uplink at {self.receiver_id}"))
+        # an answer later than this is no answer any more (the node's RX2 has long passed): forget the uplink
+        forget_before = wall_now - UNANSWERED_KEPT_S
+        self._unanswered = [u for u in self._unanswered if u.sent_wall > forget_before]
+        hold = self.clock.hold(rx1, self.answer_grace.grace_s, f"RX1 of an uplink at {self.receiver_id}")
+        self._unanswered.append(_Unanswered(hold, wall_now))

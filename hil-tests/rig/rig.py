@@ -103,12 +103,15 @@ class Rig:
     def __init__(self, workdir: str | os.PathLike, agent_addr: tuple[str, int] | None = None,
                  air_log: str | os.PathLike | None = None, speed: float | None = None, epoch: str | int = DEFAULT_EPOCH,
                  stall_limit_s: float = 1.0, busy_limit_s: float = 5.0, hold_grace_s: float = 0.5,
-                 path_loss_exponent: float = 2.7, micropython: str | None = None):
+                 path_loss_exponent: float = 2.7, micropython: str | None = None, agent_dedup_s: float = 0.0):
+        """hold_grace_s: the longest a gateway holds the clock for the agent's answer to an uplink; agent_dedup_s:
+        the agent's dedup window, the least an answer takes (both for the gateways' AnswerGrace)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.agent_addr = agent_addr
         self.epoch_s = epoch_seconds(epoch)
         self.stall_limit_s, self.busy_limit_s, self.hold_grace_s = stall_limit_s, busy_limit_s, hold_grace_s
+        self.agent_dedup_s = agent_dedup_s
         self.micropython = micropython
         self.clock = VirtualClock(speed)
         self.air = Air(self.clock, air_log, path_loss_exponent)
@@ -205,7 +208,7 @@ class Rig:
         if address is None:
             raise ValueError("a gateway needs the agent's UDP address (agent_addr)")
         gateway = Gateway(eui_hex, position, self.clock, self.air, address, epoch_s=self.epoch_s,
-                          hold_grace_s=self.hold_grace_s, **options)
+                          hold_grace_s=self.hold_grace_s, agent_dedup_s=self.agent_dedup_s, **options)
         if gateway.receiver_id in self.gateways:
             raise ValueError(f"gateway {eui_hex} already exists")
 
