@@ -12,6 +12,7 @@ import enum
 import json
 import math
 import re
+import struct
 from dataclasses import dataclass
 
 from construct import Bytes, GreedyBytes, If, Int8ul, Struct, this
@@ -61,6 +62,10 @@ DatagramLayout = Struct(
     "json" / If(_HAS_JSON, GreedyBytes),
 )
 _DATAGRAM = DatagramLayout.compile()
+#: The layout's fixed header (version, token, identifier) as a struct: the parse and the acknowledgements (header only)
+#: take it and slices in place of the layout (a tenth of the cost; tests check both agree on any bytes).
+_HEADER = struct.Struct("<B2sB")
+_WITH_JSON_OR_OPTIONAL = _WITH_JSON | _OPTIONAL_JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +120,16 @@ def parse_datagram(data: bytes) -> Datagram:
         raise DatagramError("trailing_bytes", f"{kind.name} with {len(data) - HEADER_LEN} bytes after the header")
     if kind == GwmpKind.PULL_DATA and len(data) > HEADER_LEN + EUI_LEN:
         raise DatagramError("trailing_bytes", f"PULL_DATA with {len(data) - HEADER_LEN - EUI_LEN} bytes after the EUI")
-    parsed = _DATAGRAM.parse(data)
+    version, token, _ = _HEADER.unpack_from(data)
+    body = HEADER_LEN
+    gateway_eui = None
+    if kind in _WITH_EUI:
+        body += EUI_LEN
+        gateway_eui = data[HEADER_LEN:body]
     payload = None
-    if kind in _WITH_JSON or (kind in _OPTIONAL_JSON and parsed["json"]):
-        payload = _parse_json_object(parsed["json"])
-    return Datagram(parsed["version"], parsed["token"], kind, parsed["gateway_eui"], payload)
+    if kind in _WITH_JSON or (kind in _OPTIONAL_JSON and len(data) > body):
+        payload = _parse_json_object(data[body:])
+    return Datagram(version, token, kind, gateway_eui, payload)
 
 
 def build_datagram(datagram: Datagram) -> bytes:
@@ -139,10 +149,12 @@ def build_datagram(datagram: Datagram) -> bytes:
         raise DatagramError("bad_field", f"{kind.name} carries no gateway EUI")
     if kind in _WITH_JSON and not isinstance(datagram.payload, dict):
         raise DatagramError("bad_field", f"{kind.name} needs a JSON object payload")
-    if kind not in _WITH_JSON | _OPTIONAL_JSON and datagram.payload is not None:
+    if kind not in _WITH_JSON_OR_OPTIONAL and datagram.payload is not None:
         raise DatagramError("bad_field", f"{kind.name} carries no payload")
     if datagram.payload is not None and not isinstance(datagram.payload, dict):
         raise DatagramError("bad_field", "a payload is a JSON object")
+    if kind not in _WITH_EUI and kind not in _WITH_JSON_OR_OPTIONAL:  # an acknowledgement: the header alone
+        return _HEADER.pack(datagram.version, bytes(datagram.token), kind)
     return _DATAGRAM.build(
         {
             "version": datagram.version,

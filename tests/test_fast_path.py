@@ -1,6 +1,7 @@
-"""The agent's decode fast path keeps the meaning of the slow one: the struct-based data frame parse agrees with the
-construct layout on any bytes, the table-driven payload decode agrees with the schema's field definitions on any map,
-and the session layer's deferred MAC state writes lose nothing it must keep."""
+"""The agent's decode fast path keeps the meaning of the slow one: the struct-based data frame parse and the GWMP
+datagram parse and acknowledgement build agree with their construct layouts on any bytes, the table-driven payload
+decode agrees with the schema's field definitions on any map, and the session layer's deferred MAC state writes lose
+nothing it must keep."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from dos_agent.mac import MacState
 from dos_agent.registry import Registry
 from dos_agent.session import MAC_STATE_WRITE_EVERY, Reception, SessionLayer, Transmit, UplinkAccepted
 from dos_codecs.crypto import SessionKeys
-from dos_codecs.errors import FrameError, PayloadError
+from dos_codecs.errors import DatagramError, FrameError, PayloadError
+from dos_codecs.gwmp import Datagram, DatagramLayout, GwmpKind, build_datagram, parse_datagram
 from dos_codecs.mac_commands import DevStatusAns, build_mac_commands
 from dos_codecs.lorawan import DataFrame, MType, build_data_frame, parse_data_frame_construct, parse_phy
 from dos_codecs.schema import available_kinds, load_schema
@@ -46,6 +48,33 @@ def test_fast_parse_equals_the_construct_parse_of_any_frame(frame: DataFrame) ->
 def test_fast_parse_equals_the_construct_parse_of_any_bytes(body: bytes, mhdr: int) -> None:
     phy = bytes((mhdr,)) + body
     assert outcome(parse_phy, phy) == outcome(parse_data_frame_construct, phy)
+
+
+@settings(max_examples=200)
+@given(st.sampled_from([1, 2, 3]), st.binary(min_size=2, max_size=2), st.sampled_from(list(range(7))),
+       st.binary(max_size=8) | st.just(bytes(8)), st.sampled_from([b"", b"{}", b'{"rxpk":[]}', b"[1]", b"{"]))
+def test_datagram_parse_agrees_with_the_layout_on_any_bytes(version, token, identifier, eui, tail) -> None:
+    data = bytes((version,)) + token + bytes((identifier,)) + eui + tail
+    try:
+        datagram = parse_datagram(data)
+    except DatagramError:
+        return
+    reference = DatagramLayout.parse(data)
+    assert (datagram.version, datagram.token, int(datagram.kind), datagram.gateway_eui) == (
+        reference.version, reference.token, reference.identifier, reference.gateway_eui)
+    assert (datagram.payload is not None) == bool(reference.json)
+    if datagram.payload is not None:
+        assert datagram.payload == json.loads(reference.json)
+
+
+@settings(max_examples=50)
+@given(st.sampled_from([1, 2]), st.binary(min_size=2, max_size=2),
+       st.sampled_from([GwmpKind.PUSH_ACK, GwmpKind.PULL_ACK]))
+def test_acknowledgement_build_agrees_with_the_layout(version, token, kind) -> None:
+    built = build_datagram(Datagram(version, token, kind))
+    assert built == DatagramLayout.build({"version": version, "token": token, "identifier": int(kind),
+                                          "gateway_eui": None, "json": b""})
+    assert parse_datagram(built) == Datagram(version, token, kind)
 
 
 def reference_decode(kind: str, raw_map: dict) -> object:
