@@ -470,13 +470,14 @@ class SessionLayer:
     ) -> list[Output]:
         best = receptions[0]
         before = self._mac_state(device)
-        result, info = self._mac_uplink(device, frame, fcnt, payload, receptions, received_at)
+        result, info = self._mac_uplink(device, frame, fcnt, payload, receptions, received_at, before)
         device = self._record_uplink(device, fcnt, before, result.state)
         outputs: list[Output] = [
             UplinkAccepted(device, fcnt, frame.fport, payload, frame.confirmed, best, received_at, receptions,
                            frame.adr, duplicates)
         ]
-        outputs.extend(_mac_events(device, result.events, received_at))
+        if result.events:
+            outputs.extend(_mac_events(device, result.events, received_at))
         outputs.extend(self._settle_confirmed(device, frame.ack, now))
         commands = result.answers + self.mac.plan_downlink(result.state, info)
         outputs.extend(self._downlink_opportunity(device, frame, commands, result.downlink_required, receptions,
@@ -489,7 +490,8 @@ class SessionLayer:
     ) -> list[Output]:
         """A confirmed uplink again with the last FCnt: not published again, but answered (ACK, MAC answers)."""
         payload = self._session_keys(device).open(frame, device.fcnt_up)
-        result, info = self._mac_uplink(device, frame, device.fcnt_up, payload, receptions, received_at)
+        result, info = self._mac_uplink(device, frame, device.fcnt_up, payload, receptions, received_at,
+                                        self._mac_state(device))
         device = self.registry.record_uplink(device, device.fcnt_up, self._mac_json(device, result.state))
         outputs: list[Output] = [UplinkRepeated(device, device.fcnt_up, receptions[0], received_at, duplicates)]
         commands = result.answers + self.mac.plan_downlink(result.state, info)
@@ -499,17 +501,16 @@ class SessionLayer:
 
     def _mac_uplink(
         self, device: DeviceRecord, frame: DataFrame, fcnt: int, payload: bytes, receptions: tuple[Reception, ...],
-        received_at: float,
+        received_at: float, state: MacState,
     ) -> tuple[MacResult, UplinkInfo]:
-        """The MAC layer's view of an uplink: its commands (FOpts, or the FPort 0 payload) through `on_uplink`."""
+        """The MAC layer's view of an uplink (the device's MAC `state` before it): its commands (FOpts, or the FPort
+        0 payload) through `on_uplink`."""
         best = receptions[0]
-        state = self._mac_state(device)
         dr = eu868.data_rate(best.sf, best.bw)
-        info = UplinkInfo(
-            fcnt=fcnt, dr=state.dr if dr is None else dr, best_snr=best.snr, gateway_count=len(receptions),
-            adr=frame.adr, adr_ack_req=frame.adr_ack_req, time_unix=received_at,
-        )
-        commands = self._uplink_commands(device, payload if frame.fport == 0 else frame.fopts)
+        info = UplinkInfo(fcnt, state.dr if dr is None else dr, best.snr, len(receptions), frame.adr,
+                          frame.adr_ack_req, received_at)
+        data = payload if frame.fport == 0 else frame.fopts
+        commands = self._uplink_commands(device, data) if data else []
         return self.mac.on_uplink(state, commands, info), info
 
     def _uplink_commands(self, device: DeviceRecord, data: bytes) -> list[MacCommand]:
