@@ -91,9 +91,13 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: One decoder for every datagram (`json.loads` with hooks would build a new one per call).
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _parse_json_object(raw: bytes) -> dict:
     try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        obj = _JSON_DECODER.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise DatagramError("bad_json", f"JSON does not parse: {exc}") from None
     except RecursionError:
