@@ -11,6 +11,8 @@ emulated boards, through the air, the packet forwarder and the agent to Mosquitt
 
 Each test runs its own fleet of one node; scenario time 0 is when the node's first reading arrived.
 """
+import time
+
 import pytest
 
 from dos_rig.fleet import Fleet, make_node
@@ -78,6 +80,17 @@ def uplinks_past(fleet, node, scenario_s):
     return [(e, virtual_us(fleet, e["gateway_time"])) for e in fleet.uplinks(node.asset_id)]
 
 
+def console_shows(node, text, timeout_s=10.0):
+    """Whether the board's console shows `text` within timeout_s (a line is printed after its uplink's exchange, which
+    may end after MQTT already has the event)."""
+    deadline = time.monotonic() + timeout_s
+    while text not in node.board.console:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def values(event):
     return {name: r["value"] for name, r in event["readings"].items()}
 
@@ -107,7 +120,7 @@ def test_waste_fire_is_alarmed_once_confirmed_within_two_temperature_checks(flee
     before = [t for _e, t in readings if t < fire_us]
     after = [t for _e, t in readings if t > alarm_us]
     assert before and after and after[0] - alarm_us < 15e6, "the reading brought forward follows the alarm (duty cycle)"
-    assert f"alarm: fire: temperature={got['temperature']:.1f}C" in node.board.console
+    assert console_shows(node, f"alarm: fire: temperature={got['temperature']:.1f}C")
 
 
 @pytest.mark.parametrize("fleet", ["heavy_vehicle"], indirect=True)
@@ -121,10 +134,13 @@ def test_a_heavy_vehicle_trips_the_strain_alarm_at_once_and_the_vibration_alarm_
     start_us, end_us = scenario_us(fleet, event["at_s"]), scenario_us(fleet, event["at_s"] + event["duration_s"])
     uplinks = uplinks_past(fleet, node, event["at_s"] + event["duration_s"] + 2 * INTERVAL_S)
     alarms = [(e, t) for e, t in uplinks if e["fport"] == ALARM_FPORT]
-    assert [set(values(e)) for e, _t in alarms] == [{"strain_3"}, {"vibration_peak"}], [values(e) for e, _t in alarms]
+    named = sorted(name for e, _t in alarms for name in values(e))
+    assert named == ["strain_3", "vibration_peak"], [values(e) for e, _t in alarms]  # each once: one per episode
     assert all(e["confirmed"] is True and e["warnings"] == [] for e, _t in alarms)
-    (strain_alarm, strain_us), (vibration_alarm, vibration_us) = alarms
-    # the strains are checked every strain_check_s between readings, the vibration window with a reading
+    strain_alarm, strain_us = next((e, t) for e, t in alarms if "strain_3" in values(e))
+    vibration_alarm, vibration_us = next((e, t) for e, t in alarms if "vibration_peak" in values(e))
+    # the strains are checked every strain_check_s between readings (and with each reading), the vibration window with
+    # a reading: which one trips first depends on where the load finds the node's slot
     assert start_us < strain_us <= start_us + (STRAIN_CHECK_S + 5) * 1e6
     assert values(strain_alarm)["strain_3"] == loaded[2]
     assert start_us < vibration_us <= start_us + (INTERVAL_S + 5) * 1e6, "with the first reading under load"
@@ -132,7 +148,8 @@ def test_a_heavy_vehicle_trips_the_strain_alarm_at_once_and_the_vibration_alarm_
     assert peak > VIBRATION_PEAK_LIMIT_G
     reading = next(e for e, t in uplinks if e["fport"] == READING_FPORT and t > vibration_us)
     assert values(reading)["vibration_peak"] == peak, "alarm and reading come from one measurement"
-    during = [values(e) for e, t in uplinks if e["fport"] == READING_FPORT and start_us < t < end_us]
+    # a reading sent just after the load came may have read the strains just before it
+    during = [values(e) for e, t in uplinks if e["fport"] == READING_FPORT and start_us + 3e6 < t < end_us]
     assert len(during) >= 3 and all(v["strain_3"] == loaded[2] for v in during), "one alarm per episode"
     quiet = [values(e) for e, t in uplinks if e["fport"] == READING_FPORT and (t < start_us or t > end_us + 3e6)]
     assert quiet and all(v["strain_3"] == scenario["strain_ue"][2] for v in quiet)
@@ -187,4 +204,4 @@ def test_low_battery_flag_turns_on_under_the_limit_and_stays_on(fleet):
     assert readings[first_low][0]["battery"] < BATTERY_LOW_V <= readings[first_low - 1][0]["battery"]
     for reading, t_us in readings:
         assert reading["battery"] == served_before(fleet, node, "battery", t_us)
-    assert " LOW presence=" in node.board.console
+    assert console_shows(node, " LOW presence=")
