@@ -197,9 +197,9 @@ print(opened)
 
 # ---- memory: every app on a RAK3172 board in a bounded heap (the LoRaWAN MAC runs in the module)
 
-# Issue 4's goal is 64K; not reached: every kind runs in 88K (some in 80K), most of it the app and its imports, as on
-# the SX1276 path (tests/test_firmware_memory.py). The budget, the same as that test's, catches a regression.
-HEAP_BUDGET = "96K"
+# Issue 4's goal is 64K; not reached: every kind runs in 86K (environment in 72K), most of it the app and its imports,
+# as on the SX1276 path (tests/test_firmware_memory.py). The budget, the largest kind's, catches a regression.
+HEAP_BUDGET = "86K"
 MODEM_READINGS = 4
 # boards/memtest_rak.py: the memory test's board (boards/memtest: every sensor answers) with a RAK3172 on its UART that
 # answers by modem.json: joins, brings the config downlink with the first uplink, ends the run at the last send.
@@ -272,8 +272,8 @@ def test_each_app_on_a_rak3172_board_runs_in_its_heap_budget(kind, rak_firmware,
                                                      "sends": MODEM_READINGS}))
     lines = run_micropython(BOOT_RUN, path=[rak_firmware[kind]], cwd=tmp_path, heap=HEAP_BUDGET).splitlines()
     text = [line for line in lines if not line.startswith("{")]
-    assert "joined: DevAddr 26aa0042, DevNonce -1, DR5" in text, text
-    assert "config: interval_s 60 -> 30 (downlink fcnt -1)" in text, text
+    assert "joined: DevAddr 26aa0042, DevNonce ?, DR5" in text, text  # the module keeps DevNonce to itself
+    assert "config: interval_s 60 -> 30 (downlink fcnt ?)" in text, text
     assert text[-1].startswith("finished "), text
     sends = [json.loads(line)["send"] for line in lines if line.startswith("{")]
     assert len(sends) == MODEM_READINGS + 1

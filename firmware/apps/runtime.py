@@ -141,17 +141,24 @@ def apply_config(kind, settings, payload, fcnt):
     setting)."""
     from cbor_decode import decode_message  # loaded for the downlink, unloaded after
 
+    fcnt = known(fcnt)
     try:
         _name, changes, unknown = decode_message(kind, config_fport(kind), payload)
     except CborError as exc:
-        return ["config downlink fcnt %d refused: %s" % (fcnt, exc)]
+        return ["config downlink fcnt %s refused: %s" % (fcnt, exc)]
     finally:
         unload("cbor_decode")
     applied, refused = settings.apply(changes)
-    lines = ["config: %s %s -> %s (downlink fcnt %d)" % (name, old, new, fcnt) for name, old, new in applied]
-    lines += ["config: %s not applied: %s (downlink fcnt %d)" % (name, why, fcnt) for name, why in refused]
-    lines += ["config: unknown key %s ignored (downlink fcnt %d)" % (key, fcnt) for key in unknown]
+    lines = ["config: %s %s -> %s (downlink fcnt %s)" % (name, old, new, fcnt) for name, old, new in applied]
+    lines += ["config: %s not applied: %s (downlink fcnt %s)" % (name, why, fcnt) for name, why in refused]
+    lines += ["config: unknown key %s ignored (downlink fcnt %s)" % (key, fcnt) for key in unknown]
     return lines
+
+
+def known(value):
+    """A counter for a log line: "?" when the radio did not report it (a RAK3172 keeps DevNonce and FCntDown to
+    itself)."""
+    return "?" if value < 0 else value
 
 
 def handle(events, fport, configure):
@@ -160,9 +167,9 @@ def handle(events, fport, configure):
     joins, downlinks = [], []
     for event in events:
         if isinstance(event, Joined):
-            joins.append("joined: DevAddr %08x, DevNonce %d, DR%d" % (event.dev_addr, event.dev_nonce, event.dr))
+            joins.append("joined: DevAddr %08x, DevNonce %s, DR%d" % (event.dev_addr, known(event.dev_nonce), event.dr))
         elif isinstance(event, JoinFailed):
-            joins.append("join attempt %d (DevNonce %d) got no JoinAccept" % (event.attempt, event.dev_nonce))
+            joins.append("join attempt %d (DevNonce %s) got no JoinAccept" % (event.attempt, known(event.dev_nonce)))
         elif isinstance(event, Downlink):
             if event.fport == fport:
                 downlinks += configure(event.payload, event.fcnt)
@@ -179,7 +186,8 @@ def radio_summary(events):
             if isinstance(event, NotSent):
                 return "not sent: %s (%s)" % (event.reason, event.detail)
         return "not sent"
-    radio = "fcnt %d %.1f MHz DR%d" % (sent[-1].fcnt, sent[-1].freq_khz / 1000, sent[-1].dr)
+    last = sent[-1]
+    radio = "fcnt %d %s DR%d" % (last.fcnt, "%.1f MHz" % (last.freq_khz / 1000) if last.freq_khz else "? MHz", last.dr)
     if len(sent) > 1:
         radio += " after %d tries" % len(sent)
     for event in events:
