@@ -197,7 +197,7 @@ print(opened)
 
 # ---- memory: every app on a RAK3172 board in a bounded heap (the LoRaWAN MAC runs in the module)
 
-# Issue 4's goal is 64K; not reached: every kind runs in 86K (environment in 72K), most of it the app and its imports,
+# Issue 4's goal is 64K; not reached: every kind runs in 86K (one in 72K), most of it the app and its imports,
 # as on the SX1276 path (tests/test_firmware_memory.py). The budget, the largest kind's, catches a regression.
 HEAP_BUDGET = "86K"
 MODEM_READINGS = 4
