@@ -1,10 +1,11 @@
 """The agent's decode fast path keeps the meaning of the slow one: the struct-based data frame parse and the GWMP
 datagram parse and acknowledgement build agree with their construct layouts on any bytes, the table-driven payload
-decode agrees with the schema's field definitions on any map, and the session layer's deferred MAC state writes lose
-nothing it must keep."""
+decode agrees with the schema's field definitions on any map, the MAC state's `evolve` and the ADR loss ratio agree
+with their plain definitions, and the session layer's deferred MAC state writes lose nothing it must keep."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cbor2
@@ -12,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_codecs_lorawan import data_frames
 
-from dos_agent.mac import MacState
+from dos_agent.adr import LOSS_MAX_GAP, LOSS_MIN_UPLINKS, UplinkRecord, packet_loss_ratio
+from dos_agent.mac import DevStatus, MacState, evolve
 from dos_agent.registry import Registry
 from dos_agent.session import MAC_STATE_WRITE_EVERY, Reception, SessionLayer, Transmit, UplinkAccepted
 from dos_codecs.crypto import SessionKeys
@@ -75,6 +77,45 @@ def test_acknowledgement_build_agrees_with_the_layout(version, token, kind) -> N
     assert built == DatagramLayout.build({"version": version, "token": token, "identifier": int(kind),
                                           "gateway_eui": None, "json": b""})
     assert parse_datagram(built) == Datagram(version, token, kind)
+
+
+@settings(max_examples=200)
+@given(st.fixed_dictionaries({}, optional={
+    "dr": st.integers(0, 7), "tx_power_index": st.integers(0, 7), "nb_trans": st.integers(1, 15),
+    "adr": st.booleans(), "uplink_count": st.integers(0, 2**32), "last_fcnt": st.none() | st.integers(0, 2**32),
+    "history": st.lists(st.builds(UplinkRecord, st.integers(0, 99), st.floats(-20, 20), st.integers(1, 3)),
+                        max_size=3).map(tuple),
+    "dev_status": st.none() | st.builds(DevStatus, st.integers(0, 255), st.integers(-32, 31), st.floats(0, 1e9)),
+}))
+def test_evolve_equals_dataclasses_replace(changes: dict) -> None:
+    state = MacState(dr=3, uplink_count=7, last_fcnt=6)
+    assert evolve(state, **changes) == dataclasses.replace(state, **changes)
+
+
+def reference_loss_ratio(history: list[UplinkRecord], nb_trans: int) -> float | None:
+    """The loss ratio as `dos_agent.adr` defines it, written plainly."""
+    tail = []
+    for record in reversed(history):
+        if record.nb_trans != nb_trans:
+            break
+        tail.append(record.fcnt)
+    fcnts = sorted(set(tail))
+    if len(fcnts) < LOSS_MIN_UPLINKS:
+        return None
+    lost = sum(gap for gap in (b - a - 1 for a, b in zip(fcnts, fcnts[1:])) if gap <= LOSS_MAX_GAP)
+    return lost / (lost + len(fcnts))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 1, 1, 1, 2, 5, 12]), st.integers(1, 2)), max_size=25),
+       st.integers(1, 2), st.integers(0, 1000))
+def test_loss_ratio_equals_its_plain_definition(steps: list, nb_trans: int, first: int) -> None:
+    history, fcnt = [], first
+    for step, record_nb_trans in steps:  # FCnts mostly rising, with repeats (step 0) and gaps
+        fcnt += step
+        history.append(UplinkRecord(fcnt, 0.0, 1, record_nb_trans))
+    assert packet_loss_ratio(history, nb_trans) == reference_loss_ratio(history, nb_trans)
+    assert packet_loss_ratio(tuple(history), nb_trans) == reference_loss_ratio(history, nb_trans)
 
 
 def reference_decode(kind: str, raw_map: dict) -> object:
