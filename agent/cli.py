@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 EXIT_OK = 0
@@ -35,16 +36,22 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port 1..65535, got {text!r}")
-    return int(text)
+def _in_range(field: str, parse: type = int) -> Callable[[str], int | float]:
+    """An argparse type for the AgentConfig field `field`, checked against its range in the config file's table."""
+    from dos_agent.config import OPTION_RANGES
 
+    low, high = OPTION_RANGES[field]
 
-def _dedup_ms(text: str) -> int:
-    if not text.isdigit() or int(text) > 10_000:
-        raise argparse.ArgumentTypeError(f"expected milliseconds 0..10000, got {text!r}")
-    return int(text)
+    def check(text: str) -> int | float:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {field} in {low:g}..{high:g}, got {text!r}")
+        return value
+
+    return check
 
 
 def _net_id(text: str) -> int:
@@ -52,16 +59,6 @@ def _net_id(text: str) -> int:
     if not 1 <= len(digits) <= 6 or any(c not in "0123456789abcdefABCDEF" for c in digits):
         raise argparse.ArgumentTypeError(f"expected a NetID of up to 6 hex digits, got {text!r}")
     return int(digits, 16)
-
-
-def _margin_db(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= 30:
-        raise argparse.ArgumentTypeError(f"expected a margin of 0..30 dB, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,13 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--udp", type=_host_port, default=("0.0.0.0", 1700), metavar="HOST:PORT",
                      help="Semtech UDP listen address (default 0.0.0.0:1700)")
     run.add_argument("--mqtt-host", default="127.0.0.1", help="MQTT broker host (default 127.0.0.1)")
-    run.add_argument("--mqtt-port", type=_port, default=1883, help="MQTT broker port (default 1883)")
+    run.add_argument("--mqtt-port", type=_in_range("mqtt_port"), default=1883, help="MQTT broker port (default 1883)")
     run.add_argument("--prefix", default="dos", help="MQTT topic prefix (default dos)")
-    run.add_argument("--dedup-ms", type=_dedup_ms, default=200, metavar="MS",
+    run.add_argument("--dedup-ms", type=_in_range("dedup_ms"), default=200, metavar="MS",
                      help="window gathering copies of one frame from several gateways (default 200)")
     run.add_argument("--net-id", type=_net_id, default=0, metavar="HEX",
                      help="NetID of this network, the DevAddr block OTAA joins get (default 000000)")
-    run.add_argument("--adr-margin-db", type=_margin_db, default=10.0, metavar="DB",
+    run.add_argument("--adr-margin-db", type=_in_range("adr_margin_db", float), default=10.0, metavar="DB",
                      help="SNR margin ADR keeps above the demodulation floor (default 10)")
     run.add_argument("--http", type=_host_port, metavar="HOST:PORT",
                      help="serve the status page and Prometheus /metrics here (default: off; 127.0.0.1:9108 is usual)")
