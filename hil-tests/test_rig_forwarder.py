@@ -171,7 +171,7 @@ def test_a_fast_agent_shortens_the_hold_of_an_unanswered_uplink(tmp_path, agent)
         gateway = rig.add_gateway(EUI, (0, 0))
         _, gateway_addr = agent.receive(GwmpKind.PULL_DATA)
         rig.add_board("node", install_probe(tmp_path / "node", (
-            "setup(sf=7)\nfor i in range(6):\n    transmit(b'@up')\n    time.sleep(10)\nprint('DONE')\n")), (100, 0))
+            "setup(sf=7)\nfor i in range(7):\n    transmit(b'@up')\n    time.sleep(10)\nprint('DONE')\n")), (100, 0))
         for _ in range(5):
             push, _ = agent.receive(GwmpKind.PUSH_DATA)
             tmst = parse_rxpk(push.payload["rxpk"][0]).tmst
@@ -185,3 +185,7 @@ def test_a_fast_agent_shortens_the_hold_of_an_unanswered_uplink(tmp_path, agent)
         rig.run_until(lambda: rig.now_us() > rx1, 5)
         assert time.monotonic() - received_at < 1.5  # not the 3 s ceiling
         assert rig.counters()["holds_expired"] == 1
+        push, _ = agent.receive(GwmpKind.PUSH_DATA)
+        tmst = parse_rxpk(push.payload["rxpk"][0]).tmst
+        agent.pull_resp(downlink((tmst + 3_000_000) & 0xFFFFFFFF), gateway_addr)  # neither its RX1 nor its RX2
+        assert gateway.answer_grace.samples == 5  # so no answer's latency was learned from it

@@ -37,6 +37,7 @@ UPLINK_BW_HZ = 125_000
 LORAWAN_SYNC_WORD = 0x34
 RX1_DELAY_US = 1_000_000
 JOIN_ACCEPT_DELAY1_US = 5_000_000
+RX2_AFTER_RX1_US = 1_000_000
 TMST_MATCH_US = 1_000
 PROTOCOL_VERSION = 2
 #: Wall seconds an uplink waits for a (late) answer that still teaches AnswerGrace.
@@ -210,16 +211,17 @@ class Gateway:
             self.clock.call_at(at, self._transmit, txpk)
 
     def _answered(self, at_us: int, imme: bool) -> None:
-        """A PULL_RESP for `at_us` answers every uplink whose RX1 is at or before it (an RX2 answer comes after RX1):
-        release their holds; its latency after the latest of them (the uplink it answers) teaches the grace."""
+        """A PULL_RESP for `at_us` releases the hold of every uplink whose RX1 is at or before it (an RX2 answer comes
+        after RX1); the uplink whose RX1 or RX2 is `at_us` is the one it answers: its latency teaches the grace."""
         answered = [u for u in self._unanswered if imme or u.hold.limit_us <= at_us + TMST_MATCH_US]
-        if not answered:
-            return
         for uplink in answered:
             uplink.hold.release()
             self._unanswered.remove(uplink)
-        if not imme:
-            self.answer_grace.record(self.clock.wall() - max(u.sent_wall for u in answered))
+        window_opens = [u for u in answered if not imme and min(abs(at_us - u.hold.limit_us),
+                                                                abs(at_us - u.hold.limit_us - RX2_AFTER_RX1_US))
+                        <= TMST_MATCH_US]
+        if window_opens:
+            self.answer_grace.record(self.clock.wall() - max(u.sent_wall for u in window_opens))
 
     def _transmit(self, txpk) -> None:
         bw_hz = txpk.bw_khz * 1000
