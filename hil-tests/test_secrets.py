@@ -2,7 +2,7 @@
 the agent runs from a config file with debug logging and its HTTP port on. Then no key (AppKey, the ABP node's NwkSKey
 and AppSKey, the session keys the join derived; hex in lower and upper case, and base64) appears in the agent's log,
 in any MQTT message (subscribed to '#'), on the status page, /status.json or /metrics; and every file of the session
-that holds a key, and the registry and outbox files in any case, is 0600 (the emulated boards' own flash aside)."""
+that holds a key, and the registry and outbox files in any case, is 0600 (the emulated boards' flash folders too)."""
 from __future__ import annotations
 
 import base64
@@ -125,11 +125,8 @@ def test_no_key_in_logs_mqtt_or_status_and_key_files_are_private(tmp_path_factor
     assert all(p.exists() for p in private)
     private += [p for p in workdir.glob("registry.sqlite*-*")]  # SQLite's -wal and -shm files, when left
     holding_keys = []
-    # boards/<id>/ is each emulated device's own flash (its config.json holds its keys, as on a real node, where the
-    # file system has no modes): not a file of the gateway host, so not checked here
-    for folder, dirs, files in os.walk(workdir):
-        if Path(folder) == workdir:
-            dirs.remove("boards")
+    # boards/<id>/ is each emulated device's own flash: its config.json holds its keys, so it is private on the host too
+    for folder, _dirs, files in os.walk(workdir):
         for name in files:
             path = Path(folder) / name
             if path.is_symlink() or not path.is_file():
@@ -138,6 +135,7 @@ def test_no_key_in_logs_mqtt_or_status_and_key_files_are_private(tmp_path_factor
             if any(form.encode() in content for form in forms.values()):
                 holding_keys.append(path)
     assert registry_path in holding_keys and workdir / "provisioning.json" in holding_keys
+    assert any(path.name == "config.json" for path in holding_keys)  # a board's
     for path in set(holding_keys) | set(private):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path} holds keys (or is the registry/outbox) but has mode {mode:o}"

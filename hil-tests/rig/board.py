@@ -135,7 +135,8 @@ class BoardProcess:
         try:
             self.proc = subprocess.Popen(
                 ["setsid", "--ctty", self.micropython, "-i", "-c", BOOT], stdin=slave, stdout=slave, stderr=slave,
-                cwd=self.folder, env=self.env(), close_fds=True)
+                cwd=self.folder, env=self.env(), close_fds=True,
+                umask=0o077)  # the folder is the board's flash: its config.json holds the keys
         finally:
             os.close(slave)
         os.set_blocking(master, False)
