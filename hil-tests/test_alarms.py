@@ -143,7 +143,8 @@ def test_a_heavy_vehicle_trips_the_strain_alarm_at_once_and_the_vibration_alarm_
     # a reading: which one trips first depends on where the load finds the node's slot
     assert start_us < strain_us <= start_us + (STRAIN_CHECK_S + 5) * 1e6
     assert values(strain_alarm)["strain_3"] == loaded[2]
-    assert start_us < vibration_us <= start_us + (INTERVAL_S + 5) * 1e6, "with the first reading under load"
+    # with the first reading under load; its uplink may wait out the duty-cycle off-time of the strain alarm just before
+    assert start_us < vibration_us <= start_us + (INTERVAL_S + 15) * 1e6, (vibration_us - start_us) / 1e6
     peak = values(vibration_alarm)["vibration_peak"]
     assert peak > VIBRATION_PEAK_LIMIT_G
     reading = next(e for e, t in uplinks if e["fport"] == READING_FPORT and t > vibration_us)
