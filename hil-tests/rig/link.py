@@ -328,18 +328,9 @@ class RomLink:
         now = self.clock.now_us
         deadline = min(value if flags & SLEEP_ABSOLUTE else now + value, FOREVER_US)
         if not self.pending_irqs and deadline > now:
-            self._sleep_future = asyncio.get_running_loop().create_future()
             self._sleep_wakes_on_irq = bool(flags & SLEEP_WAKE_ON_IRQ)
-            self.asleep = True
-            if deadline < FOREVER_US:
-                self._sleep_timer = self.clock.call_at(deadline, self._wake)
-            self.clock.notify()
-            try:
-                await self._sleep_future
-            except asyncio.CancelledError:
-                if writer is not self._writer:  # the connection went away while the board slept
-                    return None
-                raise
+            if not await self._doze(deadline, writer):
+                return None
         pins, self.pending_irqs = bytes(self.pending_irqs), []
         return struct.pack(">QQ", self.clock.now_us, deadline) + pins
 
@@ -363,22 +354,29 @@ class RomLink:
             self._work() if buffer else self._poll()
         else:
             self._work()
-            self._sleep_future = asyncio.get_running_loop().create_future()
-            self.asleep = True
             self._uart_waiting = pins
-            if deadline < FOREVER_US:
-                self._sleep_timer = self.clock.call_at(deadline, self._wake)
-            self.clock.notify()
-            try:
-                await self._sleep_future
-            except asyncio.CancelledError:
-                if writer is not self._writer:
-                    return None
-                raise
+            if not await self._doze(deadline, writer):
+                return None
             buffer = self._uart_rx.get(pins, bytearray())
         data = bytes(buffer[:max_bytes])
         del buffer[:max_bytes]
         return struct.pack(">QQ", self.clock.now_us, deadline) + data
+
+    async def _doze(self, deadline: int, writer: asyncio.StreamWriter) -> bool:
+        """Sleep until `deadline` (virtual µs; FOREVER_US: until woken). False when the board's connection went away
+        meanwhile (its request is void)."""
+        self._sleep_future = asyncio.get_running_loop().create_future()
+        self.asleep = True
+        if deadline < FOREVER_US:
+            self._sleep_timer = self.clock.call_at(deadline, self._wake)
+        self.clock.notify()
+        try:
+            await self._sleep_future
+        except asyncio.CancelledError:
+            if writer is not self._writer:
+                return False
+            raise
+        return True
 
     def _wake(self) -> None:
         self._uart_waiting = None
