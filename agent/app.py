@@ -281,9 +281,8 @@ class Agent:
             self._continue_cumulative(device, event.fport, document["readings"])
             decode_error = document["decode_error"]
             self.status.uplink(document, event.received_at)
-            published = self.outputs.publish_uplink(document, device.dev_addr)
-            if not published:
-                self.counters.count_sink("dropped")
+            self.outputs.publish_uplink(document, device.dev_addr)
+            published = True
         if log.isEnabledFor(logging.INFO):
             log.info(log_line(
                 "accepted", dev_eui=device.dev_eui, asset=device.asset_id, fcnt=event.fcnt, fport=event.fport,
@@ -319,7 +318,7 @@ class Agent:
 
     def _publish_journal(self) -> None:
         """Publish the registry's unpublished swaps and retirements (written by `dos-edge swap`, `... retire`, even
-        while the agent was down) as asset events, oldest first; an entry is marked only once the sink took it."""
+        while the agent was down) as asset events, oldest first; an entry is marked once the outbox holds its event."""
         done = []
         self._journal_due = False
         for entry in self.registry.unpublished_journal():
@@ -328,10 +327,7 @@ class Agent:
                 old_dev_eui=entry.old_dev_eui, new_dev_eui=entry.new_dev_eui, undo=entry.type == "undo",
             )
             document["at"] = iso_utc(entry.at)
-            if not self.sink.publish_asset_event(entry.asset_id, document["type"], encode_event(document)):
-                self.counters.count_sink("dropped")
-                self._journal_due = True  # the rest goes out on a later tick
-                break
+            self.sink.publish_asset_event(entry.asset_id, document["type"], encode_event(document))
             log.info(log_line(entry.type, "journal", asset=entry.asset_id, old_dev_eui=entry.old_dev_eui,
                               new_dev_eui=entry.new_dev_eui))
             done.append(entry.id)
@@ -389,8 +385,7 @@ class Agent:
 
     def _publish_asset_event(self, document: dict) -> None:
         self.status.asset_event(document)
-        if not self.sink.publish_asset_event(document["asset_id"], document["type"], encode_event(document)):
-            self.counters.count_sink("dropped")
+        self.sink.publish_asset_event(document["asset_id"], document["type"], encode_event(document))
 
     def handle_downlink_request(self, asset_id: str, payload: bytes) -> None:
         """A downlink request from MQTT (`<prefix>/assets/<asset_id>/down`)."""

@@ -44,8 +44,8 @@ class Counters:
         self.version += 1
 
     def count_sink(self, outcome: str, count: int = 1) -> None:
-        """Events the sink could not take (`dropped`) or the outbox dropped by its limits (`outbox_size`,
-        `outbox_age`, `outbox_store_error`)."""
+        """Events the outbox dropped by its limits or could never deliver (`outbox_size`, `outbox_age`,
+        `outbox_store_error`, `outbox_undeliverable`)."""
         self.sink[outcome] += count
         self.version += 1
 

@@ -161,8 +161,13 @@ def uplink_event(accepted: UplinkAccepted, schemas: SchemaBook) -> dict[str, Any
 
 
 def asset_event(event_type: str, asset_id: str, dev_eui: str | None, at: float, **fields: Any) -> dict[str, Any]:
-    """An asset event for `<prefix>/assets/<asset_id>/event/<type>`: {type, asset_id, dev_eui, time, ...fields}."""
-    return {"type": event_type, "asset_id": asset_id, "dev_eui": dev_eui, "time": iso_utc(at), **fields}
+    """An asset event for `<prefix>/assets/<asset_id>/event/<type>`: {type, asset_id, dev_eui, time, ...fields,
+    event_id}. The id is uuid5(EVENT_NAMESPACE, the rest as canonical JSON): a redelivered or re-made event (a swap
+    published again after a crash) keeps it, so consumers drop the at-least-once duplicates as for uplinks."""
+    document = {"type": event_type, "asset_id": asset_id, "dev_eui": dev_eui, "time": iso_utc(at), **fields}
+    identity = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    document["event_id"] = str(uuid.uuid5(EVENT_NAMESPACE, identity))
+    return document
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

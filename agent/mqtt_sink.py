@@ -354,20 +354,19 @@ class MqttSink:
         """Wait until connected (True) or `timeout` seconds pass (False)."""
         return await self.client.wait_connected(timeout)
 
-    def publish(self, topic: str, payload: bytes) -> bool:
-        """Queue one event on `topic` through the outbox; True (the outbox takes everything: its limits drop the
-        oldest, counted and reported)."""
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Queue one event on `topic` through the outbox (it takes everything: its limits drop the oldest, counted and
+        reported)."""
         self.outbox.add(topic, payload)
         self._schedule_turn()
-        return True
 
-    def publish_event(self, asset_id: str, payload: bytes) -> bool:
+    def publish_event(self, asset_id: str, payload: bytes) -> None:
         """Queue one uplink event on the asset's topic."""
-        return self.publish(event_topic(self.prefix, asset_id), payload)
+        self.publish(event_topic(self.prefix, asset_id), payload)
 
-    def publish_asset_event(self, asset_id: str, event_type: str, payload: bytes) -> bool:
+    def publish_asset_event(self, asset_id: str, event_type: str, payload: bytes) -> None:
         """Queue one asset event on `<prefix>/assets/<asset_id>/event/<type>`."""
-        return self.publish(asset_event_topic(self.prefix, asset_id, event_type), payload)
+        self.publish(asset_event_topic(self.prefix, asset_id, event_type), payload)
 
     def publish_retained(self, topic: str, payload: bytes) -> bool:
         """Publish a latest-value message, retained: now when connected, and again on every connect."""

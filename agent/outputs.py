@@ -181,15 +181,14 @@ class Outputs:
         self.homeassistant_prefix = homeassistant_prefix
         self._announced: set[tuple[str, str]] = set()
 
-    def publish_uplink(self, document: dict[str, Any], dev_addr: str | None = None) -> bool:
-        """Publish one uplink event document; False when our own event could not be queued."""
-        published = self.sink.publish_event(document["asset_id"], encode_event(document))
+    def publish_uplink(self, document: dict[str, Any], dev_addr: str | None = None) -> None:
+        """Publish one uplink event document (ours, and the ChirpStack-compatible one when that output is on)."""
+        self.sink.publish_event(document["asset_id"], encode_event(document))
         if self.chirpstack_application is not None:
             uplink = chirpstack_uplink(document, self.chirpstack_application, dev_addr, self.schemas)
             self.sink.publish(chirpstack_up_topic(self.chirpstack_application, document["dev_eui"]),
                               encode_event(uplink))
         self.announce(document["asset_id"], document["kind"], document["dev_eui"])
-        return published
 
     def announce(self, asset_id: str, kind: str, dev_eui: str | None = None) -> int:
         """Publish the asset's Home Assistant discovery (retained, again on every reconnect) unless done already;

@@ -72,10 +72,10 @@ class ShownOutputs:
         self.outputs = outputs
         self.status = status
 
-    def publish_uplink(self, document: dict[str, Any], dev_addr: str | None = None) -> bool:
+    def publish_uplink(self, document: dict[str, Any], dev_addr: str | None = None) -> None:
         """Show the event, then publish it (`Outputs.publish_uplink`)."""
         self.status.uplink(document, self.status.clock())
-        return self.outputs.publish_uplink(document, dev_addr)
+        self.outputs.publish_uplink(document, dev_addr)
 
 
 class StatusModel:

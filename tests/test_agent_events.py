@@ -120,6 +120,11 @@ def test_receptions_confirmed_adr_and_dr_are_always_in_the_event(schemas: Schema
 
 def test_asset_events_carry_type_asset_device_and_time() -> None:
     document = asset_event("downlink", "lamp-1", "70b3d57ed0000001", 1_795_000_000.5, id="cfg-1", status="sent")
+    event_id = document.pop("event_id")
     assert document == {"type": "downlink", "asset_id": "lamp-1", "dev_eui": "70b3d57ed0000001",
                         "time": "2026-11-18T11:06:40.500Z", "id": "cfg-1", "status": "sent"}
-    assert json.loads(encode_event(document)) == document
+    again = asset_event("downlink", "lamp-1", "70b3d57ed0000001", 1_795_000_000.5, id="cfg-1", status="sent")
+    assert again["event_id"] == event_id  # the same event made again keeps its id
+    other = asset_event("downlink", "lamp-1", "70b3d57ed0000001", 1_795_000_000.5, id="cfg-1", status="acked")
+    assert other["event_id"] != event_id
+    assert json.loads(encode_event(again)) == again

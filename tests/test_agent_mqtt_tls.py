@@ -126,7 +126,9 @@ def test_refused_connections_neither_raise_nor_log_the_password(secure_broker, p
         sink = MqttSink(settings(secure_broker, pki, **changes), prefix="refused", connect_timeout=1.0)
         await sink.start()
         assert not await sink.wait_connected(2.5)
-        assert sink.publish_event("lamp-1", b"{}")  # kept in the outbox for later
+        sink.publish_event("lamp-1", b"{}")  # kept in the outbox for later
+        await asyncio.sleep(0)
+        assert sink.pending == 1
         await sink.stop(drain_timeout=0.1)
 
     asyncio.run(scenario())
