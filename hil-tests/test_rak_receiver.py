@@ -85,7 +85,8 @@ def test_with_a_semtech_gateway_beside_it_frames_are_merged_and_downlinks_go_thr
     fleet.downlink(node.asset_id, {"fport": 10, "confirmed": False, "data": "0304"})
     wait(fleet, lambda: any(e["status"] == "sent" for e in fleet.events(node.asset_id, "downlink")),
          "a downlink sent through the Semtech gateway")
-    # on the air: the Semtech gateway sent it and the node received it (the RAK3172 never transmits)
-    air = fleet.rig.air_log()
-    assert any(e["sender"] == GATEWAY_EUI and e["receiver"] == node.board_id and e["result"] == "ok" for e in air)
+    # on the air: the Semtech gateway sent it and the node received it (the RAK3172 never transmits); "sent" comes with
+    # the gateway's TX_ACK, the air logs the reception at the end of the transmission
+    fleet.rig.run_until(lambda: any(e["sender"] == GATEWAY_EUI and e["receiver"] == node.board_id and e["result"] == "ok"
+                                    for e in fleet.rig.air_log()), timeout_s=WAIT_S)
     assert not fleet.rak.module.transmitted
