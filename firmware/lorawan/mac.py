@@ -3,9 +3,9 @@
 Inputs are method calls with the time they happen at (`now_ms`, any monotonic millisecond count): join(), uplink(),
 tx_done(), rx(), rx_timeout(), wake(). Each returns a list holding actions for the runner (Transmit, OpenRx, Wait) and
 events for the app (Sent, Downlink, LinkCheck, DeviceTime, Joined, JoinFailed, NotSent, RxIgnored, Done), in the order
-they happen. Frames are built, encrypted and MICed here; MAC commands in downlinks (lorawan/commands.py, loaded only
-while a downlink's commands are handled) are answered in the next new uplink's FOpts; RXParamSetupAns, RXTimingSetupAns
-and DlChannelAns repeat until a downlink arrives.
+they happen. Uplinks are built, encrypted and MICed here; a downlink is checked and decrypted by lorawan/downlink.py and
+its MAC commands handled by lorawan/commands.py (each loaded only while a downlink is handled); the answers go in the
+next new uplink's FOpts, and RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
 
 Activation is ABP (activate_abp) or OTAA (set_otaa, then join(); lorawan/join.py, loaded while the node joins). Each
 join() is one attempt with a fresh DevNonce, which the Transmit carries so that the runner persists the next one before
@@ -27,15 +27,13 @@ truncation.
 from micropython import const
 
 from lorawan.crypto import Cmac, crypt_payload, data_mic
-from lorawan.events import Done, Downlink, NotSent, OpenRx, RxIgnored, Sent, Transmit, Wait
+from lorawan.events import Done, NotSent, OpenRx, RxIgnored, Sent, Transmit, Wait
 from modules import unload
 
 # Integer constants are const() with a leading underscore: the compiler puts their values into the code, so they take
 # no room in the module's globals (heap) on the node.
 _UNCONFIRMED_UP = const(0x40)
 _CONFIRMED_UP = const(0x80)
-_UNCONFIRMED_DOWN = const(3)  # MType values
-_CONFIRMED_DOWN = const(5)
 _FCTRL_ADR = const(0x80)
 _FCTRL_ADR_ACK_REQ = const(0x40)
 _FCTRL_ACK = const(0x20)
@@ -43,7 +41,6 @@ _RECEIVE_DELAY1_MS = const(1000)
 _JOIN_ACCEPT_DELAY1_MS = const(5000)  # RX2 (and JOIN_ACCEPT_DELAY2) is 1 s after RX1
 _RX_EARLY_MS = const(5)  # windows open early: TX end is seen up to a poll late, the preamble must find us listening
 _RX_PREAMBLE_SYMBOLS = const(8)  # a window stays open this many symbols past its nominal start to catch a preamble
-_MAX_FCNT_GAP = const(16384)
 _CONFIRMED_TRIES = const(8)
 _RETRY_BACKOFF_MIN_MS = const(1000)
 _RETRY_BACKOFF_MAX_MS = const(3000)
@@ -54,7 +51,7 @@ _SESSION_STALE_AFTER = const(_ADR_ACK_LIMIT + 8 * _ADR_ACK_DELAY)  # frames with
 _JOIN_REQUEST_LEN = const(23)
 _LINK_CHECK_REQ, _DEVICE_TIME_REQ = b"\x02", b"\x0d"
 # CIDs of the answers repeated in every uplink until a downlink arrives: RXParamSetupAns, RXTimingSetupAns, DlChannelAns
-_STICKY = b"\x05\x08\x0a"
+STICKY_ANSWERS = b"\x05\x08\x0a"
 
 
 class MacError(ValueError):
@@ -286,7 +283,7 @@ class Mac:
         """Bookkeeping once a new frame has left: counters, and what its FOpts and FCtrl carried is delivered."""
         self.fcnt_up = self._frame_fcnt + 1
         sent = self._fopts_sent
-        self._answers = [a for a in self._answers if a[0] in _STICKY or not any(a is c for c in sent)]
+        self._answers = [a for a in self._answers if a[0] in STICKY_ANSWERS or not any(a is c for c in sent)]
         self._link_check_wanted = self._link_check_wanted and _LINK_CHECK_REQ not in sent
         self._device_time_wanted = self._device_time_wanted and _DEVICE_TIME_REQ not in sent
         if self._frame[5] & _FCTRL_ACK:
@@ -372,47 +369,10 @@ class Mac:
         return self._try_send(now_ms)
 
     def _open_downlink(self, frame, window, rssi, snr):
-        """Check and decrypt a downlink; returns (events, ack bit). Raises MacError(reason) for a frame to drop: an
-        FCntDown not newer than the last accepted one is fcnt_stale, one more than _MAX_FCNT_GAP ahead fcnt_gap."""
-        if len(frame) < 12:
-            raise MacError("too_short")
-        mhdr = frame[0]
-        if mhdr & 0x03:
-            raise MacError("bad_major")
-        mtype = mhdr >> 5
-        if mtype not in (_UNCONFIRMED_DOWN, _CONFIRMED_DOWN):
-            raise MacError("not_data_down")
-        if bytes(frame[1:5]) != self._dev_addr:
-            raise MacError("other_dev_addr")
-        fctrl = frame[5]
-        fopts_end = 8 + (fctrl & 0x0F)
-        if fopts_end > len(frame) - 4:
-            raise MacError("fopts_past_end")
-        ahead = (frame[6] | frame[7] << 8) - self.fcnt_down & 0xFFFF
-        if ahead > _MAX_FCNT_GAP:
-            raise MacError("fcnt_stale" if ahead >= 0x8000 else "fcnt_gap")
-        fcnt = self.fcnt_down + ahead
-        if data_mic(self._nwk, 1, self._dev_addr, fcnt, memoryview(frame)[:-4]) != bytes(frame[-4:]):
-            raise MacError("mic_mismatch")
-        fport = frame[fopts_end] if fopts_end < len(frame) - 4 else None
-        if fport == 0 and fopts_end > 8:
-            raise MacError("fopts_with_port0")
-        self.fcnt_down = fcnt + 1
-        self.adr_ack_cnt = self._adr_steps = 0
-        if mtype == _CONFIRMED_DOWN:
-            self._ack_next = True
-        payload = b""
-        if fport is not None:
-            key = self._nwk.key if fport == 0 else self._app_s_key
-            payload = bytes(crypt_payload(key, 1, self._dev_addr, fcnt, memoryview(frame)[fopts_end + 1:-4]))
-        commands = payload if fport == 0 else bytes(frame[8:fopts_end])
-        events, answers = [], []
-        if commands:  # MAC commands come now and then: their code is loaded for them and unloaded after
-            from lorawan.commands import handle_commands
+        """(events, ack bit) of a data downlink, or MacError(reason) (lorawan/downlink.py, loaded for each one)."""
+        from lorawan.downlink import open_downlink
 
-            events, answers = handle_commands(self, commands, snr, self._tx_end)
-            unload("lorawan.commands")
-        self._answers = [a for a in self._answers if a[0] not in _STICKY] + answers
-        if fport:
-            events.append(Downlink(fport, payload, fcnt, window, rssi, snr))
-        return events, bool(fctrl & _FCTRL_ACK)
+        try:
+            return open_downlink(self, frame, window, rssi, snr)
+        finally:
+            unload("lorawan.downlink")
