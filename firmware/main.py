@@ -15,13 +15,20 @@ _GC_THRESHOLD = const(2048)
 gc.threshold(_GC_THRESHOLD)
 
 
-def main():
+def read_config():
+    """config.json, or None (one line printed) when it is missing or broken."""
     from config import ConfigError, load_config
 
     try:
-        config = load_config()
+        return load_config()
     except ConfigError as exc:
         print("config: %s; node stopped (install the device config with flash.sh)" % exc)
+        return None
+
+
+def main():
+    config = read_config()  # a function of its own: main() runs for good, and its locals stay in the heap
+    if config is None:
         return
     modules = []
     for package, name in (("boards", config["board"]), ("apps", config["kind"])):

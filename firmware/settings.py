@@ -1,11 +1,20 @@
 """An app's settings: config.json values overlaid with the changes the network sent in remote configuration downlinks.
 
-Remote changes persist in the store (key "settings") so they survive a reboot. Each is kept with the config.json value it
-replaced: when a technician later installs a config.json whose value differs from that one, the installed value wins (it
-is the newer decision) and the remote change is dropped. Values are checked against the app's ranges, which are those of
-the schema's config message (a test keeps them equal).
+Remote changes persist in the store (key "settings": {name: [value, the config.json value it replaced]}) so they survive
+a reboot. When a technician later installs a config.json whose value differs from the one a change replaced, the
+installed value wins (it is the newer decision) and the remote change is dropped. Values are checked against the app's
+ranges, which are those of the schema's config message (a test keeps them equal).
+
+An app declares its settings as JSON text, `[[name, default, low, high], ...]` with low and high null for a bool: the
+node keeps it for config downlinks, and one string takes a fraction of the heap a tuple of tuples of boxed floats does.
+This module is loaded for a job, at boot and for a config downlink (apps.runtime.start_settings, apply_config), and
+unloaded after: what stays in the heap is the app's {name: value} dict and the store's "settings" entry.
 """
-from config import ConfigError, section
+import json
+
+from apps.runtime import config_fport, known
+from cbor import CborError
+from modules import unload
 
 
 def _valid(value, low, high):
@@ -14,58 +23,87 @@ def _valid(value, low, high):
     return type(value) in (int, float) and low <= value <= high
 
 
-class Settings:
-    """The settings an app declares in `spec`, ((name, default, low, high), ...) with low None for a bool; interval_s
-    comes from the top level of config.json, the others from its "settings" section. `values` holds the current ones;
-    `dropped` names the remote changes an installed config.json overrode at boot."""
+def load(config, store, spec):
+    """(values, dropped) at boot: {name: value} of every setting in `spec` (interval_s from the top level of
+    config.json, the others from its "settings" section, a kept remote change over either) and the names of the remote
+    changes an installed config.json overrode (dropped from the store at once). ConfigError for an installed value out
+    of range."""
+    from config import ConfigError, section
 
-    def __init__(self, config, store, spec):
-        self.store, self.spec = store, spec
-        self.values, self.dropped = {}, []
-        self._remote = {}  # name -> [value, the config.json value it replaced]
-        stored = store.get("settings")
-        stored = stored if type(stored) is dict else {}
-        settings = section(config, "settings")
-        for name, default, low, high in spec:
-            table, where = (config, "config") if name == "interval_s" else (settings, "settings")
-            installed = table.get(name, default)
-            if not _valid(installed, low, high):
-                kind = "true or false" if low is None else "a number in [%s, %s]" % (low, high)
-                raise ConfigError("%s.%s must be %s" % (where, name, kind))
-            entry = stored.get(name)
-            if type(entry) is list and len(entry) == 2 and entry[1] == installed and _valid(entry[0], low, high):
-                self._remote[name] = entry
-                self.values[name] = entry[0]
-            else:
-                if entry is not None:
-                    self.dropped.append(name)
-                self.values[name] = installed
-        if self.dropped:
-            self._save()
+    values, dropped, remote = {}, [], {}
+    stored = store.get("settings")
+    stored = stored if type(stored) is dict else {}
+    settings = section(config, "settings")
+    for name, default, low, high in json.loads(spec):
+        table, where = (config, "config") if name == "interval_s" else (settings, "settings")
+        installed = table.get(name, default)
+        if not _valid(installed, low, high):
+            kind = "true or false" if low is None else "a number in [%s, %s]" % (low, high)
+            raise ConfigError("%s.%s must be %s" % (where, name, kind))
+        entry = stored.get(name)
+        if type(entry) is list and len(entry) == 2 and entry[1] == installed and _valid(entry[0], low, high):
+            remote[name] = entry
+            values[name] = entry[0]
+        else:
+            if entry is not None:
+                dropped.append(name)
+            values[name] = installed
+    if remote != stored:  # the remote changes still in force, and nothing else, are what apply() saves
+        store.put("settings", remote)
+    if dropped:
+        store.flush()
+    return values, dropped
 
-    def apply(self, changes):
-        """Apply {name: value} from a downlink. Returns ([(name, old, new)] applied, [(name, why)] refused); the
-        applied ones are saved at once. A value equal to the current one is neither."""
-        applied, refused = [], []
-        for name, value in changes.items():
-            spec = None
-            for candidate in self.spec:
-                if candidate[0] == name:
-                    spec = candidate
-            if spec is None:
-                refused.append((name, "not a setting of this node"))
-            elif not _valid(value, spec[2], spec[3]):
-                refused.append((name, "%r out of range" % (value,)))
-            elif value != self.values[name]:
-                old = self.values[name]
-                base = self._remote[name][1] if name in self._remote else old
-                self._remote[name] = [value, base]
-                self.values[name] = value
-                applied.append((name, old, value))
-        if applied:
-            self._save()
-        return applied, refused
 
-    def _save(self):
-        self.store.put("settings", self._remote)
-        self.store.flush()
+def print_banner(values, dropped, spec):
+    """The boot lines: remote settings a newly installed config.json overrode, then every setting in force."""
+    for name in dropped:
+        print("config: remote %s dropped: config.json was installed with another value (%s)" % (name, values[name]))
+    print("settings: " + " ".join("%s=%s" % (entry[0], values[entry[0]]) for entry in json.loads(spec)))
+
+
+def apply(values, store, spec, changes):
+    """Apply {name: value} from a downlink to `values` (load()'s). Returns ([(name, old, new)] applied, [(name, why)]
+    refused); the applied ones are saved at once. A value equal to the current one is neither."""
+    table = json.loads(spec)
+    remote = store.get("settings")
+    remote = remote if type(remote) is dict else {}
+    applied, refused = [], []
+    for name, value in changes.items():
+        entry = None
+        for candidate in table:
+            if candidate[0] == name:
+                entry = candidate
+        if entry is None:
+            refused.append((name, "not a setting of this node"))
+        elif not _valid(value, entry[2], entry[3]):
+            refused.append((name, "%r out of range" % (value,)))
+        elif value != values[name]:
+            old = values[name]
+            base = remote[name][1] if name in remote else old
+            remote[name] = [value, base]
+            values[name] = value
+            applied.append((name, old, value))
+    if applied:
+        store.put("settings", remote)
+        store.flush()
+    return applied, refused
+
+
+def configure(kind, values, store, spec, payload, fcnt):
+    """Apply a "config" downlink payload of node `kind` at once; returns its log lines (one per applied, refused or
+    unknown setting)."""
+    from cbor_decode import decode_message  # loaded for the downlink, unloaded after
+
+    fcnt = known(fcnt)
+    try:
+        _name, changes, unknown = decode_message(kind, config_fport(kind), payload)
+    except CborError as exc:
+        return ["config downlink fcnt %s refused: %s" % (fcnt, exc)]
+    finally:
+        unload("cbor_decode")
+    applied, refused = apply(values, store, spec, changes)
+    lines = ["config: %s %s -> %s (downlink fcnt %s)" % (name, old, new, fcnt) for name, old, new in applied]
+    lines += ["config: %s not applied: %s (downlink fcnt %s)" % (name, why, fcnt) for name, why in refused]
+    lines += ["config: unknown key %s ignored (downlink fcnt %s)" % (key, fcnt) for key in unknown]
+    return lines

@@ -72,11 +72,12 @@ BANNER_REST = ("battery_low_v=3.4 presence_level=100 presence_hold_s=60 night_di
 SETTINGS_RUN = """
 import json
 from apps.streetlight import SETTINGS
-from settings import Settings
+from settings import apply, load
 from store import Store
-s = Settings(json.loads({config!r}), Store(), SETTINGS)
-print(json.dumps({{"values": s.values, "dropped": s.dropped}}))
-applied, refused = s.apply({changes!r})
+store = Store()
+values, dropped = load(json.loads({config!r}), store, SETTINGS)
+print(json.dumps({{"values": values, "dropped": dropped}}))
+applied, refused = apply(values, store, SETTINGS, {changes!r})
 print(json.dumps({{"applied": applied, "refused": refused}}))
 """
 
@@ -110,13 +111,13 @@ def test_a_bad_installed_setting_is_a_config_error(tmp_path):
 import json
 from apps.streetlight import SETTINGS
 from config import ConfigError
-from settings import Settings
+from settings import load
 from store import Store
 for bad in ({{"interval_s": 5}}, {{"settings": {{"confirmed": "yes"}}}}, {{"settings": {{"dim_level": 101}}}}):
     config = json.loads({json.dumps(json.dumps(CONFIG))})
     config.update(bad)
     try:
-        Settings(config, Store(), SETTINGS)
+        load(config, Store(), SETTINGS)
     except ConfigError as exc:
         print(exc)
 """, cwd=tmp_path).splitlines()

@@ -20,21 +20,18 @@ strain_channels (3), strain_counts_per_ue (1073.74: quarter bridge, gauge factor
 ([0, 0, 0]: each channel's strain at installation, subtracted), tilt_zero_deg (0.0: the tilt at installation),
 crack_mm_per_v (10.0), battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
-from apps.runtime import (Battery, Episode, apply_config, config_fport, fit_reading, handle, over_limit,
-                          print_settings, radio_summary, run_slots, send_alarm, send_message)
-from config import ConfigError, number, section
+from apps.runtime import (Battery, Episode, fit_reading, handle, over_limit, radio_summary, run_slots, send_alarm,
+                          send_message, start_settings)
 from drivers.adxl345 import ADXL345, COUNTS_PER_G, along_x_tilt
 from drivers.tmp102 import TMP102
 from drivers.vibration import vibration
-from settings import Settings
 
 KIND = "bridge"
-CONFIG_FPORT = config_fport(KIND)
-# (name, default, low, high): the ranges of the schema's config message; low None for a bool
-SETTINGS = (("interval_s", 600, 10, 86400), ("confirmed", False, None, None), ("battery_low_v", 3.4, 0, 5),
-            ("strain_limit_ue", 500, 0, 5000), ("vibration_rms_limit", 0.1, 0, 16),
-            ("vibration_peak_limit", 0.3, 0, 16), ("tilt_limit", 1.0, 0, 90), ("crack_limit", 1.0, 0, 50),
-            ("hysteresis_pct", 10, 0, 90))
+# JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
+SETTINGS = ('[["interval_s", 600, 10, 86400], ["confirmed", false, null, null], ["battery_low_v", 3.4, 0, 5], '
+            '["strain_limit_ue", 500, 0, 5000], ["vibration_rms_limit", 0.1, 0, 16], '
+            '["vibration_peak_limit", 0.3, 0, 16], ["tilt_limit", 1.0, 0, 90], ["crack_limit", 1.0, 0, 50], '
+            '["hysteresis_pct", 10, 0, 90]]')
 # every reading carries the strains and the vibration peak; these take turns in the rest of the 24 bytes
 SLOW_FIELDS = ("vibration_rms", "vibration_freq", "tilt", "crack_width", "temperature", "battery", "battery_low")
 # (alarm field, the setting that limits its magnitude)
@@ -54,7 +51,8 @@ class Bridge:
     """The bridge's sensors; reading() returns the values to report."""
 
     def __init__(self, board, config, store):
-        self.settings = Settings(config, store, SETTINGS)
+        from config import ConfigError, number, section  # at boot only: start_settings unloads it
+
         calibration = section(config, "calibration")
         self.strain_check_ms = int(number(section(config, "settings"), "strain_check_s", 10, 0, 3600) * 1000)
         self.channels = int(number(calibration, "strain_channels", 3, 0, 3, "calibration"))
@@ -73,6 +71,8 @@ class Bridge:
         self.strain_adcs = board.strain_adcs(self.channels) if self.channels else None
         self.thermometer = TMP102(board.i2c())
         self.accelerometer = ADXL345(board.i2c(), rate_hz=SAMPLE_RATE_HZ)
+        self.store = store
+        self.settings = start_settings(config, store, SETTINGS)
 
     def strains(self):
         """{"strain_1": µε, ...} of the channels fitted."""
@@ -89,7 +89,7 @@ class Bridge:
         values.update(vibration_rms=rms, vibration_peak=peak, vibration_freq=freq, tilt=along_x_tilt(mean_x),
                       crack_width=self.board.crack_gauge_volts() * self.crack_mm_per_v,
                       temperature=self.thermometer.celsius(),
-                      battery=self.battery.measure(self.settings.values["battery_low_v"]), battery_low=self.battery.low)
+                      battery=self.battery.measure(self.settings["battery_low_v"]), battery_low=self.battery.low)
         return values
 
     def alarm(self, values):
@@ -103,7 +103,7 @@ class Bridge:
     def check(self, measured):
         """Feed {alarm field: value} to the threshold checks (a check whose field is missing is left as it was);
         returns (the alarm's values, the episodes it reports), the values empty when no alarm is due."""
-        settings = self.settings.values
+        settings = self.settings
         alarm, due = {}, []
         for name, limit_name in CHECKS:
             if name in measured:
@@ -124,7 +124,7 @@ class Bridge:
 
     def handle(self, events):
         """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
-        return handle(events, CONFIG_FPORT, lambda payload, fcnt: apply_config(KIND, self.settings, payload, fcnt))
+        return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
 def _log_line(values, events):
@@ -145,8 +145,7 @@ def run(board, config, node, store):
     """The app's loop, forever: one reading per interval_s slot (apps.runtime.run_slots), a due threshold alarm
     ahead of it, the strains checked between readings; the slow fields take turns."""
     app = Bridge(board, config, store)
-    settings = app.settings.values
-    print_settings(app.settings, SETTINGS)
+    settings = app.settings
     first_slow = [0]
 
     def step():

@@ -13,17 +13,14 @@ battery_full_v (4.2).
 """
 import time
 
-from apps.runtime import (Battery, Episode, apply_config, config_fport, handle, over_limit, print_settings,
-                          radio_summary, run_slots, send_alarm, send_message)
-from config import section
+from apps.runtime import (Battery, Episode, handle, over_limit, radio_summary, run_slots, send_alarm, send_message,
+                          start_settings)
 from drivers.scd41 import SCD41
-from settings import Settings
 
 KIND = "environment"
-CONFIG_FPORT = config_fport(KIND)
-# (name, default, low, high): the ranges of the schema's config message; low None for a bool
-SETTINGS = (("interval_s", 300, 10, 86400), ("confirmed", False, None, None), ("battery_low_v", 3.4, 0, 5),
-            ("co2_limit_ppm", 1000, 400, 5000), ("co2_hysteresis_ppm", 200, 0, 1000))
+# JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
+SETTINGS = ('[["interval_s", 300, 10, 86400], ["confirmed", false, null, null], ["battery_low_v", 3.4, 0, 5], '
+            '["co2_limit_ppm", 1000, 400, 5000], ["co2_hysteresis_ppm", 200, 0, 1000]]')
 MEASUREMENT_WAIT_MS = 12000  # longer than the SCD41's 5 s measurement interval
 POLL_MS = 500
 
@@ -32,12 +29,15 @@ class Environment:
     """The room's sensor; reading() returns the values to report, ventilate_due() whether the alarm is due."""
 
     def __init__(self, board, config, store):
-        self.settings = Settings(config, store, SETTINGS)
+        from config import section  # at boot only: start_settings unloads it
+
         self.battery = Battery(board, section(config, "calibration"))
         self.sensor = SCD41(board.i2c())
         self.sensor.start_periodic_measurement()
         self.ventilate = Episode()
         self._over = False
+        self.store = store
+        self.settings = start_settings(config, store, SETTINGS)
 
     def measure(self):
         """(CO2 ppm, °C, %) of the next measurement; OSError when none comes within MEASUREMENT_WAIT_MS."""
@@ -51,23 +51,23 @@ class Environment:
 
     def reading(self):
         co2, celsius, humidity = self.measure()
-        volts = self.battery.measure(self.settings.values["battery_low_v"])
+        volts = self.battery.measure(self.settings["battery_low_v"])
         return {"co2": co2, "temperature": celsius, "humidity": humidity, "battery": volts,
                 "battery_low": self.battery.low}
 
     def ventilate_due(self, co2):
         """Feed a CO2 reading; True while the ventilate alarm is due."""
-        values = self.settings.values
+        values = self.settings
         self._over = over_limit(self._over, co2, values["co2_limit_ppm"], values["co2_hysteresis_ppm"])
         return self.ventilate.update(self._over)
 
     def alarm(self, co2):
         """The "alarm" message's values."""
-        return {"ventilate": True, "co2": co2, "co2_limit": self.settings.values["co2_limit_ppm"]}
+        return {"ventilate": True, "co2": co2, "co2_limit": self.settings["co2_limit_ppm"]}
 
     def handle(self, events):
         """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
-        return handle(events, CONFIG_FPORT, lambda payload, fcnt: apply_config(KIND, self.settings, payload, fcnt))
+        return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
 def _log_line(values, events):
@@ -83,8 +83,7 @@ def _alarm_line(alarm, events):
 def run(board, config, node, store):
     """The app's loop, forever: one reading per interval_s slot (apps.runtime.run_slots), a due alarm ahead of it."""
     app = Environment(board, config, store)
-    settings = app.settings.values
-    print_settings(app.settings, SETTINGS)
+    settings = app.settings
 
     def step():
         values = app.reading()

@@ -1,15 +1,15 @@
-"""What every node app shares: applying the FPort 3 "config" downlink, log lines for joins, downlinks and how a send()
-went, the settings banner at boot, random offsets that keep nodes powered up together from colliding, the reporting
-loop (one reading per interval slot; a failed reading is logged, RESET_AFTER_FAILURES in a row reset the board; control
-work between readings), the battery (voltage, low flag with hysteresis, DevStatus level), routine readings fitted into
-PAYLOAD_BUDGET bytes (slow fields take turns), and alarms: an episode per alarm condition, its "alarm" message sent at
-once as a confirmed uplink and again with every reading until the network acknowledged it."""
+"""What every node app shares: its settings at boot and the FPort 3 "config" downlink (settings.py, loaded for the
+job), log lines for joins, downlinks and how a send() went, random offsets that keep nodes powered up together from
+colliding, the reporting loop (one reading per interval slot; a failed reading is logged, RESET_AFTER_FAILURES in a row
+reset the board; control work between readings), the battery (voltage, low flag with hysteresis, DevStatus level),
+routine readings fitted into PAYLOAD_BUDGET bytes (slow fields take turns), and alarms: an episode per alarm condition,
+its "alarm" message sent at once as a confirmed uplink and again with every reading until the network acknowledged
+it."""
 import os
 
 import machine
 
-from cbor import CborError, encode_reading
-from config import number
+from cbor import encode_reading
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from modules import unload
 from schema_v1 import MESSAGES
@@ -26,6 +26,8 @@ class Battery:
     voltage, the low flag (set below a limit, cleared only BATTERY_HYSTERESIS_V above it) and the DevStatus level."""
 
     def __init__(self, board, calibration):
+        from config import number  # at boot only: apps.runtime.start_settings unloads it
+
         self.board = board
         self.divider = number(calibration, "battery_divider", board.BATTERY_DIVIDER, 1, 100, "calibration")
         self.empty_v = number(calibration, "battery_empty_v", 3.3, 0, 60, "calibration")
@@ -136,23 +138,29 @@ def config_fport(kind):
     return MESSAGES[kind]["config"][0]
 
 
-def apply_config(kind, settings, payload, fcnt):
-    """Apply a "config" downlink payload at once; returns its log lines (one per applied, refused or unknown
-    setting)."""
-    from cbor_decode import decode_message  # loaded for the downlink, unloaded after
+def start_settings(config, store, spec):
+    """The app's settings at boot, the last step of its start (settings.load, then the boot banner): their {name:
+    value} dict. settings.py and config.py are unloaded after: config.json has been read."""
+    from settings import load, print_banner
 
-    fcnt = known(fcnt)
     try:
-        _name, changes, unknown = decode_message(kind, config_fport(kind), payload)
-    except CborError as exc:
-        return ["config downlink fcnt %s refused: %s" % (fcnt, exc)]
+        values, dropped = load(config, store, spec)
+        print_banner(values, dropped, spec)
+        return values
     finally:
-        unload("cbor_decode")
-    applied, refused = settings.apply(changes)
-    lines = ["config: %s %s -> %s (downlink fcnt %s)" % (name, old, new, fcnt) for name, old, new in applied]
-    lines += ["config: %s not applied: %s (downlink fcnt %s)" % (name, why, fcnt) for name, why in refused]
-    lines += ["config: unknown key %s ignored (downlink fcnt %s)" % (key, fcnt) for key in unknown]
-    return lines
+        unload("settings")
+        unload("config")
+
+
+def apply_config(kind, values, store, spec, payload, fcnt):
+    """Apply a "config" downlink payload to the settings `values` at once (settings.configure, loaded for it); returns
+    its log lines."""
+    from settings import configure
+
+    try:
+        return configure(kind, values, store, spec, payload, fcnt)
+    finally:
+        unload("settings")
 
 
 def known(value):
@@ -161,9 +169,9 @@ def known(value):
     return "?" if value < 0 else value
 
 
-def handle(events, fport, configure):
-    """(lines about the join, lines about downlinks) for the events of one send(); a downlink on `fport` goes to
-    configure(payload, fcnt), which returns its log lines."""
+def handle(events, kind, settings, store, spec):
+    """(lines about the join, lines about downlinks) for the events of one send() of a `kind` node; a "config"
+    downlink is applied to its settings at once (apply_config)."""
     joins, downlinks = [], []
     for event in events:
         if isinstance(event, Joined):
@@ -171,8 +179,8 @@ def handle(events, fport, configure):
         elif isinstance(event, JoinFailed):
             joins.append("join attempt %d (DevNonce %s) got no JoinAccept" % (event.attempt, known(event.dev_nonce)))
         elif isinstance(event, Downlink):
-            if event.fport == fport:
-                downlinks += configure(event.payload, event.fcnt)
+            if event.fport == config_fport(kind):
+                downlinks += apply_config(kind, settings, store, spec, event.payload, event.fcnt)
             else:
                 downlinks.append("downlink on FPort %d (%d bytes) ignored" % (event.fport, len(event.payload)))
     return joins, downlinks
@@ -194,14 +202,6 @@ def radio_summary(events):
         if isinstance(event, Done) and event.acked is not None:
             radio += " acked" if event.acked else " not acked"
     return radio
-
-
-def print_settings(settings, specs):
-    """The boot lines: remote settings a newly installed config.json overrode, then every setting in force."""
-    values = settings.values
-    for name in settings.dropped:
-        print("config: remote %s dropped: config.json was installed with another value (%s)" % (name, values[name]))
-    print("settings: " + " ".join("%s=%s" % (spec[0], values[spec[0]]) for spec in specs))
 
 
 def random_below(n):

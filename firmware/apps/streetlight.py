@@ -23,20 +23,17 @@ Calibration (config "calibration"): ina219_shunt_ohm (0.1), lamp_rated_w (36.0, 
 battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), the battery voltages reported as level
 1 and 254 to DevStatusReq.
 """
-from apps.runtime import (Battery, Episode, apply_config, config_fport, fit_reading, handle, print_settings,
-                          radio_summary, run_slots, send_alarm, send_message)
-from config import number, section
+from apps.runtime import (Battery, Episode, fit_reading, handle, radio_summary, run_slots, send_alarm, send_message,
+                          start_settings)
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
-from settings import Settings
 
 KIND = "streetlight"
-CONFIG_FPORT = config_fport(KIND)
-# (name, default, low, high): the ranges of the schema's config message; low None for a bool
-SETTINGS = (("interval_s", 60, 10, 86400), ("confirmed", False, None, None), ("dusk_lux", 50, 0, 1000),
-            ("dim_level", 100, 0, 100), ("battery_low_v", 3.4, 0, 5), ("presence_level", 100, 0, 100),
-            ("presence_hold_s", 60, 0, 3600), ("night_dim_after_min", 300, 0, 1440), ("night_dim_level", 50, 0, 100),
-            ("night_dim_for_min", 0, 0, 1440))
+# JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
+SETTINGS = ('[["interval_s", 60, 10, 86400], ["confirmed", false, null, null], ["dusk_lux", 50, 0, 1000], '
+            '["dim_level", 100, 0, 100], ["battery_low_v", 3.4, 0, 5], ["presence_level", 100, 0, 100], '
+            '["presence_hold_s", 60, 0, 3600], ["night_dim_after_min", 300, 0, 1440], '
+            '["night_dim_level", 50, 0, 100], ["night_dim_for_min", 0, 0, 1440]]')
 SLOW_FIELDS = ("energy", "ambient_light", "battery")  # take turns when the reading would exceed 24 bytes
 ENERGY_SAVE_EVERY = 10  # readings between energy writes to flash
 _MS_PER_HOUR = 3600000
@@ -52,7 +49,8 @@ class Streetlight:
     control(now_ms) sets the level between readings (schedule, presence)."""
 
     def __init__(self, board, config, store):
-        self.settings = Settings(config, store, SETTINGS)
+        from config import number, section  # at boot only: start_settings unloads it
+
         settings, calibration = section(config, "settings"), section(config, "calibration")
         self.hysteresis_lux = number(settings, "hysteresis_lux", 20, 0, 65535)
         shunt_ohm = number(calibration, "ina219_shunt_ohm", 0.1, 0.0001, 10, "calibration")
@@ -73,6 +71,7 @@ class Streetlight:
         self.presence_events = 0
         self._sensed = False
         self.night = False
+        self.settings = start_settings(config, store, SETTINGS)
 
     def _meter(self, now_ms):
         """Energy up to now at the last measured power (the lamp drew it until now), then measure the power now."""
@@ -83,7 +82,7 @@ class Streetlight:
 
     def night_dimming(self, now_ms):
         """Whether the night-dimming schedule is in force at now_ms (lamp lit since lit_since_ms)."""
-        values = self.settings.values
+        values = self.settings
         start = self.lit_since_ms + values["night_dim_after_min"] * _MS_PER_MIN
         return start <= now_ms < start + values["night_dim_for_min"] * _MS_PER_MIN
 
@@ -92,7 +91,7 @@ class Streetlight:
         run again (None while the lamp is off)."""
         if not self.lamp.on:
             return None
-        values = self.settings.values
+        values = self.settings
         if self.pir is not None:
             sensed = self.pir.sensed()
             if sensed:
@@ -114,13 +113,13 @@ class Streetlight:
 
     def reading(self, now_ms):
         lux = self.light.lux()
-        if self.lamp.on and lux > self.settings.values["dusk_lux"] + self.hysteresis_lux:
+        if self.lamp.on and lux > self.settings["dusk_lux"] + self.hysteresis_lux:
             self.lamp.set(False, 0)
             self.lit_since_ms = self.presence_until_ms = None
             self._sensed = self.night = False
-        elif not self.lamp.on and lux < self.settings.values["dusk_lux"]:
+        elif not self.lamp.on and lux < self.settings["dusk_lux"]:
             self.lit_since_ms = now_ms
-            self.lamp.set(True, self.settings.values["dim_level"])
+            self.lamp.set(True, self.settings["dim_level"])
         self.control(now_ms)
         self._meter(now_ms)
         self.readings += 1
@@ -128,7 +127,7 @@ class Streetlight:
             self.store.put("energy_wh", self.energy_wh)
             self.store.flush()
         presence, self.presence_events = min(65535, self.presence_events), 0
-        volts = self.battery.measure(self.settings.values["battery_low_v"])
+        volts = self.battery.measure(self.settings["battery_low_v"])
         return {"lamp_on": self.lamp.on, "dim_level": self.lamp.level_pct, "power": self._power_w,
                 "energy": self.energy_wh, "ambient_light": min(65535, lux), "battery": volts,
                 "battery_low": self.battery.low, "presence": presence}
@@ -150,7 +149,7 @@ class Streetlight:
     def handle(self, events):
         """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied
         (a lit lamp takes a new level at the next control step, right after the exchange)."""
-        return handle(events, CONFIG_FPORT, lambda payload, fcnt: apply_config(KIND, self.settings, payload, fcnt))
+        return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
 def _log_line(values, events):
@@ -169,8 +168,7 @@ def run(board, config, node, store):
     """The app's loop, forever: one dusk/dawn step and reading per interval_s slot (apps.runtime.run_slots), the
     level controlled between readings while lit."""
     app = Streetlight(board, config, store)
-    settings = app.settings.values
-    print_settings(app.settings, SETTINGS)
+    settings = app.settings
     first_slow = [0]
 
     def step():

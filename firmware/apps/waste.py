@@ -17,19 +17,16 @@ tilt_poll_s (30), tip_deg (60), upright_deg (20). Calibration (config "calibrati
 full mark down to the bottom), sensor_offset_m (0.1: from the sensor down to the full mark), pings (5),
 battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
-from apps.runtime import (Battery, Episode, apply_config, config_fport, first_delay_ms, guarded, handle, over_limit,
-                          print_settings, radio_summary, send_alarm, send_message)
-from config import number, section
+from apps.runtime import (Battery, Episode, first_delay_ms, guarded, handle, over_limit, radio_summary, send_alarm,
+                          send_message, start_settings)
 from drivers.adxl345 import ADXL345
 from drivers.mb7040 import MB7040
 from drivers.tmp102 import TMP102
-from settings import Settings
 
 KIND = "waste"
-CONFIG_FPORT = config_fport(KIND)
-# (name, default, low, high): the ranges of the schema's config message; low None for a bool
-SETTINGS = (("interval_s", 900, 10, 86400), ("confirmed", False, None, None), ("battery_low_v", 3.4, 0, 5),
-            ("fire_temp_c", 70, 0, 125), ("fire_rise_c_per_min", 8.0, 0, 100))
+# JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
+SETTINGS = ('[["interval_s", 900, 10, 86400], ["confirmed", false, null, null], ["battery_low_v", 3.4, 0, 5], '
+            '["fire_temp_c", 70, 0, 125], ["fire_rise_c_per_min", 8.0, 0, 100]]')
 FIRE_HYSTERESIS_C = 5
 RATE_WINDOW_MS = 20000  # a rise rate over a shorter time would mostly be the sensor's 0.0625 °C steps
 
@@ -93,7 +90,8 @@ class Waste:
     """The container's sensors; reading() returns the values to report."""
 
     def __init__(self, board, config, store):
-        self.settings = Settings(config, store, SETTINGS)
+        from config import number, section  # at boot only: start_settings unloads it
+
         settings, calibration = section(config, "settings"), section(config, "calibration")
         self.fast_fill_pct = number(settings, "fast_fill_pct", 80, 0, 100)
         self.tilt_poll_s = number(settings, "tilt_poll_s", 30, 1, 3600)
@@ -108,6 +106,8 @@ class Waste:
         self.accelerometer = ADXL345(board.i2c())
         self.fire = FireWatch()
         self.last_fill = 0
+        self.store = store
+        self.settings = start_settings(config, store, SETTINGS)
 
     def emptied(self):
         """Check the tilt once; True when that completes an emptying."""
@@ -115,7 +115,7 @@ class Waste:
 
     def fire_due(self, now_ms, celsius=None):
         """Sample the temperature (measured now unless given); True while a fire alarm is due."""
-        values = self.settings.values
+        values = self.settings
         if celsius is None:
             celsius = self.thermometer.celsius()
         return self.fire.sample(now_ms, celsius, values["fire_temp_c"], values["fire_rise_c_per_min"])
@@ -124,18 +124,18 @@ class Waste:
         distance = self.ranger.distance_m(self.pings)
         tilt = self.accelerometer.tilt_from_upright()
         self.last_fill = fill_percent(distance, self.depth_m, self.offset_m)
-        volts = self.battery.measure(self.settings.values["battery_low_v"])
+        volts = self.battery.measure(self.settings["battery_low_v"])
         return {"fill_level": self.last_fill, "distance": distance, "temperature": self.thermometer.celsius(),
                 "tilt": round(tilt), "battery": volts, "battery_low": self.battery.low}
 
     def interval_ms(self):
         """The reporting interval: halved while the container is fuller than fast_fill_pct."""
-        interval_ms = int(self.settings.values["interval_s"] * 1000)
+        interval_ms = int(self.settings["interval_s"] * 1000)
         return interval_ms // 2 if self.last_fill > self.fast_fill_pct else interval_ms
 
     def handle(self, events):
         """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
-        return handle(events, CONFIG_FPORT, lambda payload, fcnt: apply_config(KIND, self.settings, payload, fcnt))
+        return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
 def _log_line(values, events):
@@ -154,8 +154,7 @@ def run(board, config, node, store):
     tilt_poll_s; an emptying or a fire brings the reading forward (a due fire alarm goes first). A failed reading is
     logged and the loop goes on (apps.runtime.guarded)."""
     app = Waste(board, config, store)
-    settings = app.settings.values
-    print_settings(app.settings, SETTINGS)
+    settings = app.settings
 
     def step():
         values = app.reading()
