@@ -87,9 +87,12 @@ import time
 
 
 def describe(item):
+    """A MAC action or event (a namedtuple of lorawan/events.py, whose fields dir() lists) as a dict with its type."""
     d = {"type": type(item).__name__}
-    for k, v in item.__dict__.items():
-        d[k] = v.hex() if isinstance(v, (bytes, bytearray)) else v
+    for k in dir(item):
+        if not k.startswith("_"):
+            v = getattr(item, k)
+            d[k] = v.hex() if isinstance(v, (bytes, bytearray)) else v
     return d
 
 

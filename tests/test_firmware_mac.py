@@ -32,8 +32,10 @@ def show(items):
     out = []
     for item in items:
         d = {{'type': type(item).__name__}}
-        for k, v in item.__dict__.items():
-            d[k] = v.hex() if isinstance(v, (bytes, bytearray)) else v
+        for k in dir(item):  # an action or event is a namedtuple: its fields are what dir() lists
+            if not k.startswith('_'):
+                v = getattr(item, k)
+                d[k] = v.hex() if isinstance(v, (bytes, bytearray)) else v
         out.append(d)
     print(json.dumps(out))
 

@@ -45,9 +45,14 @@ class ScriptedUart:
         return None
 
 
+def fields(event):
+    """The (name, value) pairs of an event (a namedtuple of lorawan/events.py, whose fields dir() lists)."""
+    return [(k, getattr(event, k)) for k in dir(event) if not k.startswith('_')]
+
+
 def describe(events):
     return [dict(type=type(e).__name__, **{k: (v.hex() if isinstance(v, (bytes, bytearray)) else v)
-                                            for k, v in e.__dict__.items()}) for e in events]
+                                            for k, v in fields(e)}) for e in events]
 '''
 
 CONFIG = {"board": "emu_rak3172", "kind": "streetlight", "asset_id": "SL-R-1", "activation": "otaa",
@@ -96,7 +101,9 @@ from drivers.rak3172 import parse_event
 for text in ('JOINED', 'JOIN_FAILED_RX_TIMEOUT', 'TX_DONE', 'SEND_CONFIRMED_OK', 'SEND_CONFIRMED_FAILED',
              'RX_2:-97:-3:UNICAST:3:A10114', 'LINKCHECK:0:12:2:-80:7', 'TXP2P DONE'):
     name, event = parse_event(text)
-    print(name, event if event is None or event in (True, False) else sorted(event.__dict__.items()))
+    # an event is a namedtuple (lorawan/events.py): its fields are what dir() lists
+    print(name, event if event is None or event in (True, False) else
+          sorted((k, getattr(event, k)) for k in dir(event) if not k.startswith('_')))
 for bad in ('RX_1:-97:UNICAST:3:A1', 'RX_1:-97:5:UNICAST:3:A1Z', 'LINKCHECK:0:x:2:-80:7'):
     try:
         parse_event(bad)
