@@ -9,13 +9,15 @@ so not even a crash between the write and the radio reuses one. App state (energ
 import json
 import os
 
-FCNT_STEP = 32
+from micropython import const
+
+_FCNT_STEP = const(32)
 
 
 class Store:
     """Key/value state kept in `path` (default state.json in the board's root)."""
 
-    def __init__(self, path="state.json", fcnt_step=FCNT_STEP):
+    def __init__(self, path="state.json", fcnt_step=_FCNT_STEP):
         self.path = path
         self.fcnt_step = fcnt_step
         self.writes = 0

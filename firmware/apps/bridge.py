@@ -20,6 +20,8 @@ strain_channels (3), strain_counts_per_ue (1073.74: quarter bridge, gauge factor
 ([0, 0, 0]: each channel's strain at installation, subtracted), tilt_zero_deg (0.0: the tilt at installation),
 crack_mm_per_v (10.0), battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
+from micropython import const
+
 from apps.runtime import (Battery, Episode, fit_reading, handle, over_limit, radio_summary, run_slots, send_alarm,
                           send_message, start_settings)
 from drivers.adxl345 import ADXL345, COUNTS_PER_G, along_x_tilt
@@ -38,8 +40,8 @@ SLOW_FIELDS = ("vibration_rms", "vibration_freq", "tilt", "crack_width", "temper
 CHECKS = (("strain_1", "strain_limit_ue"), ("strain_2", "strain_limit_ue"), ("strain_3", "strain_limit_ue"),
           ("vibration_rms", "vibration_rms_limit"), ("vibration_peak", "vibration_peak_limit"),
           ("tilt_change", "tilt_limit"), ("crack_width", "crack_limit"))
-WINDOW_SAMPLES = 64
-SAMPLE_RATE_HZ = 50
+_WINDOW_SAMPLES = const(64)
+_SAMPLE_RATE_HZ = const(50)
 
 
 def strains(counts, counts_per_ue, zero_ue):
@@ -70,7 +72,7 @@ class Bridge:
         self.board = board
         self.strain_adcs = board.strain_adcs(self.channels) if self.channels else None
         self.thermometer = TMP102(board.i2c())
-        self.accelerometer = ADXL345(board.i2c(), rate_hz=SAMPLE_RATE_HZ)
+        self.accelerometer = ADXL345(board.i2c(), rate_hz=_SAMPLE_RATE_HZ)
         self.store = store
         self.settings = start_settings(config, store, SETTINGS)
 
@@ -84,8 +86,8 @@ class Bridge:
 
     def reading(self):
         values = self.strains()
-        mean_x, zs = self.accelerometer.window(WINDOW_SAMPLES)
-        rms, peak, freq = vibration(zs, SAMPLE_RATE_HZ, floor=1 / COUNTS_PER_G)
+        mean_x, zs = self.accelerometer.window(_WINDOW_SAMPLES)
+        rms, peak, freq = vibration(zs, _SAMPLE_RATE_HZ, floor=1 / COUNTS_PER_G)
         values.update(vibration_rms=rms, vibration_peak=peak, vibration_freq=freq, tilt=along_x_tilt(mean_x),
                       crack_width=self.board.crack_gauge_volts() * self.crack_mm_per_v,
                       temperature=self.thermometer.celsius(),

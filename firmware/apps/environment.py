@@ -13,6 +13,8 @@ battery_full_v (4.2).
 """
 import time
 
+from micropython import const
+
 from apps.runtime import (Battery, Episode, handle, over_limit, radio_summary, run_slots, send_alarm, send_message,
                           start_settings)
 from drivers.scd41 import SCD41
@@ -21,8 +23,8 @@ KIND = "environment"
 # JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
 SETTINGS = ('[["interval_s", 300, 10, 86400], ["confirmed", false, null, null], ["battery_low_v", 3.4, 0, 5], '
             '["co2_limit_ppm", 1000, 400, 5000], ["co2_hysteresis_ppm", 200, 0, 1000]]')
-MEASUREMENT_WAIT_MS = 12000  # longer than the SCD41's 5 s measurement interval
-POLL_MS = 500
+_MEASUREMENT_WAIT_MS = const(12000)  # longer than the SCD41's 5 s measurement interval
+_POLL_MS = const(500)
 
 
 class Environment:
@@ -43,10 +45,10 @@ class Environment:
         """(CO2 ppm, °C, %) of the next measurement; OSError when none comes within MEASUREMENT_WAIT_MS."""
         waited = 0
         while not self.sensor.data_ready():
-            if waited >= MEASUREMENT_WAIT_MS:
-                raise OSError("SCD41: no measurement within %d ms" % MEASUREMENT_WAIT_MS)
-            time.sleep_ms(POLL_MS)
-            waited += POLL_MS
+            if waited >= _MEASUREMENT_WAIT_MS:
+                raise OSError("SCD41: no measurement within %d ms" % _MEASUREMENT_WAIT_MS)
+            time.sleep_ms(_POLL_MS)
+            waited += _POLL_MS
         return self.sensor.read_measurement()
 
     def reading(self):

@@ -8,16 +8,17 @@ it."""
 import os
 
 import machine
+from micropython import const
 
 from cbor import encode_reading
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from modules import unload
 from schema_v1 import MESSAGES
 
-RESET_AFTER_FAILURES = 5  # consecutive failed readings before the board resets itself
-BOOT_SPREAD_MS = 30000  # the first reading comes within this long after boot
-PAYLOAD_BUDGET = 24  # bytes of CBOR for a routine reading (SF12 at EU868 DR0 carries 51)
-CONTROL_RETRY_MS = 10000  # a failed control step between readings is tried again after this long
+_RESET_AFTER_FAILURES = const(5)  # consecutive failed readings before the board resets itself
+_BOOT_SPREAD_MS = const(30000)  # the first reading comes within this long after boot
+_PAYLOAD_BUDGET = const(24)  # bytes of CBOR for a routine reading (SF12 at EU868 DR0 carries 51)
+_CONTROL_RETRY_MS = const(10000)  # a failed control step between readings is tried again after this long
 BATTERY_HYSTERESIS_V = 0.1  # battery_low clears only this far above battery_low_v
 
 
@@ -125,7 +126,7 @@ def fit_reading(kind, values, slow_fields, first_slow):
         index = (first_slow + i) % len(slow_fields)
         name = slow_fields[index]
         entry = _cbor_field_bytes(round(values[name] * factors[name]))
-        if size + entry <= PAYLOAD_BUDGET:
+        if size + entry <= _PAYLOAD_BUDGET:
             chosen[name] = values[name]
             size += entry
         elif left_out is None:
@@ -211,7 +212,7 @@ def random_below(n):
 
 def first_delay_ms(interval_s):
     """A random wait before the first reading: within half an interval, at most BOOT_SPREAD_MS."""
-    return random_below(min(interval_s * 500, BOOT_SPREAD_MS))
+    return random_below(min(interval_s * 500, _BOOT_SPREAD_MS))
 
 
 def guarded(step, failures):
@@ -223,7 +224,7 @@ def guarded(step, failures):
     except Exception as exc:
         failures += 1
         print("reading failed (%d in a row): %s: %s" % (failures, type(exc).__name__, exc))
-        if failures >= RESET_AFTER_FAILURES:
+        if failures >= _RESET_AFTER_FAILURES:
             print("resetting after %d failed readings" % failures)
             machine.reset()
         return failures
@@ -241,9 +242,9 @@ def sleep_until(node, at_ms, between=None):
         except Exception as exc:
             if not logged:
                 print("control failed: %s: %s; trying again every %d s" % (
-                    type(exc).__name__, exc, CONTROL_RETRY_MS // 1000))
+                    type(exc).__name__, exc, _CONTROL_RETRY_MS // 1000))
                 logged = True
-            wake_ms = now + CONTROL_RETRY_MS
+            wake_ms = now + _CONTROL_RETRY_MS
         if wake_ms is None or wake_ms >= at_ms:
             break
         node.sleep_until(wake_ms)

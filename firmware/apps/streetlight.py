@@ -23,6 +23,8 @@ Calibration (config "calibration"): ina219_shunt_ohm (0.1), lamp_rated_w (36.0, 
 battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), the battery voltages reported as level
 1 and 254 to DevStatusReq.
 """
+from micropython import const
+
 from apps.runtime import (Battery, Episode, fit_reading, handle, radio_summary, run_slots, send_alarm, send_message,
                           start_settings)
 from drivers.bh1750 import BH1750
@@ -35,13 +37,13 @@ SETTINGS = ('[["interval_s", 60, 10, 86400], ["confirmed", false, null, null], [
             '["presence_hold_s", 60, 0, 3600], ["night_dim_after_min", 300, 0, 1440], '
             '["night_dim_level", 50, 0, 100], ["night_dim_for_min", 0, 0, 1440]]')
 SLOW_FIELDS = ("energy", "ambient_light", "battery")  # take turns when the reading would exceed 24 bytes
-ENERGY_SAVE_EVERY = 10  # readings between energy writes to flash
+_ENERGY_SAVE_EVERY = const(10)  # readings between energy writes to flash
 _MS_PER_HOUR = 3600000
 _MS_PER_MIN = 60000
 FAULT_FRACTION = 0.3  # a lit lamp drawing less than this share of its expected power is faulty
 OFF_LIMIT_W = 5.0  # a switched-off lamp drawing more than this is faulty (stuck relay)
-PIR_POLL_MS = 1000  # while lit: the PIR holds its output high for seconds, so no presence is missed
-SCHEDULE_POLL_MS = 60000  # while lit without a PIR: the schedule counts in minutes
+_PIR_POLL_MS = const(1000)  # while lit: the PIR holds its output high for seconds, so no presence is missed
+_SCHEDULE_POLL_MS = const(60000)  # while lit without a PIR: the schedule counts in minutes
 
 
 class Streetlight:
@@ -109,7 +111,7 @@ class Streetlight:
         if level != self.lamp.level_pct:
             self.lamp.set(True, level)
             self._meter(now_ms)
-        return now_ms + (PIR_POLL_MS if self.pir is not None else SCHEDULE_POLL_MS)
+        return now_ms + (_PIR_POLL_MS if self.pir is not None else _SCHEDULE_POLL_MS)
 
     def reading(self, now_ms):
         lux = self.light.lux()
@@ -123,7 +125,7 @@ class Streetlight:
         self.control(now_ms)
         self._meter(now_ms)
         self.readings += 1
-        if self.readings % ENERGY_SAVE_EVERY == 0:
+        if self.readings % _ENERGY_SAVE_EVERY == 0:
             self.store.put("energy_wh", self.energy_wh)
             self.store.flush()
         presence, self.presence_events = min(65535, self.presence_events), 0

@@ -17,6 +17,8 @@ tilt_poll_s (30), tip_deg (60), upright_deg (20). Calibration (config "calibrati
 full mark down to the bottom), sensor_offset_m (0.1: from the sensor down to the full mark), pings (5),
 battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
+from micropython import const
+
 from apps.runtime import (Battery, Episode, first_delay_ms, guarded, handle, over_limit, radio_summary, send_alarm,
                           send_message, start_settings)
 from drivers.adxl345 import ADXL345
@@ -27,8 +29,8 @@ KIND = "waste"
 # JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
 SETTINGS = ('[["interval_s", 900, 10, 86400], ["confirmed", false, null, null], ["battery_low_v", 3.4, 0, 5], '
             '["fire_temp_c", 70, 0, 125], ["fire_rise_c_per_min", 8.0, 0, 100]]')
-FIRE_HYSTERESIS_C = 5
-RATE_WINDOW_MS = 20000  # a rise rate over a shorter time would mostly be the sensor's 0.0625 °C steps
+_FIRE_HYSTERESIS_C = const(5)
+_RATE_WINDOW_MS = const(20000)  # a rise rate over a shorter time would mostly be the sensor's 0.0625 °C steps
 
 
 def fill_percent(distance_m, depth_m, offset_m):
@@ -74,10 +76,10 @@ class FireWatch:
         self.celsius = celsius
         if self._base is None:
             self._base = (now_ms, celsius)
-        elif now_ms - self._base[0] >= RATE_WINDOW_MS:
+        elif now_ms - self._base[0] >= _RATE_WINDOW_MS:
             self.rate = (celsius - self._base[1]) * 60000 / (now_ms - self._base[0])
             self._base = (now_ms, celsius)
-        self._hot = over_limit(self._hot, celsius, limit_c, FIRE_HYSTERESIS_C)
+        self._hot = over_limit(self._hot, celsius, limit_c, _FIRE_HYSTERESIS_C)
         self._rising = over_limit(self._rising, self.rate, limit_rate, limit_rate / 2)
         return self.episode.update(self._hot or self._rising)
 

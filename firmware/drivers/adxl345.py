@@ -6,12 +6,18 @@ raised) and window() (vibration samples of z at the output data rate) serve the 
 import math
 import time
 
-DEVID, BW_RATE, POWER_CTL, DATA_FORMAT, DATAX0 = 0x00, 0x2C, 0x2D, 0x31, 0x32
-DEVICE_ID = 0xE5
-MEASURE = 0x08
-FULL_RES_16G = 0x0B  # FULL_RES, +-16 g
+from micropython import const
+
+# registers
+_DEVID = const(0x00)
+_BW_RATE = const(0x2C)
+_POWER_CTL = const(0x2D)
+_DATA_FORMAT = const(0x31)
+_DATAX0 = const(0x32)
+_DEVICE_ID = const(0xE5)
+_MEASURE = const(0x08)
+_FULL_RES_16G = const(0x0B)  # FULL_RES, +-16 g
 COUNTS_PER_G = 256
-RATE_CODES = {12.5: 0x07, 25: 0x08, 50: 0x09, 100: 0x0A, 200: 0x0B, 400: 0x0C}
 
 
 class AccelerometerError(OSError):
@@ -22,16 +28,17 @@ class ADXL345:
     def __init__(self, i2c, address=0x53, rate_hz=50):
         self._i2c, self._address = i2c, address
         self._buf = bytearray(6)
-        if i2c.readfrom_mem(address, DEVID, 1)[0] != DEVICE_ID:
+        if i2c.readfrom_mem(address, _DEVID, 1)[0] != _DEVICE_ID:
             raise AccelerometerError("no ADXL345 at 0x%02x" % address)
         self.rate_hz = rate_hz
-        i2c.writeto_mem(address, BW_RATE, bytes((RATE_CODES[rate_hz],)))
-        i2c.writeto_mem(address, DATA_FORMAT, bytes((FULL_RES_16G,)))
-        i2c.writeto_mem(address, POWER_CTL, bytes((MEASURE,)))
+        rate_codes = {12.5: 0x07, 25: 0x08, 50: 0x09, 100: 0x0A, 200: 0x0B, 400: 0x0C}  # output data rate: BW_RATE
+        i2c.writeto_mem(address, _BW_RATE, bytes((rate_codes[rate_hz],)))
+        i2c.writeto_mem(address, _DATA_FORMAT, bytes((_FULL_RES_16G,)))
+        i2c.writeto_mem(address, _POWER_CTL, bytes((_MEASURE,)))
 
     def counts(self):
         """One sample (x, y, z) in counts."""
-        self._i2c.readfrom_mem_into(self._address, DATAX0, self._buf)
+        self._i2c.readfrom_mem_into(self._address, _DATAX0, self._buf)
         b = self._buf
         return tuple(_int16(b[i] | b[i + 1] << 8) for i in (0, 2, 4))
 

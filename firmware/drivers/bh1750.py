@@ -2,18 +2,20 @@
 lux = 16-bit big-endian count / 1.2."""
 import time
 
-POWER_ON = 0x01
-CONTINUOUS_H_RES = 0x10
-FIRST_MEASUREMENT_MS = 180  # worst-case H-resolution conversion time
+from micropython import const
+
+_POWER_ON = const(0x01)
+_CONTINUOUS_H_RES = const(0x10)
+_FIRST_MEASUREMENT_MS = const(180)  # worst-case H-resolution conversion time
 
 
 class BH1750:
     def __init__(self, i2c, address=0x23):
         self._i2c, self._address = i2c, address
         self._buf = bytearray(2)
-        i2c.writeto(address, bytes((POWER_ON,)))
-        i2c.writeto(address, bytes((CONTINUOUS_H_RES,)))
-        time.sleep_ms(FIRST_MEASUREMENT_MS)
+        i2c.writeto(address, bytes((_POWER_ON,)))
+        i2c.writeto(address, bytes((_CONTINUOUS_H_RES,)))
+        time.sleep_ms(_FIRST_MEASUREMENT_MS)
 
     def lux(self):
         """The latest measurement in lux."""

@@ -3,7 +3,9 @@ its own data pin; a chip is ready when its data line is low, then 24 clock pulse
 MSB first and a 25th selects channel A / gain 128 for the next conversion (10 samples per second)."""
 import time
 
-READY_TIMEOUT_MS = 400  # more than 3 conversion periods at 10 SPS
+from micropython import const
+
+_READY_TIMEOUT_MS = const(400)  # more than 3 conversion periods at 10 SPS
 
 
 class StrainAdcError(OSError):
@@ -19,8 +21,8 @@ class HX711Bank:
         """One conversion of every chip: a list of signed counts."""
         waited = 0
         while any(pin() for pin in self._data):
-            if waited >= READY_TIMEOUT_MS:
-                raise StrainAdcError("HX711 not ready after %d ms" % READY_TIMEOUT_MS)
+            if waited >= _READY_TIMEOUT_MS:
+                raise StrainAdcError("HX711 not ready after %d ms" % _READY_TIMEOUT_MS)
             time.sleep_ms(10)
             waited += 10
         values = [0] * len(self._data)

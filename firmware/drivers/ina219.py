@@ -6,9 +6,16 @@ register then equals the shunt-voltage register) and Power_LSB = 20 x Current_LS
 given as `shunt_ohm` (config calibration "ina219_shunt_ohm"). Configuration: 32 V bus range, PGA /8 (±320 mV), 12-bit
 conversions, shunt and bus continuous (0x399F, the reset value).
 """
-_CONFIG, _SHUNT, _BUS, _POWER, _CURRENT, _CALIBRATION = 0, 1, 2, 3, 4, 5
-CONFIG_32V_320MV_12BIT_CONTINUOUS = 0x399F
-CALIBRATION = 4096
+from micropython import const
+
+# registers
+_CONFIG = const(0)
+_BUS = const(2)
+_POWER = const(3)
+_CURRENT = const(4)
+_CALIBRATION = const(5)
+_CONFIG_32V_320MV_12BIT_CONTINUOUS = const(0x399F)
+_CALIBRATION_4096 = const(4096)
 
 
 class INA219:
@@ -19,8 +26,8 @@ class INA219:
         self._buf = bytearray(2)
         self.current_lsb_a = 10e-6 / shunt_ohm
         self.power_lsb_w = 20 * self.current_lsb_a
-        self._write(_CONFIG, CONFIG_32V_320MV_12BIT_CONTINUOUS)
-        self._write(_CALIBRATION, CALIBRATION)
+        self._write(_CONFIG, _CONFIG_32V_320MV_12BIT_CONTINUOUS)
+        self._write(_CALIBRATION, _CALIBRATION_4096)
 
     def _write(self, register, value):
         self._buf[0], self._buf[1] = value >> 8 & 0xFF, value & 0xFF

@@ -5,8 +5,10 @@ Used for the waste container's fill level: distance_m() is the median of several
 under the lid, condensation) does not move the reading."""
 import time
 
-RANGE_COMMAND = 0x51
-PING_MS = 100  # ranging time of one ping
+from micropython import const
+
+_RANGE_COMMAND = const(0x51)
+_PING_MS = const(100)  # ranging time of one ping
 
 
 def median(values):
@@ -25,8 +27,8 @@ class MB7040:
 
     def ping_cm(self):
         """One ping: the range in centimetres."""
-        self._i2c.writeto(self._address, bytes((RANGE_COMMAND,)))
-        time.sleep_ms(PING_MS)
+        self._i2c.writeto(self._address, bytes((_RANGE_COMMAND,)))
+        time.sleep_ms(_PING_MS)
         self._i2c.readfrom_into(self._address, self._buf)
         return self._buf[0] << 8 | self._buf[1]
 

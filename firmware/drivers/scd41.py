@@ -8,13 +8,15 @@ waiting; read_measurement gives CO2 (ppm), temperature (-45 + 175 * word / 65535
 raises SCD41Error."""
 import time
 
-START_PERIODIC_MEASUREMENT = 0x21B1
-START_LOW_POWER_PERIODIC_MEASUREMENT = 0x21AC
-STOP_PERIODIC_MEASUREMENT = 0x3F86
-GET_DATA_READY_STATUS = 0xE4B8
-READ_MEASUREMENT = 0xEC05
-COMMAND_MS = 1  # execution time of the reading commands
-STOP_MS = 500  # stop_periodic_measurement's execution time
+from micropython import const
+
+_START_PERIODIC_MEASUREMENT = const(0x21B1)
+_START_LOW_POWER_PERIODIC_MEASUREMENT = const(0x21AC)
+_STOP_PERIODIC_MEASUREMENT = const(0x3F86)
+_GET_DATA_READY_STATUS = const(0xE4B8)
+_READ_MEASUREMENT = const(0xEC05)
+_COMMAND_MS = const(1)  # execution time of the reading commands
+_STOP_MS = const(500)  # stop_periodic_measurement's execution time
 
 
 class SCD41Error(OSError):
@@ -52,24 +54,24 @@ class SCD41:
         """Measure every 5 s (low_power: every 30 s) from now on; stops a measurement left running first (the
         sensor keeps measuring across a reset of the MCU and would refuse the start)."""
         self.stop_periodic_measurement()
-        self._send(START_LOW_POWER_PERIODIC_MEASUREMENT if low_power else START_PERIODIC_MEASUREMENT)
+        self._send(_START_LOW_POWER_PERIODIC_MEASUREMENT if low_power else _START_PERIODIC_MEASUREMENT)
 
     def stop_periodic_measurement(self):
-        self._send(STOP_PERIODIC_MEASUREMENT)
-        time.sleep_ms(STOP_MS)
+        self._send(_STOP_PERIODIC_MEASUREMENT)
+        time.sleep_ms(_STOP_MS)
 
     def data_ready(self):
         """Whether a measurement is waiting to be read."""
-        self._send(GET_DATA_READY_STATUS)
-        time.sleep_ms(COMMAND_MS)
+        self._send(_GET_DATA_READY_STATUS)
+        time.sleep_ms(_COMMAND_MS)
         self._i2c.readfrom_into(self._address, self._one_word)
         return self._word(0) & 0x07FF != 0
 
     def read_measurement(self):
         """(CO2 ppm, temperature °C, relative humidity %) of the waiting measurement (OSError when there is none: the
         sensor does not acknowledge)."""
-        self._send(READ_MEASUREMENT)
-        time.sleep_ms(COMMAND_MS)
+        self._send(_READ_MEASUREMENT)
+        time.sleep_ms(_COMMAND_MS)
         self._i2c.readfrom_into(self._address, self._answer)
         co2, temperature, humidity = self._word(0), self._word(1), self._word(2)
         return co2, -45 + 175 * temperature / 65535, 100 * humidity / 65535

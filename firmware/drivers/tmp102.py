@@ -1,7 +1,9 @@
 """TI TMP102 temperature sensor on I2C (address 0x48): the temperature register (pointer 0) holds a 12-bit two's
 complement count of 0.0625 °C, left-justified in two big-endian bytes."""
+from micropython import const
 
-TEMPERATURE_REGISTER = 0x00
+
+_TEMPERATURE_REGISTER = const(0x00)
 DEGREES_PER_COUNT = 0.0625
 
 
@@ -11,7 +13,7 @@ class TMP102:
         self._buf = bytearray(2)
 
     def celsius(self):
-        self._i2c.readfrom_mem_into(self._address, TEMPERATURE_REGISTER, self._buf)
+        self._i2c.readfrom_mem_into(self._address, _TEMPERATURE_REGISTER, self._buf)
         count = (self._buf[0] << 4) | (self._buf[1] >> 4)
         if count & 0x800:
             count -= 0x1000
