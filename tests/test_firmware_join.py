@@ -75,7 +75,7 @@ show(mac.join(0))
 show(mac.tx_done(70))
 show(mac.rx(B('{accept}'), 5070))
 print(json.dumps([[mac.rx1_dr_offset, mac.rx2_dr, mac.rx1_delay_ms, mac.fcnt_up, mac.fcnt_down, mac.dev_addr,
-                   [c and c[0] for c in mac.region.channels], mac.region.channel_mask]]))
+                   list(mac.region.channel_freqs), mac.region.channel_mask]]))
 show(mac.uplink(2, B('{payload.hex()}'), 100_000))
 """, app_key=app_key, dev_nonce=dev_nonce)
     [joined] = steps[2]
@@ -83,7 +83,7 @@ show(mac.uplink(2, B('{payload.hex()}'), 100_000))
     offset, rx2_dr, rx1_delay_ms, fcnt_up, fcnt_down, addr, channels, mask = steps[3][0]
     assert (offset, rx2_dr, rx1_delay_ms) == (rx1_dr_offset, rx2_data_rate, 1000 * (rx_delay or 1))
     assert (fcnt_up, fcnt_down, addr) == (0, 0, dev_addr)
-    extra = [f // 1000 for f in CFLIST_HZ] if with_cf_list else [None] * 5
+    extra = [f // 1000 for f in CFLIST_HZ] if with_cf_list else [0] * 5  # 0: not defined
     assert channels[:8] == [868100, 868300, 868500] + extra
     assert mask == (0xFF if with_cf_list else 0x07)
     frame = parse_data_frame(bytes.fromhex(steps[4][0]["frame"]))

@@ -326,8 +326,7 @@ for _ in range(60):
 print(sorted(picked))
 r.note_transmission(868100, 1000, 61_696)
 print(r.next_channel(5, 1001, 61_696), r.next_channel(5, 1000 + 6107, 61_696), r.next_channel(5, 1000 + 6108, 61_696)[0] > 0)
-r.channels[3] = [869850, 0, 5]
-r.channel_mask |= 1 << 3
+r.set_channel(3, 869850)
 print(r.next_channel(5, 1001, 61_696), sub_band(869850), sub_band(868500))
 """).splitlines()
     assert out[0] == "[868100, 868300, 868500]"  # pseudo-random over every enabled channel

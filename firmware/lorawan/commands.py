@@ -19,6 +19,7 @@ _NEW_CHANNEL = const(0x07)
 _RX_TIMING_SETUP = const(0x08)
 _DL_CHANNEL = const(0x0A)
 _DEVICE_TIME = const(0x0D)
+_MAX_EIRP_DBM = const(16)
 _REQUEST_LEN = {_LINK_CHECK: 2, _LINK_ADR: 4, _DUTY_CYCLE: 1, _RX_PARAM_SETUP: 4, _DEV_STATUS: 0, _NEW_CHANNEL: 5,
                 _RX_TIMING_SETUP: 1, _DL_CHANNEL: 4, _DEVICE_TIME: 5}
 
@@ -76,7 +77,7 @@ def handle_commands(mac, data, snr, tx_end_ms):
 
 def _link_adr(mac, block):
     region = mac.region
-    defined = region.defined_mask()
+    defined = sum(1 << i for i, freq in enumerate(region.channel_freqs) if freq)
     mask, mask_ok = region.channel_mask, True
     for args in block:
         control = args[3] >> 4 & 0x07
@@ -90,13 +91,19 @@ def _link_adr(mac, block):
     last = block[-1]
     dr, power_index = last[0] >> 4, last[0] & 0x0F
     new_dr = mac.data_rate if dr == 0x0F else dr
-    dr_ok = region.valid_dr(new_dr) and region.serves(mask & defined, new_dr)
-    power = mac.tx_power_dbm if power_index == 0x0F else region.tx_power_dbm(power_index)
+    channels = range(len(region.channel_freqs))
+    dr_ok = region.valid_dr(new_dr) and any(mask >> i & 1 and region.carries(i, new_dr) for i in channels)
+    power = mac.tx_power_dbm if power_index == 0x0F else _tx_power_dbm(power_index)
     if mask_ok and dr_ok and power is not None:
         region.channel_mask = mask
         mac.data_rate, mac.tx_power_dbm = new_dr, power
         mac.nb_trans = (last[3] & 0x0F) or 1
     return (4 if power is not None else 0) | (2 if dr_ok else 0) | (1 if mask_ok else 0)
+
+
+def _tx_power_dbm(index):
+    """LinkADRReq TXPower index -> EIRP dBm (MaxEIRP - 2 dB per step), None if not a valid index."""
+    return _MAX_EIRP_DBM - 2 * index if 0 <= index <= 7 else None
 
 
 def _rx_param_setup(mac, args):
@@ -112,7 +119,7 @@ def _rx_param_setup(mac, args):
 def _new_channel(region, args):
     index, freq_khz = args[0], _freq_khz(args, 1)
     min_dr, max_dr = args[4] & 0x0F, args[4] >> 4
-    fixed = index < len(region.DEFAULT_CHANNELS) or index >= len(region.channels)
+    fixed = index < len(region.DEFAULT_CHANNELS) or index >= len(region.channel_freqs)
     freq_ok = not fixed and (freq_khz == 0 or region.valid_frequency(freq_khz))
     dr_ok = not fixed and min_dr <= max_dr and region.valid_dr(max_dr)
     if freq_ok and dr_ok:
@@ -122,8 +129,8 @@ def _new_channel(region, args):
 
 def _dl_channel(region, args):
     index, freq_khz = args[0], _freq_khz(args, 1)
-    exists = index < len(region.channels) and region.channels[index] is not None
+    exists = index < len(region.channel_freqs) and region.channel_freqs[index] != 0
     freq_ok = region.valid_frequency(freq_khz)
     if exists and freq_ok:
-        region.dl_freq[index] = freq_khz
+        region.dl_freqs[index] = freq_khz
     return (2 if exists else 0) | (1 if freq_ok else 0)

@@ -53,10 +53,22 @@ def open_join_accept(mac, frame, window):
     else:
         mac.count("bad_dl_settings")
     mac.rx1_delay_ms = 1000 * ((msg[12] & 0x0F) or 1)
-    if len(msg) == 29 and not mac.region.apply_cflist(msg[13:29]):
+    if len(msg) == 29 and not _apply_cflist(mac.region, msg[13:29]):
         mac.count("bad_cflist")
     mac.join_attempts = 0
     return [Joined(mac.dev_addr, mac._join_nonce, window, mac._tx_dr)]
+
+
+def _apply_cflist(region, cflist):
+    """A JoinAccept's CFList (type 0: five frequencies for channels 3..7); False if it was not usable."""
+    if len(cflist) != 16 or cflist[15] != 0:
+        return False
+    freqs = [(cflist[i] | cflist[i + 1] << 8 | cflist[i + 2] << 16) // 10 for i in range(0, 15, 3)]
+    if any(f and not region.valid_frequency(f) for f in freqs):
+        return False
+    for i, freq_khz in enumerate(freqs):
+        region.set_channel(len(region.DEFAULT_CHANNELS) + i, freq_khz)
+    return True
 
 
 def join_failed(mac, now_ms):
