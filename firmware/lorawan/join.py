@@ -7,8 +7,8 @@ from cryptolib import aes
 from micropython import const
 
 from lorawan.crypto import Cmac, CryptoError, check_key
-from lorawan.events import JoinFailed, Joined
-from lorawan.mac import MacError
+from lorawan.events import JoinFailed, Joined, Wait
+from lorawan.mac import IDLE, WAIT, MacError
 
 _ECB = const(1)
 _JOIN_REQUEST = const(0x00)
@@ -17,6 +17,28 @@ _JOIN_BACKOFF_FIRST_MS = const(15000)
 _JOIN_BACKOFF_MAX_MS = const(3600000)
 _JOIN_ATTEMPTS_PER_DR = const(2)
 _HOUR_MS = const(3600000)
+
+
+def start_join(mac, now_ms):
+    """Mac.join(): one join attempt, after a Wait if the back-off of the last failed one is not over; the current
+    session, if any, ends."""
+    if mac._otaa is None:
+        raise MacError("not_otaa")
+    if mac.state != IDLE:
+        raise MacError("busy")
+    if mac.dev_nonce > 0xFFFF:
+        raise MacError("dev_nonce_exhausted")
+    mac._dev_addr = None
+    mac.region.reset_channels()
+    mac._reset_session()
+    mac._joining = True
+    mac._attempt = 0
+    if mac._join_since is None:
+        mac._join_since = now_ms
+    if now_ms < mac.next_join_ms:
+        mac.state = WAIT
+        return [Wait(mac.next_join_ms, "join_backoff")]
+    return mac._try_send(now_ms)
 
 
 def join_request(mac):
