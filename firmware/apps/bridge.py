@@ -20,6 +20,8 @@ strain_channels (3), strain_counts_per_ue (1073.74: quarter bridge, gauge factor
 ([0, 0, 0]: each channel's strain at installation, subtracted), tilt_zero_deg (0.0: the tilt at installation),
 crack_mm_per_v (10.0), battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
+from array import array
+
 from micropython import const
 
 from apps.runtime import (Battery, Episode, fit_reading, handle, over_limit, radio_summary, run_slots, send_alarm,
@@ -73,6 +75,7 @@ class Bridge:
         self.strain_adcs = board.strain_adcs(self.channels) if self.channels else None
         self.thermometer = TMP102(board.i2c())
         self.accelerometer = ADXL345(board.i2c(), rate_hz=_SAMPLE_RATE_HZ)
+        self.window = array("f", bytes(4 * _WINDOW_SAMPLES))  # z in g, refilled by each reading: no float per sample
         self.store = store
         self.settings = start_settings(config, store, SETTINGS)
 
@@ -86,8 +89,8 @@ class Bridge:
 
     def reading(self):
         values = self.strains()
-        mean_x, zs = self.accelerometer.window(_WINDOW_SAMPLES)
-        rms, peak, freq = vibration(zs, _SAMPLE_RATE_HZ, floor=1 / COUNTS_PER_G)
+        mean_x = self.accelerometer.window(self.window)
+        rms, peak, freq = vibration(self.window, _SAMPLE_RATE_HZ, floor=1 / COUNTS_PER_G)
         values.update(vibration_rms=rms, vibration_peak=peak, vibration_freq=freq, tilt=along_x_tilt(mean_x),
                       crack_width=self.board.crack_gauge_volts() * self.crack_mm_per_v,
                       temperature=self.thermometer.celsius(),

@@ -20,16 +20,12 @@ _FULL_RES_16G = const(0x0B)  # FULL_RES, +-16 g
 COUNTS_PER_G = 256
 
 
-class AccelerometerError(OSError):
-    """The chip does not answer with the ADXL345's device id."""
-
-
 class ADXL345:
     def __init__(self, i2c, address=0x53, rate_hz=50):
         self._i2c, self._address = i2c, address
         self._buf = bytearray(6)
         if i2c.readfrom_mem(address, _DEVID, 1)[0] != _DEVICE_ID:
-            raise AccelerometerError("no ADXL345 at 0x%02x" % address)
+            raise OSError("no ADXL345 at 0x%02x" % address)
         self.rate_hz = rate_hz
         rate_codes = {12.5: 0x07, 25: 0x08, 50: 0x09, 100: 0x0A, 200: 0x0B, 400: 0x0C}  # output data rate: BW_RATE
         i2c.writeto_mem(address, _BW_RATE, bytes((rate_codes[rate_hz],)))
@@ -47,19 +43,20 @@ class ADXL345:
         x, y, z = self.counts()
         magnitude = math.sqrt(x * x + y * y + z * z)
         if magnitude == 0:
-            raise AccelerometerError("no acceleration measured")
+            raise OSError("ADXL345: no acceleration measured")
         return math.degrees(math.acos(max(-1.0, min(1.0, z / magnitude))))
 
-    def window(self, samples):
-        """`samples` samples at rate_hz: (mean x counts, list of z in g)."""
+    def window(self, zs):
+        """Fill `zs` (an array("f"), reused for every window) with samples of z in g at rate_hz; returns the mean x
+        count over them."""
         period_us = round(1000000 / self.rate_hz)
-        xs, zs = 0, []
-        for _ in range(samples):
+        xs = 0
+        for i in range(len(zs)):
             x, _y, z = self.counts()
             xs += x
-            zs.append(z / COUNTS_PER_G)
+            zs[i] = z / COUNTS_PER_G
             time.sleep_us(period_us)
-        return xs / samples, zs
+        return xs / len(zs)
 
 
 def along_x_tilt(mean_x_counts):

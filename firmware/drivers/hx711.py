@@ -8,10 +8,6 @@ from micropython import const
 _READY_TIMEOUT_MS = const(400)  # more than 3 conversion periods at 10 SPS
 
 
-class StrainAdcError(OSError):
-    """A chip did not become ready in time (unplugged, or powered down)."""
-
-
 class HX711Bank:
     def __init__(self, clock, data_pins):
         self._clock, self._data = clock, data_pins
@@ -22,7 +18,7 @@ class HX711Bank:
         waited = 0
         while any(pin() for pin in self._data):
             if waited >= _READY_TIMEOUT_MS:
-                raise StrainAdcError("HX711 not ready after %d ms" % _READY_TIMEOUT_MS)
+                raise OSError("HX711 not ready after %d ms" % _READY_TIMEOUT_MS)  # unplugged, or powered down
             time.sleep_ms(10)
             waited += 10
         values = [0] * len(self._data)

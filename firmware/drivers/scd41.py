@@ -5,7 +5,7 @@ value 0xFF), read 1 ms after the command. start_periodic_measurement gives a mea
 variant every 30 s) until stop_periodic_measurement (which takes 500 ms); get_data_ready_status says whether one is
 waiting; read_measurement gives CO2 (ppm), temperature (-45 + 175 * word / 65535 °C) and relative humidity
 (100 * word / 65535 %). While measuring periodically the sensor takes only those commands. A word with a wrong CRC
-raises SCD41Error."""
+raises an OSError naming the word."""
 import time
 
 from micropython import const
@@ -17,10 +17,6 @@ _GET_DATA_READY_STATUS = const(0xE4B8)
 _READ_MEASUREMENT = const(0xEC05)
 _COMMAND_MS = const(1)  # execution time of the reading commands
 _STOP_MS = const(500)  # stop_periodic_measurement's execution time
-
-
-class SCD41Error(OSError):
-    """The sensor's answer failed its CRC check."""
 
 
 def crc8(data, start=0, end=2):
@@ -47,7 +43,7 @@ class SCD41:
     def _word(self, index):
         at = 3 * index
         if crc8(self._answer, at, at + 2) != self._answer[at + 2]:
-            raise SCD41Error("SCD41 answer word %d fails its CRC" % index)
+            raise OSError("SCD41 answer word %d fails its CRC" % index)
         return self._answer[at] << 8 | self._answer[at + 1]
 
     def start_periodic_measurement(self, low_power=False):

@@ -4,8 +4,8 @@ import math
 
 
 def vibration(samples, rate_hz, floor=0.0):
-    """(rms, peak, dominant frequency in Hz) of `samples` (in g) taken at `rate_hz`; the frequency is 0 when the RMS is
-    at or below `floor` (no vibration to speak of)."""
+    """(rms, peak, dominant frequency in Hz) of `samples` (in g, a list or an array) taken at `rate_hz`; the frequency
+    is 0 when the RMS is at or below `floor` (no vibration to speak of)."""
     n = len(samples)
     mean = sum(samples) / n
     squares, peak = 0.0, 0.0
