@@ -2,7 +2,8 @@
 string, applies each request to the MAC's and the region's state and returns the answers for the next new uplink;
 LinkCheckAns and DeviceTimeAns become events. A contiguous block of LinkADRReq is applied as one, as 1.0.4 asks: channel
 masks in order, DR, TX power and NbTrans from the last one, all or nothing, and one LinkADRAns per request with the same
-status. A CID this device does not know ends the walk (its length is unknown) and is counted."""
+status. A CID this device does not know ends the walk (its length is unknown) and is counted. adr_backoff() is ADR's
+other side, the device's steps back when no downlink comes (the MAC loads this module for them too)."""
 from math import floor
 
 from micropython import const
@@ -73,6 +74,23 @@ def handle_commands(mac, data, snr, tx_end_ms):
         status = _link_adr(mac, adr_block)
         answers.extend(bytes((_LINK_ADR, status)) for _ in adr_block)
     return events, answers
+
+
+def adr_backoff(mac, due):
+    """The ADR back-off steps not yet taken of the `due` ones at this ADR_ACK_CNT (the MAC takes one per ADR_ACK_DELAY
+    frames without a downlink from ADR_ACK_LIMIT + ADR_ACK_DELAY on): TX power to the default first, then one DR lower
+    per step down to DR0, then the default channels on again and NbTrans 1."""
+    while mac._adr_steps < due:
+        mac._adr_steps += 1
+        if mac.tx_power_dbm != mac.default_tx_power_dbm:
+            mac.tx_power_dbm = mac.default_tx_power_dbm
+        elif mac.data_rate > 0:
+            mac.data_rate -= 1
+        else:
+            region = mac.region
+            region.channel_mask |= (1 << len(region.DEFAULT_CHANNELS)) - 1
+            mac.nb_trans = 1
+        mac.count("adr_backoff")
 
 
 def _link_adr(mac, block):

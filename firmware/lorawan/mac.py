@@ -166,8 +166,12 @@ class Mac:
             raise MacError("bad_fport")
         if self.fcnt_up > 0xFFFFFFFF:
             raise MacError("fcnt_exhausted")
-        if self.adr:
-            self._adr_backoff()
+        due = (self.adr_ack_cnt - _ADR_ACK_LIMIT) // _ADR_ACK_DELAY
+        if self.adr and due > self._adr_steps:  # rare (no downlink for long): the code is loaded for it
+            from lorawan.commands import adr_backoff
+
+            adr_backoff(self, due)
+            unload("lorawan.commands")
         limit = self.region.max_payload(self.data_rate)
         if len(payload) > limit:
             return [NotSent("payload_too_long", "%d bytes, DR%d takes %d" % (len(payload), self.data_rate, limit))]
@@ -176,21 +180,6 @@ class Mac:
         self._frame_fcnt = self.fcnt_up
         self._frame = self._build(fport, payload, confirmed, min(_MAX_FOPTS, limit - len(payload)))
         return self._try_send(now_ms)
-
-    def _adr_backoff(self):
-        """The ADR back-off steps due at this ADR_ACK_CNT, each taken once: one per ADR_ACK_DELAY frames from
-        ADR_ACK_LIMIT + ADR_ACK_DELAY on."""
-        due = (self.adr_ack_cnt - _ADR_ACK_LIMIT) // _ADR_ACK_DELAY
-        while self._adr_steps < due:
-            self._adr_steps += 1
-            if self.tx_power_dbm != self.default_tx_power_dbm:
-                self.tx_power_dbm = self.default_tx_power_dbm
-            elif self.data_rate > 0:
-                self.data_rate -= 1
-            else:
-                self.region.enable_default_channels()
-                self.nb_trans = 1
-            self.count("adr_backoff")
 
     def _fopts(self, room):
         """The commands (answers, then requests) that fit in `room` bytes of FOpts: whole commands only."""

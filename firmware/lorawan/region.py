@@ -102,9 +102,6 @@ class EU868:
         else:
             self.channel_mask &= ~(1 << index)
 
-    def enable_default_channels(self):
-        self.channel_mask |= (1 << len(DEFAULT_CHANNELS)) - 1
-
     def carries(self, index, dr):
         """Whether channel `index` is defined and carries data rate `dr` (enabled or not)."""
         return self.channel_freqs[index] and self.channel_min_dr[index] <= dr <= self.channel_max_dr[index]
