@@ -1,11 +1,21 @@
 """Compact canonical CBOR (RFC 8949) for MicroPython, as much as a node sends: `encode_reading`, which turns a reading
-into its payload (a map of small int keys to ints and bools) through the generated schema table in a reused buffer, and
-CborError. No general encoder: the node never sends anything else, and its code would only take heap. The decoder for
-downlinks is cbor_decode.py, loaded only while a downlink is decoded."""
+into its payload (a map of small int keys to ints and bools) through the generated schema table in reused buffers;
+`entry_bytes`, the bytes one field takes in a payload (to fit a reading into a budget); and CborError. No general
+encoder: the node never sends anything else, and its code would only take heap. The decoder for downlinks is
+cbor_decode.py, loaded only while a downlink is decoded."""
 from micropython import const
+
+from schema_v1 import MESSAGES
 
 _FALSE = const(0xF4)
 _TRUE = const(0xF5)
+# A field's spec in the table, as codecs/firmware_table.py writes it (cbor_decode.field_spec reads it for downlinks):
+# key + type + factor << 10
+_KEY_MASK = const(0xFF)
+_TYPE_MASK = const(0x300)
+_INT = const(0x100)
+_BOOL = const(0x200)
+_FACTOR_SHIFT = const(10)
 
 
 class CborError(ValueError):
@@ -18,6 +28,28 @@ class CborError(ValueError):
 
 _MAX_ITEM = const(9)  # bytes of the longest head: initial byte + 8-byte argument
 _buffer = bytearray(64)  # reused for every payload; replaced by a larger one only for a message that might not fit
+_raws = []  # while a payload is built: the raw value of each key sent (None: not sent); grows to the largest key once
+
+
+def _fields(kind, message):
+    """(fport, {field name: spec}) of `message` of node `kind` in the table."""
+    try:
+        return MESSAGES[kind][message]
+    except KeyError:
+        raise CborError("unknown_message", kind + "/" + message) from None
+
+
+def _raw(name, value, spec):
+    """What field `name` (its table spec `spec`) sends for the engineering `value`: a bool for a bool field, else the
+    int round(value * factor) (round(value / -factor) for a negative factor); CborError for a negative uint."""
+    type_bits = spec & _TYPE_MASK
+    if type_bits == _BOOL:
+        return bool(value)
+    factor = spec >> _FACTOR_SHIFT
+    raw = round(value * factor) if factor > 0 else round(value / -factor)
+    if raw < 0 and type_bits != _INT:
+        raise CborError("negative_uint", name)
+    return raw
 
 
 def _head(buf, pos, major, n):
@@ -42,42 +74,56 @@ def _head(buf, pos, major, n):
     return pos + 1 + size
 
 
+def _entry(buf, pos, key, raw):
+    """Write the map entry `key`: `raw` (an int or a bool) at buf[pos]; the position after."""
+    pos = _head(buf, pos, 0, key)
+    if raw is True or raw is False:
+        buf[pos] = _TRUE if raw else _FALSE
+        return pos + 1
+    return _head(buf, pos, 0, raw) if raw >= 0 else _head(buf, pos, 1, -1 - raw)
+
+
+def entry_bytes(kind, message, name, value):
+    """The bytes field `name` at the engineering `value` takes in a `message` payload of node `kind` (its key and
+    value: what encode_reading adds for it); CborError as encode_reading gives."""
+    spec = _fields(kind, message)[1].get(name)
+    if spec is None:
+        raise CborError("unknown_field", name)
+    return _entry(_buffer, 0, spec & _KEY_MASK, _raw(name, value, spec))  # _buffer as scratch: no payload is built now
+
+
 def encode_reading(kind, message, values):
     """(fport, payload) for `values` ({field name: engineering value}) of `message` of node `kind`.
 
     Uses the generated table schema_v1.MESSAGES: raw = round(value * factor), keys ascending, bools as CBOR
-    bools. Fields missing from `values` (or None) are left out. The payload is built in a reused buffer."""
-    from schema_v1 import MESSAGES
-
-    try:
-        fport, fields = MESSAGES[kind][message]
-    except KeyError:
-        raise CborError("unknown_message", kind + "/" + message) from None
-    used = 0
-    for name, _key, _factor, _code in fields:
-        if values.get(name) is not None:
-            used += 1
-    if used != len(values):
-        for name in values:
-            if not any(field[0] == name for field in fields):
-                raise CborError("unknown_field", name)
+    bools. Fields missing from `values` (or None) are left out. The payload is built in reused buffers."""
     global _buffer
-    need = _MAX_ITEM * (1 + 2 * used)  # the map head, then a key and a value per field, each at most _MAX_ITEM
-    if len(_buffer) < need:
-        _buffer = bytearray(need)
-    buf = _buffer
-    pos = _head(buf, 0, 5, used)
-    for name, key, factor, code in fields:
-        value = values.get(name)
-        if value is None:
-            continue
-        pos = _head(buf, pos, 0, key)
-        if code == "b":
-            buf[pos] = _TRUE if value else _FALSE
-            pos += 1
-            continue
-        raw = round(value * factor)
-        if code == "u" and raw < 0:
-            raise CborError("negative_uint", name)
-        pos = _head(buf, pos, 0, raw) if raw >= 0 else _head(buf, pos, 1, -1 - raw)
+    fport, fields = _fields(kind, message)
+    used = 0
+    try:
+        for name in values:
+            spec = fields.get(name)
+            if spec is None:
+                raise CborError("unknown_field", name)
+            value = values[name]
+            if value is not None:
+                key = spec & _KEY_MASK
+                while len(_raws) <= key:
+                    _raws.append(None)
+                _raws[key] = _raw(name, value, spec)
+                used += 1
+        need = _MAX_ITEM * (1 + 2 * used)  # the map head, then a key and a value per field, each at most _MAX_ITEM
+        if len(_buffer) < need:
+            _buffer = bytearray(need)
+        buf = _buffer
+        pos = _head(buf, 0, 5, used)
+        for key in range(len(_raws)):  # ascending keys
+            raw = _raws[key]
+            if raw is not None:
+                _raws[key] = None
+                pos = _entry(buf, pos, key, raw)
+    except CborError:
+        for key in range(len(_raws)):  # the next payload starts with none sent
+            _raws[key] = None
+        raise
     return fport, bytes(memoryview(buf)[:pos])

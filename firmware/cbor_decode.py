@@ -8,6 +8,12 @@ from micropython import const
 from cbor import CborError
 
 _MAX_DEPTH = const(16)
+# A field's spec in the table, as codecs/firmware_table.py writes it (cbor.py reads it too): key + type + factor << 10
+_KEY_MASK = const(0xFF)
+_TYPE_MASK = const(0x300)
+_INT = const(0x100)
+_BOOL = const(0x200)
+_FACTOR_SHIFT = const(10)
 
 
 class _Reader:
@@ -123,10 +129,18 @@ def loads(data):
     return value
 
 
+def field_spec(spec):
+    """(key, type code "u", "i" or "b", factor) of a field's spec in the table; the node sends raw = round(value *
+    factor), or round(value / -factor) for a negative factor."""
+    type_bits = spec & _TYPE_MASK
+    return spec & _KEY_MASK, "b" if type_bits == _BOOL else "i" if type_bits == _INT else "u", spec >> _FACTOR_SHIFT
+
+
 def decode_message(kind, fport, payload):
     """(message name, {field name: value}, [unknown keys]) of a downlink `payload` on `fport` for node `kind`, through
-    the generated table: value = raw / factor (the raw int itself when factor is 1), bools as bools. CborError for
-    malformed CBOR, a non-map, an FPort the kind has no message for, or a value of the wrong type."""
+    the generated table: value = raw / factor (the raw int itself when factor is 1; raw * -factor for a negative
+    factor), bools as bools. CborError for malformed CBOR, a non-map, an FPort the kind has no message for, or a value
+    of the wrong type."""
     from schema_v1 import MESSAGES
 
     for name, (port, fields) in MESSAGES.get(kind, {}).items():
@@ -139,14 +153,13 @@ def decode_message(kind, fport, payload):
         raise CborError("not_a_map")
     values, unknown = {}, []
     for key, raw in data.items():
-        field = None
-        for candidate in fields:
-            if candidate[1] == key:
-                field = candidate
-        if field is None:
+        for field_name, spec in fields.items():
+            field_key, code, factor = field_spec(spec)
+            if field_key == key:
+                break
+        else:
             unknown.append(key)
             continue
-        field_name, _key, factor, code = field
         if code == "b":
             if type(raw) is not bool:
                 raise CborError("wrong_type", field_name)
@@ -154,5 +167,5 @@ def decode_message(kind, fport, payload):
         elif type(raw) is not int or code == "u" and raw < 0:
             raise CborError("wrong_type", field_name)
         else:
-            values[field_name] = raw if factor == 1 else raw / factor
+            values[field_name] = raw if factor == 1 else raw / factor if factor > 0 else raw * -factor
     return name, values, unknown

@@ -1,5 +1,6 @@
-"""The firmware's generated encoder table: no drift from the schema files, and it means the same in real MicroPython;
-the table the installer stages for one node kind holds that kind alone."""
+"""The firmware's generated encoder table: no drift from the schema files, and it means the same in real MicroPython
+(read through cbor_decode.field_spec, encoded through cbor.encode_reading); the table the installer stages for one
+node kind holds that kind alone; a schema the table cannot hold is a typed error."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import sys
 from pathlib import Path
 
 import cbor2
+import pytest
 
 from dos_agent.firmware_install import KIND_TABLE, stage_firmware
-from dos_codecs.firmware_table import encoder_factor, render_firmware_table
-from dos_codecs.schema import available_kinds, load_schema
+from dos_codecs.errors import SchemaError
+from dos_codecs.firmware_table import render_firmware_table, render_schemas, table_factor
+from dos_codecs.schema import available_kinds, load_schema, parse_schema
 from firmware_support import run_micropython
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,44 +43,97 @@ def _sample_values(spec) -> list[float | int | bool]:
     return [spec.min, spec.max, spec.min + span / 3, spec.min + span * 0.731, spec.min + span / 7]
 
 
-def test_table_runs_in_micropython_and_encodes_like_the_schema() -> None:
-    cases = []
-    expected_table = {}
-    for kind in available_kinds(1):
-        schema = load_schema(kind)
-        expected_table[kind] = {}
+# Prints the table as JSON, each spec read by cbor_decode.field_spec, then the hex payload of each case (kind, message,
+# field name, value) encoded by cbor.encode_reading.
+TABLE_AND_ENCODINGS = """
+import json
+from cbor import encode_reading
+from cbor_decode import field_spec
+from schema_v1 import MESSAGES, VERSION
+table = {}
+for kind, messages in MESSAGES.items():
+    table[kind] = {}
+    for message, (fport, fields) in messages.items():
+        table[kind][message] = [fport, {name: list(field_spec(spec)) for name, spec in fields.items()}]
+print(json.dumps([VERSION, table]))
+for kind, message, name, value in json.loads(%r):
+    print(encode_reading(kind, message, {name: value})[1].hex())
+"""
+
+
+def _expected_table(schemas) -> dict:
+    table: dict = {}
+    for schema in schemas:
+        table[schema.kind] = {}
         for message in schema.messages:
-            expected_table[kind][message.name] = [
-                message.fport,
-                [[spec.name, spec.key, encoder_factor(spec), spec.type[0]] for spec in message.fields],
-            ]
+            fields = {spec.name: [spec.key, spec.type[0], table_factor(spec)] for spec in message.fields}
+            table[schema.kind][message.name] = [message.fport, fields]
+    return table
+
+
+def _run_table(schemas, path: list[str | Path]) -> None:
+    """Run TABLE_AND_ENCODINGS with MICROPYPATH `path` and check the table and every field at sample values against
+    `schemas`' own encoder."""
+    cases, payloads = [], []
+    for schema in schemas:
+        for message in schema.messages:
             for spec in message.fields:
                 for value in _sample_values(spec):
-                    raw = cbor2.loads(schema.encode(message.name, {spec.name: value}))[spec.key]
-                    cases.append([kind, message.name, spec.name, value, raw])
-    # Encode in MicroPython exactly as the firmware does: raw = round(value * factor) (bools as they are).
-    script = (
-        "import json, schema_v1\n"
-        f"cases = json.loads({json.dumps(cases)!r})\n"
-        "out = []\n"
-        "for kind, message, name, value, raw in cases:\n"
-        "    for fname, key, factor, code in schema_v1.MESSAGES[kind][message][1]:\n"
-        "        if fname == name:\n"
-        "            out.append(value if code == 'b' else round(value * factor))\n"
-        "print(json.dumps([schema_v1.VERSION, schema_v1.MESSAGES, out]))\n"
-    )
-    result = subprocess.run(
-        [str(MICROPYTHON), "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=TABLE.parent,
-    )
-    assert result.returncode == 0, result.stderr
-    version, table, raws = json.loads(result.stdout)
+                    cases.append([schema.kind, message.name, spec.name, value])
+                    payloads.append(schema.encode(message.name, {spec.name: value}).hex())
+    lines = run_micropython(TABLE_AND_ENCODINGS % json.dumps(cases), path=path).splitlines()
+    version, table = json.loads(lines[0])
     assert version == 1
-    assert table == expected_table
-    assert raws == [case[4] for case in cases]
+    assert table == _expected_table(schemas)
+    assert lines[1:] == payloads
+
+
+def test_table_runs_in_micropython_and_encodes_like_the_schema() -> None:
+    _run_table([load_schema(kind) for kind in available_kinds(1)], [TABLE.parent])
+
+
+LAMPPOST = """
+kind = "lamppost"
+version = 1
+title = "a schema with an integer scale"
+
+[[message]]
+name = "reading"
+fport = 1
+direction = "up"
+
+[[message.field]]
+key = 1
+name = "energy"
+type = "uint"
+unit = "Wh"
+scale = 5
+min = 0
+max = 100000
+
+[[message.field]]
+key = 200
+name = "offset"
+type = "int"
+unit = "Wh"
+scale = 0.001
+min = -50
+max = 50
+"""
+
+
+def test_an_integer_scale_and_a_large_key_encode_like_the_schema(tmp_path: Path) -> None:
+    schema = parse_schema(LAMPPOST)
+    (tmp_path / "schema_v1.py").write_text(render_schemas([schema]))
+    _run_table([schema], [tmp_path, TABLE.parent])
+
+
+def test_a_field_named_like_a_python_keyword_is_a_schema_error() -> None:
+    schema = parse_schema(LAMPPOST.replace('name = "offset"', 'name = "from"'))
+    with pytest.raises(SchemaError) as caught:
+        render_schemas([schema])
+    assert caught.value.reason == "keyword_name"
+    assert "lamppost/reading" in str(caught.value)
 
 
 def test_a_board_gets_the_table_of_its_own_kind_alone(tmp_path: Path) -> None:

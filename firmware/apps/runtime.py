@@ -10,7 +10,7 @@ import os
 import machine
 from micropython import const
 
-from cbor import encode_reading
+from cbor import encode_reading, entry_bytes
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from modules import unload
 from schema_v1 import MESSAGES
@@ -102,30 +102,21 @@ def send_alarm(node, kind, values, episodes, handle_events, log_line):
             episode.acked = True
 
 
-def _cbor_field_bytes(raw):
-    """Bytes of one small-key map entry whose value is the CBOR integer (or bool) raw."""
-    n = raw if raw >= 0 else -1 - raw
-    return 2 if n < 24 else 3 if n < 0x100 else 4 if n < 0x10000 else 6 if n < 0x100000000 else 10
-
-
 def fit_reading(kind, values, slow_fields, first_slow):
     """(the values to send, the slow field to start with next time): every field but the slow ones, then slow fields
     from slow_fields[first_slow] on, in turn, while the "reading" payload stays within PAYLOAD_BUDGET bytes; the first
     one left out leads the next reading. Each app keeps its other fields small enough that at least one slow field
     always fits (a test checks every kind with every field at its extreme)."""
-    factors = {}
-    for name, _key, factor, _code in MESSAGES[kind]["reading"][1]:
-        factors[name] = factor
     chosen, size = {}, 1  # the map head
     for name, value in values.items():
         if name not in slow_fields:
             chosen[name] = value
-            size += _cbor_field_bytes(round(value * factors[name]))
+            size += entry_bytes(kind, "reading", name, value)
     left_out = None
     for i in range(len(slow_fields)):
         index = (first_slow + i) % len(slow_fields)
         name = slow_fields[index]
-        entry = _cbor_field_bytes(round(values[name] * factors[name]))
+        entry = entry_bytes(kind, "reading", name, values[name])
         if size + entry <= _PAYLOAD_BUDGET:
             chosen[name] = values[name]
             size += entry
