@@ -59,7 +59,10 @@ def print_banner(values, dropped, spec):
     """The boot lines: remote settings a newly installed config.json overrode, then every setting in force."""
     for name in dropped:
         print("config: remote %s dropped: config.json was installed with another value (%s)" % (name, values[name]))
-    print("settings: " + " ".join("%s=%s" % (entry[0], values[entry[0]]) for entry in json.loads(spec)))
+    print("settings:", end="")
+    for entry in json.loads(spec):  # piece by piece: no line-long string at boot's high-water mark
+        print(" %s=%s" % (entry[0], values[entry[0]]), end="")
+    print()
 
 
 def apply(values, store, spec, changes):

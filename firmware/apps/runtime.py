@@ -136,12 +136,14 @@ def start_settings(config, store, spec):
     from settings import load, print_banner
 
     try:
-        values, dropped = load(config, store, spec)
+        try:
+            values, dropped = load(config, store, spec)
+        finally:
+            unload("config")  # before the banner: boot's high-water mark is near
         print_banner(values, dropped, spec)
         return values
     finally:
         unload("settings")
-        unload("config")
 
 
 def apply_config(kind, values, store, spec, payload, fcnt):
