@@ -38,10 +38,11 @@ SETTINGS = ('[["interval_s", 600, 10, 86400], ["confirmed", false, null, null], 
             '["hysteresis_pct", 10, 0, 90]]')
 # every reading carries the strains and the vibration peak; these take turns in the rest of the 24 bytes
 SLOW_FIELDS = ("vibration_rms", "vibration_freq", "tilt", "crack_width", "temperature", "battery", "battery_low")
-# (alarm field, the setting that limits its magnitude)
-CHECKS = (("strain_1", "strain_limit_ue"), ("strain_2", "strain_limit_ue"), ("strain_3", "strain_limit_ue"),
-          ("vibration_rms", "vibration_rms_limit"), ("vibration_peak", "vibration_peak_limit"),
-          ("tilt_change", "tilt_limit"), ("crack_width", "crack_limit"))
+# the threshold checks: each alarm field and, at the same index, the setting that limits its magnitude (two flat
+# tuples take less heap than a tuple of pairs)
+CHECKS = ("strain_1", "strain_2", "strain_3", "vibration_rms", "vibration_peak", "tilt_change", "crack_width")
+LIMITS = ("strain_limit_ue", "strain_limit_ue", "strain_limit_ue", "vibration_rms_limit", "vibration_peak_limit",
+          "tilt_limit", "crack_limit")
 _WINDOW_SAMPLES = const(64)
 _SAMPLE_RATE_HZ = const(50)
 
@@ -68,9 +69,7 @@ class Bridge:
         self.tilt_zero_deg = number(calibration, "tilt_zero_deg", 0.0, -90, 90, "calibration")
         self.crack_mm_per_v = number(calibration, "crack_mm_per_v", 10.0, 0.001, 1000, "calibration")
         self.battery = Battery(board, calibration)
-        self.episodes = {}  # alarm field -> its Episode
-        for name, _limit in CHECKS:
-            self.episodes[name] = Episode()
+        self.episodes = [Episode() for _ in CHECKS]  # each check's, at its index
         self.board = board
         self.strain_adcs = board.strain_adcs(self.channels) if self.channels else None
         self.thermometer = TMP102(board.i2c())
@@ -100,7 +99,7 @@ class Bridge:
     def alarm(self, values):
         """(the "alarm" message's values, the episodes it reports) for a reading; the values empty when none is due."""
         measured = {"tilt_change": values["tilt"] - self.tilt_zero_deg}
-        for name, _limit in CHECKS:
+        for name in CHECKS:
             if name in values:
                 measured[name] = values[name]
         return self.check(measured)
@@ -110,9 +109,9 @@ class Bridge:
         returns (the alarm's values, the episodes it reports), the values empty when no alarm is due."""
         settings = self.settings
         alarm, due = {}, []
-        for name, limit_name in CHECKS:
+        for i, name in enumerate(CHECKS):
             if name in measured:
-                value, limit, episode = measured[name], settings[limit_name], self.episodes[name]
+                value, limit, episode = measured[name], settings[LIMITS[i]], self.episodes[i]
                 over = over_limit(episode.active, abs(value), limit, limit * settings["hysteresis_pct"] / 100)
                 if episode.update(over):
                     alarm[name] = value
@@ -142,7 +141,7 @@ def _log_line(values, events):
 
 
 def _alarm_line(alarm, events):
-    return "alarm: %s -> %s" % (" ".join("%s=%g" % (name, alarm[name]) for name, _limit in CHECKS if name in alarm),
+    return "alarm: %s -> %s" % (" ".join("%s=%g" % (name, alarm[name]) for name in CHECKS if name in alarm),
                                 radio_summary(events))
 
 
