@@ -7,25 +7,56 @@ the node's radio self-test. Waiting is polling with time.sleep_ms(1); the PA is 
 """
 import time
 
+from micropython import const
+
 from drivers.lora_airtime import low_data_rate, symbol_us, time_on_air_us
 
-_FIFO, _OP_MODE, _FRF_MSB, _PA_CONFIG, _OCP, _LNA = 0x00, 0x01, 0x06, 0x09, 0x0B, 0x0C
-_FIFO_ADDR_PTR, _FIFO_TX_BASE, _FIFO_RX_BASE, _FIFO_RX_CURRENT = 0x0D, 0x0E, 0x0F, 0x10
-_IRQ_FLAGS, _RX_NB_BYTES, _MODEM_STAT, _PKT_SNR, _PKT_RSSI = 0x12, 0x13, 0x18, 0x19, 0x1A
-_MODEM_CONFIG1, _MODEM_CONFIG2, _SYMB_TIMEOUT_LSB, _PREAMBLE_MSB = 0x1D, 0x1E, 0x1F, 0x20
-_PAYLOAD_LENGTH, _MAX_PAYLOAD_LENGTH, _MODEM_CONFIG3 = 0x22, 0x23, 0x26
-_INVERT_IQ, _SYNC_WORD, _INVERT_IQ2, _DIO_MAPPING1, _VERSION, _PA_DAC = 0x33, 0x39, 0x3B, 0x40, 0x42, 0x4D
+_FIFO = const(0x00)
+_OP_MODE = const(0x01)
+_FRF_MSB = const(0x06)
+_PA_CONFIG = const(0x09)
+_OCP = const(0x0B)
+_LNA = const(0x0C)
+_FIFO_ADDR_PTR = const(0x0D)
+_FIFO_TX_BASE = const(0x0E)
+_FIFO_RX_BASE = const(0x0F)
+_FIFO_RX_CURRENT = const(0x10)
+_IRQ_FLAGS = const(0x12)
+_RX_NB_BYTES = const(0x13)
+_MODEM_STAT = const(0x18)
+_PKT_SNR = const(0x19)
+_PKT_RSSI = const(0x1A)
+_MODEM_CONFIG1 = const(0x1D)
+_MODEM_CONFIG2 = const(0x1E)
+_SYMB_TIMEOUT_LSB = const(0x1F)
+_PREAMBLE_MSB = const(0x20)
+_PAYLOAD_LENGTH = const(0x22)
+_MAX_PAYLOAD_LENGTH = const(0x23)
+_MODEM_CONFIG3 = const(0x26)
+_INVERT_IQ = const(0x33)
+_SYNC_WORD = const(0x39)
+_INVERT_IQ2 = const(0x3B)
+_DIO_MAPPING1 = const(0x40)
+_VERSION = const(0x42)
+_PA_DAC = const(0x4D)
 
-_LONG_RANGE = 0x80
-_SLEEP, _STDBY, _TX, _RXCONTINUOUS, _RXSINGLE = 0, 1, 3, 5, 6
-_IRQ_RX_TIMEOUT, _IRQ_RX_DONE, _IRQ_CRC_ERROR, _IRQ_TX_DONE = 0x80, 0x40, 0x20, 0x08
-_DIO0_RX_DONE, _DIO0_TX_DONE = 0x00, 0x40
-_MODEM_STAT_SIGNAL = 0x01  # signal detected: a packet is being received
-_CHIP_VERSION = 0x12
-_BANDWIDTHS = {"125": (125, 7), "250": (250, 8), "500": (500, 9)}
-_MAX_SYMBOL_TIMEOUT = 1023
-_MAX_TOA_MS = 10000
-_MIN_PACKET_SYMBOLS = 16  # shortest packet: a 6-symbol preamble + 4.25 sync symbols + an 8-symbol header  # a 255-byte packet at SF12/125 kHz lasts ~9.2 s
+_LONG_RANGE = const(0x80)
+_SLEEP = const(0)
+_STDBY = const(1)
+_TX = const(3)
+_RXCONTINUOUS = const(5)
+_RXSINGLE = const(6)
+_IRQ_RX_TIMEOUT = const(0x80)
+_IRQ_RX_DONE = const(0x40)
+_IRQ_CRC_ERROR = const(0x20)
+_DIO0_RX_DONE = const(0x00)
+_DIO0_TX_DONE = const(0x40)
+_MODEM_STAT_SIGNAL = const(0x01)  # signal detected: a packet is being received
+_CHIP_VERSION = const(0x12)
+_BANDWIDTHS = ("125", "250", "500")  # in RegModemConfig1 these are Bw 7, 8, 9
+_MAX_SYMBOL_TIMEOUT = const(1023)
+_MAX_TOA_MS = const(10000)  # a 255-byte packet at SF12/125 kHz lasts ~9.2 s
+_MIN_PACKET_SYMBOLS = const(16)  # shortest packet: a 6-symbol preamble + 4.25 sync symbols + an 8-symbol header
 
 DEFAULT_CONFIG = {"freq_khz": 868100, "sf": 7, "bw": "125", "coding_rate": 5, "preamble_len": 8, "output_power": 14,
                   "syncword": 0x34, "invert_iq_tx": False, "invert_iq_rx": False, "crc_en": True}
@@ -112,7 +143,7 @@ class SX1276:
         sf, cr, bw = cfg["sf"], cfg["coding_rate"], str(cfg["bw"])
         if not 7 <= sf <= 12 or not 5 <= cr <= 8 or bw not in _BANDWIDTHS:
             raise ValueError("radio settings out of range: sf 7..12, coding_rate 5..8, bw 125|250|500")
-        bw_khz, bw_code = _BANDWIDTHS[bw]
+        bw_khz, bw_code = int(bw), 7 + _BANDWIDTHS.index(bw)
         self._mode(_STDBY)
         frf = cfg["freq_khz"] * 2048 // 125  # Frf = f * 2^19 / 32 MHz
         self._write_burst(_FRF_MSB, bytes((frf >> 16 & 0xFF, frf >> 8 & 0xFF, frf & 0xFF)))
