@@ -1,5 +1,5 @@
 """Compact canonical CBOR (RFC 8949) for MicroPython, as much as a node sends: `encode_reading`, which turns a reading
-into its payload (a map of small int keys to ints and bools) through the generated schema table in reused buffers;
+into its payload (a map of small int keys to ints and bools) through the generated schema table in a reused buffer;
 `entry_bytes`, the bytes one field takes in a payload (to fit a reading into a budget); and CborError. No general
 encoder: the node never sends anything else, and its code would only take heap. The decoder for downlinks is
 cbor_decode.py, loaded only while a downlink is decoded."""
@@ -28,7 +28,6 @@ class CborError(ValueError):
 
 _MAX_ITEM = const(9)  # bytes of the longest head: initial byte + 8-byte argument
 _buffer = bytearray(64)  # reused for every payload; replaced by a larger one only for a message that might not fit
-_raws = []  # while a payload is built: the raw value of each key sent (None: not sent); grows to the largest key once
 
 
 def _fields(kind, message):
@@ -95,35 +94,27 @@ def entry_bytes(kind, message, name, value):
 def encode_reading(kind, message, values):
     """(fport, payload) for `values` ({field name: engineering value}) of `message` of node `kind`.
 
-    Uses the generated table schema_v1.MESSAGES: raw = round(value * factor), keys ascending, bools as CBOR
-    bools. Fields missing from `values` (or None) are left out. The payload is built in reused buffers."""
+    Uses the generated table schema_v1.MESSAGES: raw = round(value * factor), keys ascending (the table's order),
+    bools as CBOR bools. Fields missing from `values` (or None) are left out. The payload is built in a reused
+    buffer."""
     global _buffer
     fport, fields = _fields(kind, message)
     used = 0
-    try:
+    for name in fields:
+        if values.get(name) is not None:
+            used += 1
+    if used != len(values):
         for name in values:
-            spec = fields.get(name)
-            if spec is None:
+            if name not in fields:
                 raise CborError("unknown_field", name)
-            value = values[name]
-            if value is not None:
-                key = spec & _KEY_MASK
-                while len(_raws) <= key:
-                    _raws.append(None)
-                _raws[key] = _raw(name, value, spec)
-                used += 1
-        need = _MAX_ITEM * (1 + 2 * used)  # the map head, then a key and a value per field, each at most _MAX_ITEM
-        if len(_buffer) < need:
-            _buffer = bytearray(need)
-        buf = _buffer
-        pos = _head(buf, 0, 5, used)
-        for key in range(len(_raws)):  # ascending keys
-            raw = _raws[key]
-            if raw is not None:
-                _raws[key] = None
-                pos = _entry(buf, pos, key, raw)
-    except CborError:
-        for key in range(len(_raws)):  # the next payload starts with none sent
-            _raws[key] = None
-        raise
+    need = _MAX_ITEM * (1 + 2 * used)  # the map head, then a key and a value per field, each at most _MAX_ITEM
+    if len(_buffer) < need:
+        _buffer = bytearray(need)
+    buf = _buffer
+    pos = _head(buf, 0, 5, used)
+    for name in fields:
+        value = values.get(name)
+        if value is not None:
+            spec = fields[name]
+            pos = _entry(buf, pos, spec & _KEY_MASK, _raw(name, value, spec))
     return fport, bytes(memoryview(buf)[:pos])
