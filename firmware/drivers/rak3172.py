@@ -17,24 +17,28 @@ fault.
 """
 import time
 
+from micropython import const
+
 from drivers.lora_airtime import time_on_air_us
 from lorawan.events import Done, Downlink, JoinFailed, Joined, LinkCheck, NotSent, Sent
 
 STATUSES = ("OK", "AT_ERROR", "AT_PARAM_ERROR", "AT_BUSY_ERROR", "AT_TEST_PARAM_OVERFLOW", "AT_NO_NETWORK_JOINED",
             "AT_RX_ERROR", "AT_MODE_NO_SUPPORT", "AT_COMMAND_NOT_FOUND")
 EVENT = "+EVT:"
-UNKNOWN = -1  # what the module does not report (DevNonce, FCntDown)
-COMMAND_TIMEOUT_MS = 2000  # a status line comes at once; this much silence means the module is gone
-RESET_TRIES = 3  # AT probes after ATZ (each waits COMMAND_TIMEOUT_MS) while the module boots
-JOIN_TIMEOUT_MS = 15000  # JoinRequest + JoinAccept windows at 5 s and 6 s, at SF12
-EXCHANGE_TIMEOUT_MS = 60000  # a confirmed uplink with its retries
-CONFIRMED_RETRIES = 3
-JOIN_BACKOFF_MS = (15000, 3600000)  # first wait after a failed join, doubling up to the second
-# EU868 data rate -> (SF, bandwidth kHz)
-DATA_RATES = ((12, 125), (11, 125), (10, 125), (9, 125), (8, 125), (7, 125), (7, 250))
-LORAWAN_OVERHEAD = 13  # MHDR, FHDR without FOpts, FPort, MIC
-BAUDRATE = 115200
-UART_TIMEOUT_MS = 1000  # one readline() waits at most this long
+_UNKNOWN = const(-1)  # what the module does not report (DevNonce, FCntDown)
+_COMMAND_TIMEOUT_MS = const(2000)  # a status line comes at once; this much silence means the module is gone
+_RESET_TRIES = const(3)  # AT probes after ATZ (each waits _COMMAND_TIMEOUT_MS) while the module boots
+_JOIN_TIMEOUT_MS = const(15000)  # JoinRequest + JoinAccept windows at 5 s and 6 s, at SF12
+_EXCHANGE_TIMEOUT_MS = const(60000)  # a confirmed uplink with its retries
+_CONFIRMED_RETRIES = const(3)
+_JOIN_BACKOFF_FIRST_MS = const(15000)  # first wait after a failed join, doubling up to the next
+_JOIN_BACKOFF_MAX_MS = const(3600000)
+# EU868 data rate -> spreading factor; every DR is 125 kHz wide but DR6 (SF7 at 250 kHz)
+SPREADING_FACTORS = b"\x0c\x0b\x0a\x09\x08\x07\x07"
+_WIDE_DR = const(6)
+_LORAWAN_OVERHEAD = const(13)  # MHDR, FHDR without FOpts, FPort, MIC
+_BAUDRATE = const(115200)
+_UART_TIMEOUT_MS = const(1000)  # one readline() waits at most this long
 
 
 class ModemError(OSError):
@@ -108,7 +112,7 @@ def parse_event(text):
         if len(parts) != 6:
             raise ValueError("downlink event with %d fields" % len(parts))
         payload = bytes.fromhex(parts[5])
-        return "downlink", Downlink(int(parts[4]), payload, UNKNOWN, int(parts[0][3]), int(parts[1]), int(parts[2]))
+        return "downlink", Downlink(int(parts[4]), payload, _UNKNOWN, int(parts[0][3]), int(parts[1]), int(parts[2]))
     if text.startswith("LINKCHECK:"):
         parts = text.split(":")  # LINKCHECK, status, margin, gateways, rssi, snr
         if len(parts) != 6:
@@ -154,7 +158,7 @@ class Rak3172:
             return None
         return item
 
-    def at(self, name, value=None, read=False, timeout_ms=COMMAND_TIMEOUT_MS):
+    def at(self, name, value=None, read=False, timeout_ms=_COMMAND_TIMEOUT_MS):
         """Run one command; returns its value line (read) or None. ModemError on a refusal or silence."""
         self.uart.write(self.protocol.command(name, value, read))
         start = time.ticks_ms()
@@ -172,12 +176,12 @@ class Rak3172:
         """ATZ: reboot the module (an exchange it was busy with ends; its settings are to be written again), then
         wait until it answers AT. ModemError("timeout") when it never does."""
         self.uart.write(b"ATZ\r\n")
-        for attempt in range(RESET_TRIES):
+        for attempt in range(_RESET_TRIES):
             try:
                 self.at("")
                 break
             except ModemError:
-                if attempt == RESET_TRIES - 1:
+                if attempt == _RESET_TRIES - 1:
                     raise
         self.events = []
 
@@ -257,17 +261,17 @@ class ModemNode:
         modem.events = []
         modem.at("JOIN", "1:0:10:1")
         while True:
-            name, _event = self._next_event(JOIN_TIMEOUT_MS, "JOIN (no join result)")
+            name, _event = self._next_event(_JOIN_TIMEOUT_MS, "JOIN (no join result)")
             if name == "joined":
                 self.mac.activated = True
                 self.fcnt_up = 0
                 self.join_attempts = 0
                 dev_addr = int(modem.at("DEVADDR", read=True), 16)
-                return [Joined(dev_addr, UNKNOWN, None, self.data_rate)]
+                return [Joined(dev_addr, _UNKNOWN, None, self.data_rate)]
             if name == "join_failed":
-                wait = min(JOIN_BACKOFF_MS[0] << min(self.join_attempts - 1, 12), JOIN_BACKOFF_MS[1])
+                wait = min(_JOIN_BACKOFF_FIRST_MS << min(self.join_attempts - 1, 12), _JOIN_BACKOFF_MAX_MS)
                 self.next_join_ms = self.now_ms() + wait
-                return [JoinFailed(self.join_attempts, UNKNOWN, self.next_join_ms)]
+                return [JoinFailed(self.join_attempts, _UNKNOWN, self.next_join_ms)]
 
     def send(self, fport, payload, confirmed=False):
         """Send `payload` on `fport` and wait for the exchange's end (join first if needed); returns the events.
@@ -301,11 +305,11 @@ class ModemNode:
             raise
         fcnt = self.fcnt_up
         self.fcnt_up += 1
-        sf, bw_khz = DATA_RATES[self.data_rate]
+        sf, bw_khz = SPREADING_FACTORS[self.data_rate], 250 if self.data_rate == _WIDE_DR else 125
         events.append(Sent(fcnt, fport, 0, self.data_rate,
-                           time_on_air_us(len(payload) + LORAWAN_OVERHEAD, sf, bw_khz), 1))
+                           time_on_air_us(len(payload) + _LORAWAN_OVERHEAD, sf, bw_khz), 1))
         while True:
-            name, event = self._next_event(EXCHANGE_TIMEOUT_MS, "SEND (no end of exchange)")
+            name, event = self._next_event(_EXCHANGE_TIMEOUT_MS, "SEND (no end of exchange)")
             if name in ("downlink", "linkcheck"):
                 events.append(event)
             elif name == "done":
@@ -324,8 +328,8 @@ def open_uart(options, uart_id, tx, rx):
 
     uart_id = int(number(options, "uart", uart_id, 0, 9, "modem"))
     tx, rx = int(number(options, "tx", tx, 0, 63, "modem")), int(number(options, "rx", rx, 0, 63, "modem"))
-    baudrate = int(number(options, "baudrate", BAUDRATE, 1200, 921600, "modem"))
-    return UART(uart_id, baudrate=baudrate, tx=Pin(tx), rx=Pin(rx), timeout=UART_TIMEOUT_MS, timeout_char=50)
+    baudrate = int(number(options, "baudrate", _BAUDRATE, 1200, 921600, "modem"))
+    return UART(uart_id, baudrate=baudrate, tx=Pin(tx), rx=Pin(rx), timeout=_UART_TIMEOUT_MS, timeout_char=50)
 
 
 def node_from_config(config, make_uart):
@@ -352,7 +356,7 @@ def node_from_config(config, make_uart):
     settings = [("NWM", "1"), ("BAND", "4"), ("NJM", "1" if activation == "otaa" else "0")]
     settings += [(name, value.hex()) for name, value in keys]
     settings += [("CLASS", "A"), ("ADR", "1" if adr else "0"), ("DR", str(data_rate)),
-                 ("RETY", str(CONFIRMED_RETRIES)), ("CFM", "0")]
+                 ("RETY", str(_CONFIRMED_RETRIES)), ("CFM", "0")]
     node = ModemNode(modem, settings, activation == "otaa", data_rate, adr)
     node.configure()
     return node
