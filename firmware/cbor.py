@@ -38,19 +38,6 @@ def _fields(kind, message):
         raise CborError("unknown_message", kind + "/" + message) from None
 
 
-def _raw(name, value, spec):
-    """What field `name` (its table spec `spec`) sends for the engineering `value`: a bool for a bool field, else the
-    int round(value * factor) (round(value / -factor) for a negative factor); CborError for a negative uint."""
-    type_bits = spec & _TYPE_MASK
-    if type_bits == _BOOL:
-        return bool(value)
-    factor = spec >> _FACTOR_SHIFT
-    raw = round(value * factor) if factor > 0 else round(value / -factor)
-    if raw < 0 and type_bits != _INT:
-        raise CborError("negative_uint", name)
-    return raw
-
-
 def _head(buf, pos, major, n):
     """Write the head of major type `major` with argument `n` in its shortest form at buf[pos]; the position after."""
     if n < 24:
@@ -73,13 +60,22 @@ def _head(buf, pos, major, n):
     return pos + 1 + size
 
 
-def _entry(buf, pos, key, raw):
-    """Write the map entry `key`: `raw` (an int or a bool) at buf[pos]; the position after."""
-    pos = _head(buf, pos, 0, key)
-    if raw is True or raw is False:
-        buf[pos] = _TRUE if raw else _FALSE
+def _put_field(buf, pos, name, value, spec):
+    """Write field `name` (its table spec `spec`) at the engineering `value` as a map entry at buf[pos]: the key, then
+    round(value * factor) (round(value / -factor) for a negative factor), or a bool for a bool field; the position
+    after. CborError for a negative uint."""
+    pos = _head(buf, pos, 0, spec & _KEY_MASK)
+    type_bits = spec & _TYPE_MASK
+    if type_bits == _BOOL:
+        buf[pos] = _TRUE if value else _FALSE
         return pos + 1
-    return _head(buf, pos, 0, raw) if raw >= 0 else _head(buf, pos, 1, -1 - raw)
+    factor = spec >> _FACTOR_SHIFT
+    raw = round(value * factor) if factor > 0 else round(value / -factor)
+    if raw >= 0:
+        return _head(buf, pos, 0, raw)
+    if type_bits != _INT:
+        raise CborError("negative_uint", name)
+    return _head(buf, pos, 1, -1 - raw)
 
 
 def entry_bytes(kind, message, name, value):
@@ -88,7 +84,7 @@ def entry_bytes(kind, message, name, value):
     spec = _fields(kind, message)[1].get(name)
     if spec is None:
         raise CborError("unknown_field", name)
-    return _entry(_buffer, 0, spec & _KEY_MASK, _raw(name, value, spec))  # _buffer as scratch: no payload is built now
+    return _put_field(_buffer, 0, name, value, spec)  # _buffer as scratch: no payload is being built now
 
 
 def encode_reading(kind, message, values):
@@ -115,6 +111,5 @@ def encode_reading(kind, message, values):
     for name in fields:
         value = values.get(name)
         if value is not None:
-            spec = fields[name]
-            pos = _entry(buf, pos, spec & _KEY_MASK, _raw(name, value, spec))
+            pos = _put_field(buf, pos, name, value, fields[name])
     return fport, bytes(memoryview(buf)[:pos])
