@@ -38,9 +38,10 @@ SETTINGS = ('[["interval_s", 600, 10, 86400], ["confirmed", false, null, null], 
             '["hysteresis_pct", 10, 0, 90]]')
 # every reading carries the strains and the vibration peak; these take turns in the rest of the 24 bytes
 SLOW_FIELDS = ("vibration_rms", "vibration_freq", "tilt", "crack_width", "temperature", "battery", "battery_low")
+STRAINS = ("strain_1", "strain_2", "strain_3")  # each strain channel's field
 # the threshold checks: each alarm field and, at the same index, the setting that limits its magnitude (two flat
 # tuples take less heap than a tuple of pairs)
-CHECKS = ("strain_1", "strain_2", "strain_3", "vibration_rms", "vibration_peak", "tilt_change", "crack_width")
+CHECKS = STRAINS + ("vibration_rms", "vibration_peak", "tilt_change", "crack_width")
 LIMITS = ("strain_limit_ue", "strain_limit_ue", "strain_limit_ue", "vibration_rms_limit", "vibration_peak_limit",
           "tilt_limit", "crack_limit")
 _WINDOW_SAMPLES = const(64)
@@ -83,7 +84,7 @@ class Bridge:
         values = {}
         if self.strain_adcs is not None:
             for i, ue in enumerate(strains(self.strain_adcs.read(), self.counts_per_ue, self.zero_ue)):
-                values["strain_%d" % (i + 1)] = ue
+                values[STRAINS[i]] = ue
         return values
 
     def reading(self):
@@ -132,7 +133,7 @@ class Bridge:
 
 
 def _log_line(values, events):
-    strain = " ".join("%s=%d" % (k, values[k]) for k in ("strain_1", "strain_2", "strain_3") if k in values)
+    strain = " ".join("%s=%d" % (k, values[k]) for k in STRAINS if k in values)
     return ("reading %s vibration rms=%.3fg peak=%.3fg freq=%.1fHz tilt=%.2fdeg crack=%.2fmm temperature=%.1fC "
             "battery=%.2fV%s -> %s") % (strain, values["vibration_rms"], values["vibration_peak"],
                                         values["vibration_freq"], values["tilt"], values["crack_width"],
