@@ -34,8 +34,16 @@ class _Reader:
             raise CborError("too_deep")
         initial = self.take(1)[0]
         major, info = initial >> 5, initial & 0x1F
-        if major == 7:
-            return self._simple(info)
+        if major == 7:  # simple values and floats
+            if info == 20:
+                return False
+            if info == 21:
+                return True
+            if info == 22:
+                return None
+            if 25 <= info <= 27:  # a half, single or double float: struct format e, f or d
+                return struct.unpack(">" + "efd"[info - 25], self.take(1 << (info - 24)))[0]
+            raise CborError("unsupported_simple")
         if info < 24:
             n = info
         elif info <= 27:
@@ -67,21 +75,6 @@ class _Reader:
             return result
         raise CborError("unsupported_tag")
 
-    def _simple(self, info):
-        if info == 20:
-            return False
-        if info == 21:
-            return True
-        if info == 22:
-            return None
-        if info == 25:
-            return _half_value(int.from_bytes(self.take(2), "big"))
-        if info == 26:
-            return struct.unpack(">f", self.take(4))[0]
-        if info == 27:
-            return struct.unpack(">d", self.take(8))[0]
-        raise CborError("unsupported_simple")
-
 
 def _valid_utf8(data):
     """Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF); MicroPython's own decoder
@@ -107,17 +100,6 @@ def _valid_utf8(data):
                 return False
         i += count
     return True
-
-
-def _half_value(bits):
-    exponent, mantissa = bits >> 10 & 0x1F, bits & 0x3FF
-    if exponent == 0x1F:
-        value = float("nan") if mantissa else float("inf")
-    elif exponent:
-        value = (1024 + mantissa) * 2.0 ** (exponent - 25)
-    else:
-        value = mantissa * 2.0 ** -24
-    return -value if bits & 0x8000 else value
 
 
 def loads(data):

@@ -102,6 +102,7 @@ def test_decoder_on_arbitrary_bytes_returns_a_value_or_a_typed_error(blobs):
     ("f93c00", 1.0), ("f97bff", 65504.0), ("fa477ff000", 65520.0), ("f90001", 2.0**-24), ("fb3ff199999999999a", 1.1),
     ("f97c00", float("inf")), ("f9fc00", float("-inf")), ("f98000", -0.0), ("3bffffffffffffffff", -(2**64)),
     ("1b0000000100000000", 2**32), ("a401020a012003616104", {10: 1, 1: 2, -1: 3, "a": 4}),
+    ("f97c01", struct.unpack(">d", bytes.fromhex("7ff8040000000000"))[0]),  # a half NaN keeps its payload, as in cbor2
 ])
 def test_decoder_known_encodings(blob, expected):
     assert run_micropython(PRELUDE + f"print(show(loads(B({blob!r}))))\n").strip() == show(expected)
