@@ -36,7 +36,7 @@ class ADXL345:
         """One sample (x, y, z) in counts."""
         self._i2c.readfrom_mem_into(self._address, _DATAX0, self._buf)
         b = self._buf
-        return tuple(_int16(b[i] | b[i + 1] << 8) for i in (0, 2, 4))
+        return _int16(b[0] | b[1] << 8), _int16(b[2] | b[3] << 8), _int16(b[4] | b[5] << 8)  # no generator per sample
 
     def tilt_from_upright(self):
         """Degrees between the z axis and the vertical (0 upright, 180 upside down)."""
