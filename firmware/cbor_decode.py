@@ -64,7 +64,10 @@ class _Reader:
                 raise CborError("bad_utf8")
             return str(data, "utf-8")
         if major == 4:
-            return [self.item(depth + 1) for _ in range(n)]
+            result = []
+            for _ in range(n):
+                result.append(self.item(depth + 1))
+            return result
         if major == 5:
             result = {}
             for _ in range(n):
