@@ -43,15 +43,10 @@ def _head(buf, pos, major, n):
     if n < 24:
         buf[pos] = major << 5 | n
         return pos + 1
-    if n < 0x100:
-        size, info = 1, 24
-    elif n < 0x10000:
-        size, info = 2, 25
-    elif n < 0x100000000:
-        size, info = 4, 26
-    elif n < 0x10000000000000000:
-        size, info = 8, 27
-    else:
+    size, info = 1, 24
+    while n >> 8 * size:  # n takes more bytes: 1, 2, 4 or 8 (additional information 24..27)
+        size, info = size * 2, info + 1
+    if info > 27:
         raise CborError("int_too_big")
     buf[pos] = major << 5 | info
     for i in range(size, 0, -1):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import cbor2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -67,6 +68,21 @@ for args in (('lamppost', 'reading', {}), ('streetlight', 'reading', {'colour': 
         print(e.reason)
 """).split()
     assert out == ["unknown_message", "unknown_field", "negative_uint"]
+
+
+def test_every_integer_width_encodes_shortest_and_past_64_bits_is_a_typed_error():
+    """Each CBOR head width (1, 2, 3, 5, 9 bytes) at its edges, through a factor-1 uint field (its range aside)."""
+    spec = next(f for f in load_schema("streetlight").message("reading").fields if f.name == "energy")
+    edges = [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1, 2**64]
+    out = run_micropython(f"""
+from cbor import encode_reading, CborError
+for n in {edges!r}:
+    try:
+        print(encode_reading('streetlight', 'reading', {{'energy': n}})[1].hex())
+    except CborError as e:
+        print(e.reason)
+""").split()
+    assert out == [cbor2.dumps({spec.key: n}).hex() for n in edges[:-1]] + ["int_too_big"]
 
 
 def test_a_routine_reading_allocates_at_most_512_bytes():
