@@ -174,34 +174,27 @@ class EU868:
         slots = self.band_slots[band]
         slots[slot] = slots.get(slot, 0) + airtime_us
 
-    @staticmethod
-    def valid_dr(dr):
+    def valid_dr(self, dr):
         return 0 <= dr < len(SPREADING_FACTORS)
 
-    @staticmethod
-    def max_payload(dr):
+    def max_payload(self, dr):
         return MAX_PAYLOAD[dr]
 
-    @staticmethod
-    def airtime_us(phy_len, dr, crc=True):
+    def airtime_us(self, phy_len, dr, crc=True):
         """Time on air of a PHYPayload of `phy_len` bytes at data rate `dr` (uplinks carry a CRC, downlinks do not)."""
         return time_on_air_us(phy_len, SPREADING_FACTORS[dr], _bandwidth_khz(dr), _CODING_RATE, _PREAMBLE_LEN, crc)
 
-    @staticmethod
-    def symbol_us(dr):
+    def symbol_us(self, dr):
         return symbol_us(SPREADING_FACTORS[dr], _bandwidth_khz(dr))
 
-    @staticmethod
-    def radio_config(freq_khz, dr, output_power, uplink):
+    def radio_config(self, freq_khz, dr, output_power, uplink):
         """Settings for the modem's configure(): uplinks plain IQ with CRC, downlink windows inverted IQ without CRC."""
         return {"freq_khz": freq_khz, "sf": SPREADING_FACTORS[dr], "bw": str(_bandwidth_khz(dr)),
                 "coding_rate": _CODING_RATE, "preamble_len": _PREAMBLE_LEN, "output_power": output_power,
                 "syncword": _SYNC_WORD, "invert_iq_tx": False, "invert_iq_rx": not uplink, "crc_en": uplink}
 
-    @staticmethod
-    def rx1_dr(dr, offset):
+    def rx1_dr(self, dr, offset):
         return max(0, dr - offset)
 
-    @staticmethod
-    def valid_frequency(freq_khz):
+    def valid_frequency(self, freq_khz):
         return 863000 <= freq_khz <= 870000
