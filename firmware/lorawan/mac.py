@@ -181,8 +181,9 @@ class Mac:
         self._frame = self._build(fport, payload, confirmed, min(_MAX_FOPTS, limit - len(payload)))
         return self._try_send(now_ms)
 
-    def _fopts(self, room):
-        """The commands (answers, then requests) that fit in `room` bytes of FOpts: whole commands only."""
+    def _build(self, fport, payload, confirmed, fopts_room):
+        """The frame; its FOpts carry the commands (answers, then requests) that fit in fopts_room bytes, whole."""
+        fcnt = self._frame_fcnt
         wanted = list(self._answers)
         if self._link_check_wanted:
             wanted.append(_LINK_CHECK_REQ)
@@ -190,15 +191,11 @@ class Mac:
             wanted.append(_DEVICE_TIME_REQ)
         chosen, size = [], 0
         for command in wanted:
-            if size + len(command) <= room:
+            if size + len(command) <= fopts_room:
                 chosen.append(command)
                 size += len(command)
-        return chosen
-
-    def _build(self, fport, payload, confirmed, fopts_room):
-        fcnt = self._frame_fcnt
-        self._fopts_sent = self._fopts(fopts_room)
-        fopts = b"".join(self._fopts_sent)
+        self._fopts_sent = chosen
+        fopts = b"".join(chosen)
         fctrl = len(fopts) | (_FCTRL_ACK if self._ack_next else 0)
         if self.adr:
             fctrl |= _FCTRL_ADR | (_FCTRL_ADR_ACK_REQ if self.adr_ack_cnt >= _ADR_ACK_LIMIT else 0)
@@ -246,25 +243,21 @@ class Mac:
             self._rx1_delay_now = _JOIN_ACCEPT_DELAY1_MS
         else:
             self._rx1_delay_now = self.rx1_delay_ms
-            if self._attempt == 1:
-                self._first_sent()
+            if self._attempt == 1:  # a new frame left: counters, and what its FOpts and FCtrl carried is delivered
+                self.fcnt_up = self._frame_fcnt + 1
+                sent = self._fopts_sent
+                self._answers = [a for a in self._answers if a[0] in STICKY_ANSWERS or not any(a is c for c in sent)]
+                self._link_check_wanted = self._link_check_wanted and _LINK_CHECK_REQ not in sent
+                self._device_time_wanted = self._device_time_wanted and _DEVICE_TIME_REQ not in sent
+                if self._frame[5] & _FCTRL_ACK:
+                    self._ack_next = False
+                if self.adr:
+                    self.adr_ack_cnt += 1
             events.append(Sent(self._frame_fcnt, self._pending[0], self._tx_freq, self._tx_dr, self._tx_airtime_us,
                                self._attempt))
         dr = self.region.rx1_dr(self._tx_dr, self.rx1_dr_offset)
         events.append(self._window(1, self.region.rx1_freq(self._tx_freq), dr, now_ms + self._rx1_delay_now))
         return events
-
-    def _first_sent(self):
-        """Bookkeeping once a new frame has left: counters, and what its FOpts and FCtrl carried is delivered."""
-        self.fcnt_up = self._frame_fcnt + 1
-        sent = self._fopts_sent
-        self._answers = [a for a in self._answers if a[0] in STICKY_ANSWERS or not any(a is c for c in sent)]
-        self._link_check_wanted = self._link_check_wanted and _LINK_CHECK_REQ not in sent
-        self._device_time_wanted = self._device_time_wanted and _DEVICE_TIME_REQ not in sent
-        if self._frame[5] & _FCTRL_ACK:
-            self._ack_next = False
-        if self.adr:
-            self.adr_ack_cnt += 1
 
     def _window(self, number, freq, dr, nominal_ms):
         timeout_ms = 2 * _RX_EARLY_MS + -(-_RX_PREAMBLE_SYMBOLS * self.region.symbol_us(dr) // 1000)
