@@ -16,67 +16,66 @@ _BOOL = const(0x200)
 _FACTOR_SHIFT = const(10)
 
 
-class _Reader:
-    def __init__(self, data):
-        self.data = data
-        self.pos = 0
+# A reader is a two-item list, [the bytes (a memoryview), the position of the next item]: the decoder's only state.
+def _take(reader, count):
+    """The next `count` bytes of `reader`, which moves past them; CborError "truncated" when fewer are left."""
+    data, pos = reader
+    end = pos + count
+    if end > len(data):
+        raise CborError("truncated")
+    reader[1] = end
+    return data[pos:end]
 
-    def take(self, count):
-        end = self.pos + count
-        if end > len(self.data):
-            raise CborError("truncated")
-        chunk = self.data[self.pos:end]
-        self.pos = end
-        return chunk
 
-    def item(self, depth=0):
-        if depth > _MAX_DEPTH:
-            raise CborError("too_deep")
-        initial = self.take(1)[0]
-        major, info = initial >> 5, initial & 0x1F
-        if major == 7:  # simple values and floats
-            if info == 20:
-                return False
-            if info == 21:
-                return True
-            if info == 22:
-                return None
-            if 25 <= info <= 27:  # a half, single or double float: struct format e, f or d
-                return struct.unpack(">" + "efd"[info - 25], self.take(1 << (info - 24)))[0]
-            raise CborError("unsupported_simple")
-        if info < 24:
-            n = info
-        elif info <= 27:
-            n = int.from_bytes(self.take(1 << (info - 24)), "big")
-        else:
-            raise CborError("unsupported_length")
-        if major == 0:
-            return n
-        if major == 1:
-            return -1 - n
-        if major <= 5 and n > len(self.data) - self.pos:  # every byte, character or item takes one byte or more
-            raise CborError("truncated")
-        if major == 2:
-            return bytes(self.take(n))
-        if major == 3:
-            data = bytes(self.take(n))
-            if not _valid_utf8(data):
-                raise CborError("bad_utf8")
-            return str(data, "utf-8")
-        if major == 4:
-            result = []
-            for _ in range(n):
-                result.append(self.item(depth + 1))
-            return result
-        if major == 5:
-            result = {}
-            for _ in range(n):
-                key = self.item(depth + 1)
-                if type(key) in (list, dict):
-                    raise CborError("unhashable_key")
-                result[key] = self.item(depth + 1)
-            return result
-        raise CborError("unsupported_tag")
+def _item(reader, depth=0):
+    """The next item of `reader`, which moves past it; the items inside it are read at depth + 1."""
+    if depth > _MAX_DEPTH:
+        raise CborError("too_deep")
+    initial = _take(reader, 1)[0]
+    major, info = initial >> 5, initial & 0x1F
+    if major == 7:  # simple values and floats
+        if info == 20:
+            return False
+        if info == 21:
+            return True
+        if info == 22:
+            return None
+        if 25 <= info <= 27:  # a half, single or double float: struct format e, f or d
+            return struct.unpack(">" + "efd"[info - 25], _take(reader, 1 << (info - 24)))[0]
+        raise CborError("unsupported_simple")
+    if info < 24:
+        n = info
+    elif info <= 27:
+        n = int.from_bytes(_take(reader, 1 << (info - 24)), "big")
+    else:
+        raise CborError("unsupported_length")
+    if major == 0:
+        return n
+    if major == 1:
+        return -1 - n
+    if major <= 5 and n > len(reader[0]) - reader[1]:  # every byte, character or item takes one byte or more
+        raise CborError("truncated")
+    if major == 2:
+        return bytes(_take(reader, n))
+    if major == 3:
+        data = bytes(_take(reader, n))
+        if not _valid_utf8(data):
+            raise CborError("bad_utf8")
+        return str(data, "utf-8")
+    if major == 4:
+        result = []
+        for _ in range(n):
+            result.append(_item(reader, depth + 1))
+        return result
+    if major == 5:
+        result = {}
+        for _ in range(n):
+            key = _item(reader, depth + 1)
+            if type(key) in (list, dict):
+                raise CborError("unhashable_key")
+            result[key] = _item(reader, depth + 1)
+        return result
+    raise CborError("unsupported_tag")
 
 
 def _valid_utf8(data):
@@ -107,9 +106,9 @@ def _valid_utf8(data):
 
 def loads(data):
     """The value in `data`, which must hold exactly one CBOR item (definite lengths, no tags); else CborError."""
-    reader = _Reader(memoryview(data))
-    value = reader.item()
-    if reader.pos != len(data):
+    reader = [memoryview(data), 0]
+    value = _item(reader)
+    if reader[1] != len(data):
         raise CborError("trailing_bytes")
     return value
 
