@@ -137,13 +137,13 @@ def decode_message(kind, fport, payload):
         raise CborError("not_a_map")
     values, unknown = {}, []
     for key, raw in data.items():
-        for field_name, spec in fields.items():
-            field_key, code, factor = field_spec(spec)
-            if field_key == key:
+        for field_name in fields:
+            if fields[field_name] & _KEY_MASK == key:
                 break
         else:
             unknown.append(key)
             continue
+        _key, code, factor = field_spec(fields[field_name])
         if code == "b":
             if type(raw) is not bool:
                 raise CborError("wrong_type", field_name)
