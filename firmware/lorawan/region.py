@@ -35,9 +35,11 @@ SUB_BANDS = array("i", (863000, 865000, 1000, 865000, 868000, 100, 868000, 86860
                         869400, 869650, 10, 869700, 870000, 100))
 _SUB_BAND_COUNT = const(6)
 # Duty cycle as ETSI measures it, over any hour: a sub-band's airtime started in the last hour, plus the next
-# transmission, stays within 1/divisor of an hour. Kept per sub-band in slots of _DUTY_SLOT_MS.
+# transmission, stays within 1/divisor of an hour. Kept per sub-band in a ring of the _SLOTS slots of _DUTY_SLOT_MS an
+# hour touches (twelve whole ones and the current).
 _DUTY_WINDOW_MS = const(3600000)
 _DUTY_SLOT_MS = const(300000)
+_SLOTS = const(13)
 
 
 class RegionError(ValueError):
@@ -76,7 +78,10 @@ class EU868:
 
     def __init__(self, seed=1):
         self.band_free_at = [0] * _SUB_BAND_COUNT
-        self.band_slots = [{} for _ in range(_SUB_BAND_COUNT)]  # per sub-band: slot number -> airtime (µs) started in it
+        # per sub-band: the newest slot counted, and a ring of the airtime (µs) started in each of the last _SLOTS slots
+        # (slot n at n % _SLOTS), which note_transmission zeroes as the newest slot moves on
+        self.band_newest_slot = array("i", bytearray(4 * _SUB_BAND_COUNT))
+        self.band_airtime = array("i", bytearray(4 * _SUB_BAND_COUNT * _SLOTS))
         self.aggregate_free_at = 0
         self._rand = (seed & 0xFFFFFFFF) or 1
         self.channel_freqs = array("i", bytearray(4 * _MAX_CHANNELS))
@@ -152,17 +157,17 @@ class EU868:
         budget_us = _DUTY_WINDOW_MS * 1000 // _divisor(band)
         if airtime_us > budget_us:
             return None
-        slots = self.band_slots[band]
-        first = (now_ms - _DUTY_WINDOW_MS) // _DUTY_SLOT_MS
-        for index in [i for i in slots if i < first]:
-            del slots[index]
-        used = sum(slots.values())
+        ring, newest = band * _SLOTS, self.band_newest_slot[band]
+        first = max((now_ms - _DUTY_WINDOW_MS) // _DUTY_SLOT_MS, newest - _SLOTS + 1)
+        used = 0
+        for slot in range(first, newest + 1):
+            used += self.band_airtime[ring + slot % _SLOTS]
         if used + airtime_us <= budget_us:
             return now_ms
-        for index in sorted(slots):  # the oldest slot leaves the hour first
-            used -= slots[index]
+        for slot in range(first, newest + 1):  # the oldest slot leaves the hour first
+            used -= self.band_airtime[ring + slot % _SLOTS]
             if used + airtime_us <= budget_us:
-                return (index + 1) * _DUTY_SLOT_MS + _DUTY_WINDOW_MS
+                return (slot + 1) * _DUTY_SLOT_MS + _DUTY_WINDOW_MS
 
     def note_transmission(self, freq_khz, end_ms, airtime_us):
         """Close the transmission's sub-band for (divisor - 1) x time on air after it ended, and count its airtime in
@@ -171,8 +176,13 @@ class EU868:
         self.band_free_at[band] = end_ms + -(-airtime_us * (_divisor(band) - 1) // 1000)
         self.aggregate_free_at = end_ms + -(-airtime_us * (self.aggregate_divisor - 1) // 1000)
         slot = (end_ms - airtime_us // 1000) // _DUTY_SLOT_MS
-        slots = self.band_slots[band]
-        slots[slot] = slots.get(slot, 0) + airtime_us
+        ring, newest = band * _SLOTS, self.band_newest_slot[band]
+        if slot > newest:  # the slots the ring moves past are reused, emptied
+            for stale in range(max(newest + 1, slot - _SLOTS + 1), slot + 1):
+                self.band_airtime[ring + stale % _SLOTS] = 0
+            self.band_newest_slot[band] = slot
+        if slot > newest - _SLOTS:  # (a slot older than the ring's is out of the hour already)
+            self.band_airtime[ring + slot % _SLOTS] += airtime_us
 
     def valid_dr(self, dr):
         return 0 <= dr < len(SPREADING_FACTORS)
