@@ -25,12 +25,13 @@ def prelude(dev_eui=DEV_EUI, join_eui=JOIN_EUI, app_key=APP_KEY, dev_nonce=0, da
     return f"""
 import json
 from fwtest import show
+from lorawan.join import set_otaa
 from lorawan.mac import Mac, MacError
 from lorawan.region import EU868
 B = bytes.fromhex
 
 mac = Mac(EU868(seed={seed}), data_rate={data_rate})
-mac.set_otaa(B('{dev_eui.hex()}'), B('{join_eui.hex()}'), B('{app_key.hex()}'), {dev_nonce})
+set_otaa(mac, B('{dev_eui.hex()}'), B('{join_eui.hex()}'), B('{app_key.hex()}'), {dev_nonce})
 """
 
 

@@ -24,6 +24,7 @@ def prelude(dev_addr=DEV_ADDR, nwk=NWK, app=APP, fcnt_up=0, data_rate=5, seed=7)
     return f"""
 import json
 from lorawan.events import *
+from lorawan.join import activate_abp
 from lorawan.mac import *
 from lorawan.region import EU868
 B = bytes.fromhex
@@ -46,7 +47,7 @@ def try_(call, *args):
         print(json.dumps([{{'type': 'MacError', 'reason': e.reason}}]))
 
 mac = Mac(EU868(seed={seed}), data_rate={data_rate})
-mac.activate_abp({dev_addr:#x}, B('{nwk.hex()}'), B('{app.hex()}'), fcnt_up={fcnt_up})
+activate_abp(mac, {dev_addr:#x}, B('{nwk.hex()}'), B('{app.hex()}'), fcnt_up={fcnt_up})
 """
 
 
@@ -296,7 +297,7 @@ mac.uplink(1, b'x', 0)
 try_(mac.uplink, 1, b'x', 0)
 try_(mac.rx_timeout, 0)
 slow = Mac(EU868(), data_rate=0)
-slow.activate_abp(1, bytes(16), bytes(16))
+activate_abp(slow, 1, bytes(16), bytes(16))
 try_(slow.uplink, 1, bytes(52), 0)
 show(slow.uplink(1, bytes(51), 0))
 """)

@@ -42,11 +42,12 @@ def prelude(data_rate=5, adr=False, fcnt_down=0, seed=11) -> str:
     return f"""
 import json
 from fwtest import describe, show
+from lorawan.join import activate_abp
 from lorawan.mac import Mac
 from lorawan.region import EU868
 B = bytes.fromhex
 mac = Mac(EU868(seed={seed}), data_rate={data_rate}, adr={adr})
-mac.activate_abp({DEV_ADDR}, B('{NWK.hex()}'), B('{APP.hex()}'), fcnt_down={fcnt_down})
+activate_abp(mac, {DEV_ADDR}, B('{NWK.hex()}'), B('{APP.hex()}'), fcnt_down={fcnt_down})
 clock = [0]
 
 
@@ -256,12 +257,13 @@ def test_device_time_gives_the_node_a_gps_clock(tmp_path):
     out = run_firmware(f"""
 import json, time
 from fwtest import ScriptedRadio
+from lorawan.join import activate_abp
 from lorawan.mac import Mac
 from lorawan.node import Node
 from lorawan.region import EU868
 B = bytes.fromhex
 mac = Mac(EU868(seed=3))
-mac.activate_abp({DEV_ADDR}, B('{NWK.hex()}'), B('{APP.hex()}'))
+activate_abp(mac, {DEV_ADDR}, B('{NWK.hex()}'), B('{APP.hex()}'))
 node = Node(ScriptedRadio(['{answer}']), mac)
 print(json.dumps([node.gps_time_ms()]))
 mac.request_device_time()
@@ -383,12 +385,13 @@ def test_the_runner_waits_for_the_sub_band_instead_of_transmitting(tmp_path):
     out = run_firmware(f"""
 import json
 from fwtest import ScriptedRadio, describe
+from lorawan.join import activate_abp
 from lorawan.mac import Mac
 from lorawan.node import Node
 from lorawan.region import EU868
 B = bytes.fromhex
 mac = Mac(EU868(seed=3), data_rate=0)
-mac.activate_abp({DEV_ADDR}, B('{NWK.hex()}'), B('{APP.hex()}'))
+activate_abp(mac, {DEV_ADDR}, B('{NWK.hex()}'), B('{APP.hex()}'))
 node = Node(ScriptedRadio(airtime_ms=1), mac)
 for n in range(3):
     print(json.dumps({{"events": [describe(e) for e in node.send(1, bytes(20))]}}))

@@ -7,7 +7,8 @@ they happen. Uplinks are built, encrypted and MICed here; a downlink is checked 
 its MAC commands handled by lorawan/commands.py (each loaded only while a downlink is handled); the answers go in the
 next new uplink's FOpts, and RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
 
-Activation is ABP (activate_abp) or OTAA (set_otaa, then join(); lorawan/join.py, loaded while the node joins). Each
+Activation (lorawan/join.py, loaded for it) is ABP (activate_abp) or OTAA (set_otaa, then join(), with join.py loaded
+until the node has joined). Each
 join() is one attempt with a fresh DevNonce, which the Transmit carries so that the runner persists the next one before
 the JoinRequest leaves. A failed attempt gives JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle
 (1 %, 0.1 % after an hour, 0.01 % after eleven hours of trying) or a random delay that doubles per failure, whichever is
@@ -26,7 +27,7 @@ truncation.
 """
 from micropython import const
 
-from lorawan.crypto import Cmac, crypt_payload, data_mic
+from lorawan.crypto import crypt_payload, data_mic
 from lorawan.events import Done, NotSent, OpenRx, RxIgnored, Sent, Transmit, Wait
 from modules import unload
 
@@ -66,7 +67,8 @@ IDLE, TX, RX1, RX2, WAIT = "idle", "tx", "rx1", "rx2", "wait"
 
 
 class Mac:
-    """One end device's MAC state. Activate it (activate_abp, or set_otaa + join) before the first uplink."""
+    """One end device's MAC state. Activate it (lorawan/join.py: activate_abp, or set_otaa + join) before the first
+    uplink."""
 
     def __init__(self, region, data_rate=5, tx_power_dbm=14, adr=False):
         self.region = region
@@ -100,19 +102,6 @@ class Mac:
         self._answers = []  # MAC command answers (bytes) for the next new uplink
         self._link_check_wanted = self._device_time_wanted = False
         self._ack_next = False
-
-    def activate_abp(self, dev_addr, nwk_s_key, app_s_key, fcnt_up=0, fcnt_down=0):
-        """Personalise: dev_addr as an int (as printed, MSB first), 16-byte session keys, counters to resume from."""
-        self._dev_addr = dev_addr.to_bytes(4, "little")
-        self._nwk = Cmac(nwk_s_key)
-        self._app_s_key = bytes(app_s_key)
-        self.fcnt_up, self.fcnt_down = fcnt_up, fcnt_down
-
-    def set_otaa(self, dev_eui, join_eui, app_key, dev_nonce):
-        """OTAA credentials: 8-byte EUIs as printed (MSB first), the 16-byte AppKey, the next DevNonce to use."""
-        app_cmac = Cmac(app_key)
-        self._otaa = (bytes(reversed(join_eui)) + bytes(reversed(dev_eui)), app_cmac)
-        self.dev_nonce = dev_nonce
 
     @property
     def activated(self):

@@ -6,6 +6,7 @@ from config import ConfigError, flag, hex_bytes, number
 from lorawan.mac import Mac
 from lorawan.node import Node
 from lorawan.region import EU868
+from modules import unload
 
 
 def node_from_config(config, make_radio, store):
@@ -31,9 +32,12 @@ def node_from_config(config, make_radio, store):
         seed = int.from_bytes(dev_eui[4:], "big")
     radio = make_radio()
     mac = Mac(EU868(seed=int.from_bytes(os.urandom(4), "big") ^ seed), data_rate=data_rate, adr=adr)
+    from lorawan.join import activate_abp, set_otaa
+
     if activation == "abp":
         fcnt_up, fcnt_down = store.boot_fcnt_up(), store.get("fcnt_down", 0)
-        mac.activate_abp(dev_addr, nwk_s_key, app_s_key, fcnt_up=fcnt_up, fcnt_down=fcnt_down)
+        activate_abp(mac, dev_addr, nwk_s_key, app_s_key, fcnt_up=fcnt_up, fcnt_down=fcnt_down)
     else:
-        mac.set_otaa(dev_eui, join_eui, app_key, dev_nonce)
+        set_otaa(mac, dev_eui, join_eui, app_key, dev_nonce)
+    unload("lorawan.join")  # an OTAA node loads it again to join, in its first send
     return Node(radio, mac, store)
