@@ -41,11 +41,10 @@ def test_aes_cmac_matches_cryptography(key, messages, prefix):
     out = run_micropython(PRELUDE + f"""
 cmac = Cmac(B('{key.hex()}'))
 for m in {[m.hex() for m in messages]}:
-    print(cmac.digest(B(m)).hex(), cmac.digest(B(m), B('{prefix.hex()}')).hex(), aes_cmac(B('{key.hex()}'), B(m)).hex())
+    print(cmac.digest(B(m)).hex(), cmac.digest(B(m), B('{prefix.hex()}')).hex())
 """).splitlines()
     assert [line.split() for line in out] == [
-        [reference_cmac(key, m).hex(), reference_cmac(key, prefix + m).hex(), reference_cmac(key, m).hex()]
-        for m in messages]
+        [reference_cmac(key, m).hex(), reference_cmac(key, prefix + m).hex()] for m in messages]
 
 
 def test_published_lorawan_data_uplink_vector():

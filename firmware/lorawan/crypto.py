@@ -62,11 +62,6 @@ class Cmac:
         return bytes(buf[last:])
 
 
-def aes_cmac(key, message):
-    """RFC 4493 AES-CMAC of `message` under a 16-byte `key`."""
-    return Cmac(key).digest(message)
-
-
 def _block(first, direction, dev_addr_le, fcnt, last):
     """The B0 / A_i block layout: first | 0x00*4 | dir | DevAddr | FCnt32 | 0x00 | last."""
     block = bytearray(16)
