@@ -79,8 +79,8 @@ def render_schemas(schemas: list[Schema], version: int = 1) -> str:
         lines.append(f"    {json.dumps(schema.kind)}: {{")
         for message in schema.messages:
             lines.append(f"        {json.dumps(message.name)}: ({message.fport}, OrderedDict(")
-            fields = sorted(message.fields, key=lambda spec: spec.key)
-            lines += [_field_line(f"{schema.kind}/{message.name}", spec) for spec in fields]
+            # message.fields are in key order (the schema loader sorts them): the order encode_reading writes
+            lines += [_field_line(f"{schema.kind}/{message.name}", spec) for spec in message.fields]
             lines.append("        )),")
         lines.append("    },")
     lines.append("}")

@@ -43,8 +43,9 @@ def _sample_values(spec) -> list[float | int | bool]:
     return [spec.min, spec.max, spec.min + span / 3, spec.min + span * 0.731, spec.min + span / 7]
 
 
-# Prints the table as JSON, each spec read by cbor_decode.field_spec, then the hex payload of each case (kind, message,
-# field name, value) encoded by cbor.encode_reading.
+# Prints the table as JSON, each message's fields in the table's order as [name, key, type code, factor] (the spec read
+# by cbor_decode.field_spec), then the hex payload of each case (kind, message, field name, value) encoded by
+# cbor.encode_reading.
 TABLE_AND_ENCODINGS = """
 import json
 from cbor import encode_reading
@@ -54,7 +55,7 @@ table = {}
 for kind, messages in MESSAGES.items():
     table[kind] = {}
     for message, (fport, fields) in messages.items():
-        table[kind][message] = [fport, {name: list(field_spec(spec)) for name, spec in fields.items()}]
+        table[kind][message] = [fport, [[name] + list(field_spec(spec)) for name, spec in fields.items()]]
 print(json.dumps([VERSION, table]))
 for kind, message, name, value in json.loads(%r):
     print(encode_reading(kind, message, {name: value})[1].hex())
@@ -66,7 +67,8 @@ def _expected_table(schemas) -> dict:
     for schema in schemas:
         table[schema.kind] = {}
         for message in schema.messages:
-            fields = {spec.name: [spec.key, spec.type[0], table_factor(spec)] for spec in message.fields}
+            in_key_order = sorted(message.fields, key=lambda spec: spec.key)  # the order encode_reading writes
+            fields = [[spec.name, spec.key, spec.type[0], table_factor(spec)] for spec in in_key_order]
             table[schema.kind][message.name] = [message.fport, fields]
     return table
 
@@ -95,21 +97,12 @@ def test_table_runs_in_micropython_and_encodes_like_the_schema() -> None:
 LAMPPOST = """
 kind = "lamppost"
 version = 1
-title = "a schema with an integer scale"
+title = "a schema with an integer scale, a two-byte key and its fields out of key order"
 
 [[message]]
 name = "reading"
 fport = 1
 direction = "up"
-
-[[message.field]]
-key = 1
-name = "energy"
-type = "uint"
-unit = "Wh"
-scale = 5
-min = 0
-max = 100000
 
 [[message.field]]
 key = 200
@@ -119,10 +112,19 @@ unit = "Wh"
 scale = 0.001
 min = -50
 max = 50
+
+[[message.field]]
+key = 1
+name = "energy"
+type = "uint"
+unit = "Wh"
+scale = 5
+min = 0
+max = 100000
 """
 
 
-def test_an_integer_scale_and_a_large_key_encode_like_the_schema(tmp_path: Path) -> None:
+def test_an_integer_scale_a_large_key_and_fields_out_of_order_encode_like_the_schema(tmp_path: Path) -> None:
     schema = parse_schema(LAMPPOST)
     (tmp_path / "schema_v1.py").write_text(render_schemas([schema]))
     _run_table([schema], [tmp_path, TABLE.parent])
