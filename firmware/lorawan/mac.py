@@ -19,7 +19,8 @@ otherwise never join the node again.
 ADR: with `adr` on, uplinks carry the ADR bit; after ADR_ACK_LIMIT new frames without any downlink they set ADRACKReq,
 and every ADR_ACK_DELAY further frames step back: TX power to the default first, then one DR lower per step down to
 DR0, then the default channels are enabled again and NbTrans returns to 1. An OTAA session that heard nothing for
-SESSION_STALE_AFTER frames even so is `session_stale`: the network may have lost it, and the runner joins again.
+SESSION_STALE_AFTER frames even so is stale: the network may have lost it, and the runner ends it (end_stale_session)
+and joins again.
 
 Repetitions (NbTrans for unconfirmed frames, retries until ACK up to CONFIRMED_TRIES for confirmed ones) resend the
 same bytes with the same FCnt on a newly drawn channel. A payload longer than the DR allows gives NotSent, never a
@@ -107,15 +108,12 @@ class Mac:
     def activated(self):
         return self._dev_addr is not None
 
-    @property
-    def session_stale(self):
-        """True when an OTAA session with ADR on heard no downlink for SESSION_STALE_AFTER new frames."""
-        return self._otaa is not None and self.activated and self.adr and self.adr_ack_cnt >= _SESSION_STALE_AFTER
-
-    def end_session(self):
-        """Forget the session (OTAA: the next join() starts a new one)."""
-        self.count("session_ended")
-        self._dev_addr = None
+    def end_stale_session(self):
+        """Forget an OTAA session with ADR on that heard no downlink for SESSION_STALE_AFTER new frames (the network
+        may have lost it): the next join() starts a new one."""
+        if self._otaa is not None and self.activated and self.adr and self.adr_ack_cnt >= _SESSION_STALE_AFTER:
+            self.count("session_ended")
+            self._dev_addr = None
 
     @property
     def dev_addr(self):

@@ -52,8 +52,7 @@ class Node:
         If the radio fails, the exchange is abandoned (the MAC is idle again) and the error is raised."""
         mac = self.mac
         events = []
-        if mac.session_stale:
-            mac.end_session()
+        mac.end_stale_session()
         if not mac.activated:
             now = self.now_ms()
             if now >= mac.next_join_ms:
