@@ -25,7 +25,7 @@ def prelude(dev_eui=DEV_EUI, join_eui=JOIN_EUI, app_key=APP_KEY, dev_nonce=0, da
     return f"""
 import json
 from fwtest import show
-from lorawan.join import set_otaa
+from lorawan.node_config import set_otaa
 from lorawan.mac import Mac, MacError
 from lorawan.region import EU868
 B = bytes.fromhex

@@ -24,7 +24,7 @@ def prelude(dev_addr=DEV_ADDR, nwk=NWK, app=APP, fcnt_up=0, data_rate=5, seed=7)
     return f"""
 import json
 from lorawan.events import *
-from lorawan.join import activate_abp
+from lorawan.node_config import activate_abp
 from lorawan.mac import *
 from lorawan.region import EU868
 B = bytes.fromhex

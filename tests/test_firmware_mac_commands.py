@@ -42,7 +42,7 @@ def prelude(data_rate=5, adr=False, fcnt_down=0, seed=11) -> str:
     return f"""
 import json
 from fwtest import describe, show
-from lorawan.join import activate_abp
+from lorawan.node_config import activate_abp
 from lorawan.mac import Mac
 from lorawan.region import EU868
 B = bytes.fromhex
@@ -257,7 +257,7 @@ def test_device_time_gives_the_node_a_gps_clock(tmp_path):
     out = run_firmware(f"""
 import json, time
 from fwtest import ScriptedRadio
-from lorawan.join import activate_abp
+from lorawan.node_config import activate_abp
 from lorawan.mac import Mac
 from lorawan.node import Node
 from lorawan.region import EU868
@@ -385,7 +385,7 @@ def test_the_runner_waits_for_the_sub_band_instead_of_transmitting(tmp_path):
     out = run_firmware(f"""
 import json
 from fwtest import ScriptedRadio, describe
-from lorawan.join import activate_abp
+from lorawan.node_config import activate_abp
 from lorawan.mac import Mac
 from lorawan.node import Node
 from lorawan.region import EU868

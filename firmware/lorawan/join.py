@@ -1,7 +1,6 @@
-"""Activation for the sans-IO MAC (lorawan/mac.py): ABP personalisation, OTAA credentials and the OTAA join (the
-JoinRequest, the JoinAccept's decryption, MIC check, session keys, RX settings and CFList, the back-off after a failed
-attempt), with the join's crypto. It is loaded for the activation at boot and while the node joins, and unloaded after
-(modules.unload): a node activates and joins once per boot, so its code need not stay in the heap.
+"""OTAA join for the sans-IO MAC (lorawan/mac.py): the JoinRequest, the JoinAccept (decryption, MIC check, session
+keys, RX settings, CFList) and the back-off after a failed attempt, with the join's crypto. The MAC imports it while it
+joins and unloads it once joined (modules.unload): a node joins once per boot, so its code need not stay in the heap.
 Part of the MAC, it reads and sets the Mac's state; the Mac ends the attempt (idle again) after open_join_accept or
 join_failed."""
 from cryptolib import aes
@@ -18,21 +17,6 @@ _JOIN_BACKOFF_FIRST_MS = const(15000)
 _JOIN_BACKOFF_MAX_MS = const(3600000)
 _JOIN_ATTEMPTS_PER_DR = const(2)
 _HOUR_MS = const(3600000)
-
-
-def activate_abp(mac, dev_addr, nwk_s_key, app_s_key, fcnt_up=0, fcnt_down=0):
-    """Personalise `mac`: dev_addr as an int (as printed, MSB first), 16-byte session keys, counters to resume from."""
-    mac._dev_addr = dev_addr.to_bytes(4, "little")
-    mac._nwk = Cmac(nwk_s_key)
-    mac._app_s_key = bytes(app_s_key)
-    mac.fcnt_up, mac.fcnt_down = fcnt_up, fcnt_down
-
-
-def set_otaa(mac, dev_eui, join_eui, app_key, dev_nonce):
-    """OTAA credentials of `mac`: 8-byte EUIs as printed (MSB first), the 16-byte AppKey, the next DevNonce to use."""
-    app_cmac = Cmac(app_key)
-    mac._otaa = (bytes(reversed(join_eui)) + bytes(reversed(dev_eui)), app_cmac)
-    mac.dev_nonce = dev_nonce
 
 
 def start_join(mac, now_ms):

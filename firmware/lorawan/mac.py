@@ -7,8 +7,8 @@ they happen. Uplinks are built, encrypted and MICed here; a downlink is checked 
 its MAC commands handled by lorawan/commands.py (each loaded only while a downlink is handled); the answers go in the
 next new uplink's FOpts, and RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
 
-Activation (lorawan/join.py, loaded for it) is ABP (activate_abp) or OTAA (set_otaa, then join(), with join.py loaded
-until the node has joined). Each
+Activation (lorawan/node_config.py, loaded at boot) is ABP (activate_abp) or OTAA (set_otaa, then join();
+lorawan/join.py, loaded while the node joins). Each
 join() is one attempt with a fresh DevNonce, which the Transmit carries so that the runner persists the next one before
 the JoinRequest leaves. A failed attempt gives JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle
 (1 %, 0.1 % after an hour, 0.01 % after eleven hours of trying) or a random delay that doubles per failure, whichever is
@@ -68,8 +68,8 @@ IDLE, TX, RX1, RX2, WAIT = "idle", "tx", "rx1", "rx2", "wait"
 
 
 class Mac:
-    """One end device's MAC state. Activate it (lorawan/join.py: activate_abp, or set_otaa + join) before the first
-    uplink."""
+    """One end device's MAC state. Activate it (lorawan/node_config.py: activate_abp, or set_otaa + join) before the
+    first uplink."""
 
     def __init__(self, region, data_rate=5, tx_power_dbm=14, adr=False):
         self.region = region

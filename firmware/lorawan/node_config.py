@@ -1,12 +1,12 @@
-"""Building the Node a config.json describes (lorawan/node.py's node_from_config loads this module for it and forgets it
-after: the node starts once per boot)."""
+"""Building the Node a config.json describes, with the MAC's activation (ABP personalisation, OTAA credentials):
+lorawan/node.py's node_from_config loads this module for it and forgets it after, as the node starts once per boot."""
 import os
 
 from config import ConfigError, flag, hex_bytes, number
+from lorawan.crypto import Cmac
 from lorawan.mac import Mac
 from lorawan.node import Node
 from lorawan.region import EU868
-from modules import unload
 
 
 def node_from_config(config, make_radio, store):
@@ -32,12 +32,25 @@ def node_from_config(config, make_radio, store):
         seed = int.from_bytes(dev_eui[4:], "big")
     radio = make_radio()
     mac = Mac(EU868(seed=int.from_bytes(os.urandom(4), "big") ^ seed), data_rate=data_rate, adr=adr)
-    from lorawan.join import activate_abp, set_otaa
-
     if activation == "abp":
         fcnt_up, fcnt_down = store.boot_fcnt_up(), store.get("fcnt_down", 0)
         activate_abp(mac, dev_addr, nwk_s_key, app_s_key, fcnt_up=fcnt_up, fcnt_down=fcnt_down)
     else:
         set_otaa(mac, dev_eui, join_eui, app_key, dev_nonce)
-    unload("lorawan.join")  # an OTAA node loads it again to join, in its first send
     return Node(radio, mac, store)
+
+
+def activate_abp(mac, dev_addr, nwk_s_key, app_s_key, fcnt_up=0, fcnt_down=0):
+    """Personalise `mac`: dev_addr as an int (as printed, MSB first), 16-byte session keys, counters to resume from."""
+    mac._dev_addr = dev_addr.to_bytes(4, "little")
+    mac._nwk = Cmac(nwk_s_key)
+    mac._app_s_key = bytes(app_s_key)
+    mac.fcnt_up, mac.fcnt_down = fcnt_up, fcnt_down
+
+
+def set_otaa(mac, dev_eui, join_eui, app_key, dev_nonce):
+    """OTAA credentials of `mac`: 8-byte EUIs as printed (MSB first), the 16-byte AppKey, the next DevNonce to use."""
+    app_cmac = Cmac(app_key)
+    mac._otaa = (bytes(reversed(join_eui)) + bytes(reversed(dev_eui)), app_cmac)
+    mac.dev_nonce = dev_nonce
+
