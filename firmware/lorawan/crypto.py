@@ -1,5 +1,6 @@
 """LoRaWAN 1.0.x crypto on MicroPython's cryptolib: AES-CMAC (RFC 4493) as one CBC pass with cached subkeys, data-frame MIC
-(B0 block) and FRMPayload encryption (A_i blocks through ECB). The OTAA join's crypto is in lorawan/join.py."""
+(B0 block) and FRMPayload encryption (A_i blocks through ECB). The OTAA join's crypto is in lorawan/join.py and
+lorawan/join_accept.py."""
 from cryptolib import aes
 from micropython import const
 

@@ -8,7 +8,7 @@ its MAC commands handled by lorawan/commands.py (each loaded only while a downli
 next new uplink's FOpts, and RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
 
 Activation (lorawan/node_config.py, loaded at boot) is ABP (activate_abp) or OTAA (set_otaa, then join();
-lorawan/join.py, loaded while the node joins). Each
+lorawan/join.py and lorawan/join_accept.py, loaded while the node joins). Each
 join() is one attempt with a fresh DevNonce, which the Transmit carries so that the runner persists the next one before
 the JoinRequest leaves. A failed attempt gives JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle
 (1 %, 0.1 % after an hour, 0.01 % after eleven hours of trying) or a random delay that doubles per failure, whichever is
@@ -275,13 +275,16 @@ class Mac:
             raise MacError("unexpected_rx")
         window = 1 if self.state == RX1 else 2
         try:
-            if self._joining:
-                from lorawan.join import open_join_accept
+            if self._joining:  # the JoinAccept's half of the join code in place of the JoinRequest's
+                unload("lorawan.join")
+                from lorawan.join_accept import open_join_accept
 
-                events = open_join_accept(self, frame, window)
+                try:
+                    events = open_join_accept(self, frame, window)
+                finally:
+                    unload("lorawan.join_accept")
                 self._joining = False
                 self.state = IDLE
-                unload("lorawan.join")  # joined: the join code is not needed until the next join
                 return events
             events, acked = self._open_downlink(frame, window, rssi, snr)
         except MacError as exc:
