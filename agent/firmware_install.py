@@ -3,10 +3,12 @@
 Which files a board gets is written in `firmware/manifest.toml`: the core, the board's files, the node kind's files;
 its payload schema table is generated for its node kind alone. Every module but `main.py` is precompiled with mpy-cross
 to `.mpy` (the board then never runs its compiler, whose parse trees would not fit a small heap; `precompile=False`
-copies the sources instead), and the other form of each module is removed from the board, since MicroPython imports
-`x.py` before `x.mpy`. The device config (`config.json`, which holds the keys) is staged in a private 0600 file and
-copied with the rest; then the board is reset and boots `main.py`. Works the same against a real board (/dev/ttyUSB0)
-and an emulated one (the rig's link).
+copies the sources instead). A `.mpy` names itself by its own path on the board (one interned name per module instead of
+two) and carries no line-number table: both stay in the heap while the module is loaded, so a precompiled node's
+tracebacks name the file and function but not the line (install the sources to get lines). The other form of each
+module is removed from the board, since MicroPython imports `x.py` before `x.mpy`. The device config (`config.json`,
+which holds the keys) is staged in a private 0600 file and copied with the rest; then the board is reset and boots
+`main.py`. Works the same against a real board (/dev/ttyUSB0) and an emulated one (the rig's link).
 """
 from __future__ import annotations
 
@@ -74,15 +76,16 @@ _compiled: dict[tuple[str, int, int], bytes] = {}  # (source path, mtime_ns, siz
 
 
 def compile_module(source: Path, rel: str) -> bytes:
-    """The .mpy bytes of `source` (named `rel` in tracebacks); InstallError with the compiler's message if it fails."""
+    """The .mpy bytes of `source` (`rel` on the board; its tracebacks name `rel` as .mpy, without line numbers);
+    InstallError with the compiler's message if it fails."""
     stat = source.stat()
     key = (str(source), stat.st_mtime_ns, stat.st_size)
     if key not in _compiled:
         with tempfile.TemporaryDirectory(prefix="dos-mpy-") as scratch:
             out = Path(scratch) / "module.mpy"
             try:
-                done = subprocess.run(mpy_cross_command() + ["-s", rel, "-o", str(out), str(source)],
-                                      capture_output=True, text=True, timeout=60)
+                command = mpy_cross_command() + ["-X", "no-source-lines", "-s", rel[:-3] + ".mpy", "-o", str(out)]
+                done = subprocess.run(command + [str(source)], capture_output=True, text=True, timeout=60)
             except OSError as exc:
                 raise InstallError(f"mpy-cross could not run: {exc}") from None
             if done.returncode != 0:
