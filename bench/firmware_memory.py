@@ -6,9 +6,8 @@
    whose radio plays the exchange; main.py sets gc.threshold itself). Goal: 64 KiB (issue 4). Also printed: the heap
    in use (gc.mem_alloc after a collect) when main.py brings the radio up and at the end, and where the run runs out
    of memory in a heap 1 KiB smaller (the moment of the high-water).
-   Then where the heap goes: what importing each module adds to the heap in use (after a collect), in the order the
-   streetlight node loads them, and what the modules loaded only now and then add while they are loaded (the join,
-   MAC commands, the downlink decoder: unloaded after use).
+   Then where the heap goes in the app that needs the most, at the end of its run: what forgetting each module frees,
+   the interned names (they stay for good), and what each module the node loads only for a job adds while loaded.
 2. bytes allocated by one cbor.encode_reading of each kind's worst-case routine reading (gc disabled around it). Goal:
    <= 512 B.
 3. time per encode and per data-frame MIC (AES-CMAC of a 37-byte frame) relative to a baseline measured in the same
@@ -35,22 +34,50 @@ ENCODE_GOAL_BYTES = 512
 HEAP_RANGE_KIB = (16, 1024)
 ROUNDS = 5
 
-# the streetlight node's modules, each after the ones it imports
-LOAD_ORDER = ("drivers.lora_airtime", "lorawan.events", "lorawan.crypto", "lorawan.region", "modules", "lorawan.mac",
-              "config", "store", "lorawan.node", "schema_v1", "cbor", "settings", "apps.runtime", "drivers.bh1750",
-              "drivers.ina219", "drivers.lamp", "apps.streetlight")
-NOW_AND_THEN = ("lorawan.join", "lorawan.commands", "cbor_decode")  # loaded for a job, unloaded after
-IMPORT_RUN = """
-import gc
-gc.collect()
-before = gc.mem_alloc()
-for name in %(names)r:
-    __import__(name)
-    gc.collect()
-    print(name, gc.mem_alloc() - before)
-    before = gc.mem_alloc()
-"""
+# After the memory run: what each module the node did not keep adds while loaded beside the others (the boot, the join,
+# the downlink, MAC commands, a config: imported for the job, unloaded after); then what forgetting each module the node
+# kept frees (the app and the board first, so that the code they import is no longer referenced when its turn comes);
+# the interned names first (they stay for good).
+RESIDENT_RUN = """
+import micropython, os, sys
 
+
+def forget(name):
+    sys.modules.pop(name)
+    package, _, attr = name.rpartition('.')
+    if package in sys.modules and attr in sys.modules[package].__dict__:
+        delattr(sys.modules[package], attr)
+
+
+micropython.qstr_info()
+staged = []
+for folder in ('', 'lorawan', 'apps', 'drivers', 'boards'):
+    for file in os.listdir(folder or '.'):
+        if file.endswith('.mpy'):
+            staged.append((folder + '.' if folder else '') + file[:-4])
+for name in staged:
+    if name not in sys.modules and name not in ('time', 'fwtest', 'boards.memtest', 'modules'):
+        kept = list(sys.modules)
+        gc.collect()
+        before = gc.mem_alloc()
+        try:
+            __import__(name)
+            gc.collect()
+            print('job', name, gc.mem_alloc() - before)
+        except Exception:  # not for this board (boards.emu needs the rig), or runs at import (selftest)
+            pass
+        for added in [added for added in sys.modules if added not in kept]:
+            forget(added)
+FIRST = ('main', 'apps.%(kind)s', 'boards.memtest', 'fwtest', 'apps.runtime', 'lorawan.node', 'lorawan.mac')
+resident = [name for name in FIRST if name in sys.modules]
+resident += [name for name in sys.modules if name not in resident and '.' in name or name in ('cbor', 'schema_v1', 'store')]
+for name in resident:
+    gc.collect()
+    before = gc.mem_alloc()
+    forget(name)
+    gc.collect()
+    print('resident', name, before - gc.mem_alloc())
+"""
 TIMING_RUN = """
 import gc, time
 from cbor import encode_reading
@@ -139,10 +166,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-fw-") as scratch:
         root = Path(scratch)
         installed = {kind: install(root / kind, kind) for kind in kinds}
+        needs = {}
         print(f"1. heap high-water per app (smallest -X heapsize that completes the run; goal {HEAP_GOAL_KIB} KiB)")
         for kind in kinds:
             firmware = installed[kind]
-            needed = smallest_heap_kib(kind, firmware)
+            needed = needs[kind] = smallest_heap_kib(kind, firmware)
             if needed is None:
                 print(f"   {kind:12} does not complete even in {HEAP_RANGE_KIB[1]} KiB  MISSED")
                 continue
@@ -153,17 +181,17 @@ def main() -> None:
                   f"in use {int(started) / 1024:.1f} KiB once up, {int(finished) / 1024:.1f} KiB at the end")
             print(f"      1 KiB less runs out {first_shortage(kind, firmware, needed - 1)}")
 
-        print("   heap each module adds when imported (streetlight node, load order):")
-        names = LOAD_ORDER + NOW_AND_THEN
-        out = run_micropython(IMPORT_RUN % {"names": names}, path=[""], cwd=installed["streetlight"],
-                              heap="2M").split()
-        sizes = {name: int(size) for name, size in zip(out[::2], out[1::2])}
-        total = sum(sizes[name] for name in LOAD_ORDER)
-        for name in sorted(LOAD_ORDER, key=lambda name: -sizes[name]):
-            print(f"     {name:22} {sizes[name] / 1024:5.1f} KiB  {100 * sizes[name] / total:4.1f} %")
-        print(f"     {'total':22} {total / 1024:5.1f} KiB")
-        loaded = ", ".join(f"{name} {sizes[name] / 1024:.1f} KiB" for name in NOW_AND_THEN)
-        print(f"   while loaded (now and then): {loaded}")
+        largest = max((kind for kind in needs if needs[kind]), key=needs.get)
+        print(f"   where the heap goes ({largest}, the largest need), at the end of its run:")
+        lines = memory_run(largest, installed[largest], "2M", after=RESIDENT_RUN % {"kind": largest})
+        pool = next(line for line in lines if line.startswith("qstr pool:"))
+        names = dict(part.split("=") for part in pool.split(": ")[1].split(", "))
+        resident = [(line.split()[1], int(line.split()[2])) for line in lines if line.startswith("resident ")]
+        for name, size in sorted(resident, key=lambda item: -item[1]):
+            print(f"     {name:22} {size / 1024:5.1f} KiB")
+        print(f"     {'(interned names)':22} {int(names['n_total_bytes']) / 1024:5.1f} KiB for {names['n_qstr']} names")
+        jobs = [(line.split()[1], int(line.split()[2])) for line in lines if line.startswith("job ")]
+        print("   while loaded for a job: " + ", ".join(f"{name} {size / 1024:.1f} KiB" for name, size in jobs))
 
         print(f"2. bytes allocated per cbor.encode_reading, worst-case message (goal <= {ENCODE_GOAL_BYTES} B)")
         out = []

@@ -162,12 +162,13 @@ def config_for(kind: str) -> dict:
             "settings": {}, "calibration": {}}
 
 
-def memory_run(kind: str, firmware: Path, heap: str) -> list[str]:
+def memory_run(kind: str, firmware: Path, heap: str, after: str = "") -> list[str]:
     """Boot main.py of the `kind` app on boards/memtest from `firmware` (install(firmware, kind)), the board's root as
     on a real board (its files, config.json and state.json in one folder, imported by short relative paths: a module's
     __file__ takes heap), in a micropython with `heap`: an OTAA join, a config downlink (interval 30 s) carrying
     LinkADRReq and DevStatusReq, then READINGS uplinks; its output lines. The last line is "finished <gc.mem_alloc()>
-    <gc.mem_free()>" when the run completed; MicroPythonError if it did not."""
+    <gc.mem_free()>" when the run completed (then what the code `after` prints, run at the end); MicroPythonError if it
+    did not."""
     keys, accept = session()
     schema = load_schema(kind)
     change = schema.encode("config", {"interval_s": 30})
@@ -177,7 +178,7 @@ def memory_run(kind: str, firmware: Path, heap: str) -> list[str]:
     (firmware / "radio.json").write_text(json.dumps({"replies": [accept, keys.seal(downlink, 0).hex()],
                                                      "exit_on_send": 2 + READINGS}))
     (firmware / "state.json").unlink(missing_ok=True)
-    return run_micropython(BOOT_RUN, path=[""], cwd=firmware, heap=heap).splitlines()
+    return run_micropython(BOOT_RUN + after, path=[""], cwd=firmware, heap=heap).splitlines()
 
 
 @pytest.mark.parametrize("kind", node_kinds())
