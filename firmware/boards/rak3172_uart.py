@@ -14,7 +14,7 @@ _i2c = None
 
 
 def lorawan_modem(options=None):
-    from drivers.rak3172 import open_uart
+    from drivers.rak3172_config import open_uart
 
     return open_uart(options or {}, UART_ID, UART_TX, UART_RX)
 

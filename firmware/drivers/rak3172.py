@@ -21,6 +21,7 @@ from micropython import const
 
 from drivers.lora_airtime import time_on_air_us
 from lorawan.events import Done, Downlink, JoinFailed, Joined, LinkCheck, NotSent, Sent
+from modules import unload
 
 STATUSES = ("OK", "AT_ERROR", "AT_PARAM_ERROR", "AT_BUSY_ERROR", "AT_TEST_PARAM_OVERFLOW", "AT_NO_NETWORK_JOINED",
             "AT_RX_ERROR", "AT_MODE_NO_SUPPORT", "AT_COMMAND_NOT_FOUND")
@@ -30,15 +31,12 @@ _COMMAND_TIMEOUT_MS = const(2000)  # a status line comes at once; this much sile
 _RESET_TRIES = const(3)  # AT probes after ATZ (each waits _COMMAND_TIMEOUT_MS) while the module boots
 _JOIN_TIMEOUT_MS = const(15000)  # JoinRequest + JoinAccept windows at 5 s and 6 s, at SF12
 _EXCHANGE_TIMEOUT_MS = const(60000)  # a confirmed uplink with its retries
-_CONFIRMED_RETRIES = const(3)
 _JOIN_BACKOFF_FIRST_MS = const(15000)  # first wait after a failed join, doubling up to the next
 _JOIN_BACKOFF_MAX_MS = const(3600000)
 # EU868 data rate -> spreading factor; every DR is 125 kHz wide but DR6 (SF7 at 250 kHz)
 SPREADING_FACTORS = b"\x0c\x0b\x0a\x09\x08\x07\x07"
 _WIDE_DR = const(6)
 _LORAWAN_OVERHEAD = const(13)  # MHDR, FHDR without FOpts, FPort, MIC
-_BAUDRATE = const(115200)
-_UART_TIMEOUT_MS = const(1000)  # one readline() waits at most this long
 
 
 class ModemError(OSError):
@@ -320,43 +318,13 @@ class ModemNode:
         return events
 
 
-def open_uart(options, uart_id, tx, rx):
-    """machine.UART to the module: `options` (config.json "modem": uart, tx, rx, baudrate) over the board's defaults."""
-    from machine import UART, Pin
-
-    from config import number
-
-    uart_id = int(number(options, "uart", uart_id, 0, 9, "modem"))
-    tx, rx = int(number(options, "tx", tx, 0, 63, "modem")), int(number(options, "rx", rx, 0, 63, "modem"))
-    baudrate = int(number(options, "baudrate", _BAUDRATE, 1200, 921600, "modem"))
-    return UART(uart_id, baudrate=baudrate, tx=Pin(tx), rx=Pin(rx), timeout=_UART_TIMEOUT_MS, timeout_char=50)
-
-
 def node_from_config(config, make_uart):
-    """Configure the module on make_uart() for the session config.json describes and return its ModemNode (OTAA joins
-    at the first send). Keys: activation (abp: dev_addr, nwk_s_key, app_s_key; otaa: dev_eui, join_eui, app_key),
-    data_rate (0..5, default 5), adr (default true). ConfigError before the UART is touched; ModemError when the module
-    does not answer. The module keeps DevNonce and frame counters in its own flash. make_uart(options) gets the
-    config's "modem" section (UART id, pins, baud rate over the board's defaults)."""
-    from config import ConfigError, flag, hex_bytes, number, section
+    """The ModemNode config.json describes, on make_uart(options) (drivers/rak3172_config.py: its code runs only while
+    the node starts, so it is loaded for that and forgotten after; ConfigError for a bad config, ModemError when the
+    module does not answer)."""
+    from drivers.rak3172_config import node_from_config as build
 
-    activation = config.get("activation")
-    if activation not in ("abp", "otaa"):
-        raise ConfigError("activation %r is not supported (abp, otaa)" % (activation,))
-    data_rate = int(number(config, "data_rate", 5, 0, 5, "config"))
-    adr = flag(config, "adr", True, "config")
-    if activation == "otaa":
-        keys = (("DEVEUI", hex_bytes(config, "dev_eui", 8)), ("APPEUI", hex_bytes(config, "join_eui", 8)),
-                ("APPKEY", hex_bytes(config, "app_key", 16)))
-    else:
-        keys = (("DEVADDR", hex_bytes(config, "dev_addr", 4)), ("NWKSKEY", hex_bytes(config, "nwk_s_key", 16)),
-                ("APPSKEY", hex_bytes(config, "app_s_key", 16)))
-    modem = Rak3172(make_uart(section(config, "modem")))
-    modem.reset()  # whatever the module did before this boot (an exchange, P2P, other keys) ends here
-    settings = [("NWM", "1"), ("BAND", "4"), ("NJM", "1" if activation == "otaa" else "0")]
-    settings += [(name, value.hex()) for name, value in keys]
-    settings += [("CLASS", "A"), ("ADR", "1" if adr else "0"), ("DR", str(data_rate)),
-                 ("RETY", str(_CONFIRMED_RETRIES)), ("CFM", "0")]
-    node = ModemNode(modem, settings, activation == "otaa", data_rate, adr)
-    node.configure()
-    return node
+    try:
+        return build(config, make_uart)
+    finally:  # after the build: make_uart (the board's lorawan_modem) opens the UART with its open_uart
+        unload("drivers.rak3172_config")
