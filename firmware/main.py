@@ -1,5 +1,6 @@
 """Boot: read config.json, bring up the board, the radio and the LoRaWAN node (startup.py, loaded for that and
-unloaded after), then run the app for the node kind. What cannot start, or a bad setting the app finds when it starts,
+unloaded after), set up the app for the node kind (its App takes what it needs from config.json: nothing keeps the
+config's dict once the node runs), then run the app. What cannot start, or a bad setting the app finds when it starts,
 prints one line and stops the node.
 
 Memory: the GC runs after every GC_THRESHOLD bytes allocated (gc.threshold), so short-lived objects are freed before
@@ -15,8 +16,8 @@ _GC_THRESHOLD = const(2048)
 gc.threshold(_GC_THRESHOLD)
 
 
-def started():
-    """startup.start()'s (app, board, config, node, store), or None; the startup code is unloaded after."""
+def node_parts():
+    """startup.start()'s (app module, board, config, node, store), or None; the startup code is unloaded after."""
     from startup import start
 
     try:
@@ -25,15 +26,25 @@ def started():
         unload("startup")
 
 
-def main():
-    node_parts = started()
-    if node_parts is None:
-        return
-    app, board, config, node, store = node_parts
+def started():
+    """(app module, app, node), or None; the config goes with this frame."""
+    parts = node_parts()
+    if parts is None:
+        return None
+    app_module, board, config, node, store = parts
     try:
-        app.run(board, config, node, store)
+        return app_module, app_module.App(board, config, store), node
     except ValueError as exc:  # a bad setting found when the app starts
         print("config: %s; node stopped" % exc)
+        return None
+
+
+def main():
+    running = started()
+    if running is None:
+        return
+    app_module, app, node = running
+    app_module.run(app, node)
 
 
 main()

@@ -8,8 +8,8 @@ config, an unknown board or app, or a radio or modem that fails to answer prints
 
 
 def start():
-    """(app module, board module, config, node, store), ready to run; None when the node cannot start (one line
-    printed)."""
+    """(app module, board module, config, node, store), the parts the app is set up with; None when the node cannot
+    start (one line printed)."""
     from config import ConfigError, load_config
 
     try:

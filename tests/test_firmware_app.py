@@ -129,7 +129,7 @@ for bad in ({{"interval_s": 5}}, {{"settings": {{"confirmed": "yes"}}}}, {{"sett
 
 APP_RUN = """
 import json, time
-from apps.streetlight import run
+from apps.streetlight import App, run
 from drivers.lamp import Lamp
 from fwtest import ScriptedRadio
 from lorawan.node import node_from_config
@@ -209,7 +209,8 @@ class FakeBoard:
 config = json.loads({config!r})
 store = Store()
 radio = ScriptedRadio({replies!r}, exit_on_send={exit_on_send})
-run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
+node = node_from_config(config, lambda: radio, store)
+run(App(FakeBoard(), config, store), node)
 """
 
 

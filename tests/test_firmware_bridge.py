@@ -92,7 +92,7 @@ def test_no_vibration_has_no_frequency():
 
 APP_RUN = """
 import json, math, time
-from apps.bridge import run
+from apps.bridge import App, run
 from fwtest import ScriptedRadio
 from lorawan.node import node_from_config
 from store import Store
@@ -157,7 +157,8 @@ class FakeBoard:
 config = json.loads(%(config)r)
 store = Store()
 radio = %(radio)s
-run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
+node = node_from_config(config, lambda: radio, store)
+run(App(FakeBoard(), config, store), node)
 """
 
 

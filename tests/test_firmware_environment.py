@@ -94,7 +94,7 @@ except OSError as exc:
 
 APP_RUN = """
 import json
-from apps.environment import run
+from apps.environment import App, run
 from fwtest import ScriptedRadio
 from lorawan.node import node_from_config
 from store import Store
@@ -142,7 +142,8 @@ class FakeBoard:
 config = json.loads(%(config)r)
 store = Store()
 radio = ScriptedRadio(%(replies)r, exit_on_send=%(exit_on_send)d)
-run(FakeBoard(), config, node_from_config(config, lambda: radio, store), store)
+node = node_from_config(config, lambda: radio, store)
+run(App(FakeBoard(), config, store), node)
 """
 
 

@@ -146,10 +146,12 @@ def _alarm_line(alarm, events):
                                 radio_summary(events))
 
 
-def run(board, config, node, store):
+App = Bridge  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config
+
+
+def run(app, node):
     """The app's loop, forever: one reading per interval_s slot (apps.runtime.run_slots), a due threshold alarm
     ahead of it, the strains checked between readings; the slow fields take turns."""
-    app = Bridge(board, config, store)
     settings = app.settings
     first_slow = [0]
 

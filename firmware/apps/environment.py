@@ -82,9 +82,11 @@ def _alarm_line(alarm, events):
     return "alarm: ventilate: co2=%dppm limit=%dppm -> %s" % (alarm["co2"], alarm["co2_limit"], radio_summary(events))
 
 
-def run(board, config, node, store):
+App = Environment  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config
+
+
+def run(app, node):
     """The app's loop, forever: one reading per interval_s slot (apps.runtime.run_slots), a due alarm ahead of it."""
-    app = Environment(board, config, store)
     settings = app.settings
 
     def step():

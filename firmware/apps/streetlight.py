@@ -166,10 +166,12 @@ def _alarm_line(alarm, events):
         alarm["power"], alarm["expected_power"], alarm["dim_level"], radio_summary(events))
 
 
-def run(board, config, node, store):
+App = Streetlight  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config
+
+
+def run(app, node):
     """The app's loop, forever: one dusk/dawn step and reading per interval_s slot (apps.runtime.run_slots), the
     level controlled between readings while lit."""
-    app = Streetlight(board, config, store)
     settings = app.settings
     first_slow = [0]
 

@@ -151,11 +151,13 @@ def _alarm_line(alarm, events):
         alarm["temperature"], alarm["rise_rate"], radio_summary(events))
 
 
-def run(board, config, node, store):
+App = Waste  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config
+
+
+def run(app, node):
     """The app's loop, forever: sleep until the next reading, checking the tilt and the temperature every
     tilt_poll_s; an emptying or a fire brings the reading forward (a due fire alarm goes first). A failed reading is
     logged and the loop goes on (apps.runtime.guarded)."""
-    app = Waste(board, config, store)
     settings = app.settings
 
     def step():
