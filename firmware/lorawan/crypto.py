@@ -4,23 +4,17 @@ lorawan/join_accept.py."""
 from cryptolib import aes
 from micropython import const
 
+from lorawan.events import MacError
+
 _ECB = const(1)
 _CBC = const(2)
 _ZERO_BLOCK = bytes(16)
 
 
-class CryptoError(ValueError):
-    """Bad key or frame material; `reason` is a short snake_case label."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
-
-
 def check_key(key):
-    """`key` as bytes; CryptoError unless it is 16 bytes long."""
+    """`key` as bytes; MacError unless it is 16 bytes long."""
     if len(key) != 16:
-        raise CryptoError("bad_key_length")
+        raise MacError("bad_key_length")
     return bytes(key)
 
 

@@ -17,6 +17,7 @@ Events:
 - NotSent: the uplink was not sent; `reason` is a snake_case label, `detail` a short text for the log.
 - RxIgnored: a frame heard in an RX window was dropped (not ours, bad MIC, replay, ...).
 - Done: the uplink's exchange is over and the MAC is idle. acked: True/False for confirmed uplinks, else None.
+A call the stack cannot honour, or a frame it drops, raises MacError (one class for the MAC, its region and its crypto).
 """
 from collections import namedtuple
 
@@ -32,3 +33,12 @@ JoinFailed = namedtuple("JoinFailed", "attempt dev_nonce retry_at_ms")
 NotSent = namedtuple("NotSent", "reason detail")
 RxIgnored = namedtuple("RxIgnored", "reason")
 Done = namedtuple("Done", "fcnt acked")
+
+
+class MacError(ValueError):
+    """A call the MAC (with its region and crypto) cannot honour in its state or with its arguments, or a frame it
+    drops; `reason` is a short snake_case label."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason

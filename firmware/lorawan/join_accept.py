@@ -5,9 +5,8 @@ the attempt (idle again) after open_join_accept."""
 from cryptolib import aes
 from micropython import const
 
-from lorawan.crypto import Cmac, CryptoError, check_key
-from lorawan.events import Joined
-from lorawan.mac import MacError
+from lorawan.crypto import Cmac, check_key
+from lorawan.events import Joined, MacError
 
 _ECB = const(1)
 _JOIN_ACCEPT = const(0x20)
@@ -21,10 +20,7 @@ def open_join_accept(mac, frame, window):
     if frame[0] != _JOIN_ACCEPT:
         raise MacError("not_join_accept")
     app_cmac = mac._otaa[1]
-    try:
-        msg = join_accept_open(app_cmac.key, app_cmac, frame)
-    except CryptoError as exc:
-        raise MacError(exc.reason) from None
+    msg = join_accept_open(app_cmac.key, app_cmac, frame)
     nwk_s_key, mac._app_s_key = session_keys(app_cmac.key, msg[1:4], msg[4:7], mac._join_nonce)
     mac._nwk = Cmac(nwk_s_key)
     mac._dev_addr = bytes(msg[7:11])
@@ -58,12 +54,12 @@ def join_accept_open(app_key, app_cmac, frame):
     The network encrypted with AES-decrypt, so the node uses AES-encrypt."""
     body = len(frame) - 1
     if body not in (16, 32):
-        raise CryptoError("bad_join_accept_length")
+        raise MacError("bad_join_accept_length")
     plain = bytearray(frame)
     aes(check_key(app_key), _ECB).encrypt(memoryview(frame)[1:], memoryview(plain)[1:])
     msg = bytes(plain[:-4])
     if app_cmac.digest(msg)[:4] != bytes(plain[-4:]):
-        raise CryptoError("mic_mismatch")
+        raise MacError("mic_mismatch")
     return msg
 
 

@@ -29,7 +29,7 @@ truncation.
 from micropython import const
 
 from lorawan.crypto import crypt_payload, data_mic
-from lorawan.events import Done, NotSent, OpenRx, RxIgnored, Sent, Transmit, Wait
+from lorawan.events import Done, MacError, NotSent, OpenRx, RxIgnored, Sent, Transmit, Wait
 from modules import unload
 
 # Integer constants are const() with a leading underscore: the compiler puts their values into the code, so they take
@@ -54,14 +54,6 @@ _JOIN_REQUEST_LEN = const(23)
 _LINK_CHECK_REQ, _DEVICE_TIME_REQ = b"\x02", b"\x0d"
 # CIDs of the answers repeated in every uplink until a downlink arrives: RXParamSetupAns, RXTimingSetupAns, DlChannelAns
 STICKY_ANSWERS = b"\x05\x08\x0a"
-
-
-class MacError(ValueError):
-    """A call the MAC cannot honour in its state or with its arguments; `reason` is a short snake_case label."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
 
 
 IDLE, TX, RX1, RX2, WAIT = "idle", "tx", "rx1", "rx2", "wait"

@@ -14,6 +14,7 @@ from array import array
 from micropython import const
 
 from drivers.lora_airtime import symbol_us, time_on_air_us
+from lorawan.events import MacError
 
 # DR -> spreading factor; every DR is 125 kHz wide but DR6 (SF7 at 250 kHz)
 SPREADING_FACTORS = b"\x0c\x0b\x0a\x09\x08\x07\x07"
@@ -42,20 +43,12 @@ _DUTY_SLOT_MS = const(300000)
 _SLOTS = const(13)
 
 
-class RegionError(ValueError):
-    """A request the region cannot honour; `reason` is a short snake_case label."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
-
-
 def sub_band(freq_khz):
     """Number (0..5, the index into SUB_BANDS / 3) of the sub-band holding `freq_khz`."""
     for band in range(_SUB_BAND_COUNT):
         if SUB_BANDS[3 * band] <= freq_khz < SUB_BANDS[3 * band + 1]:
             return band
-    raise RegionError("frequency_outside_band")
+    raise MacError("frequency_outside_band")
 
 
 def _divisor(band):
@@ -148,7 +141,7 @@ class EU868:
         if free:
             return free[self.random(len(free))], 0
         if earliest is None:
-            raise RegionError("no_channel_for_dr")
+            raise MacError("no_channel_for_dr")
         return None, earliest
 
     def _budget_free_at(self, band, now_ms, airtime_us):
