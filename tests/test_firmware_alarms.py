@@ -76,19 +76,20 @@ def parsed(output: str) -> list:
 def test_limits_with_hysteresis_episodes_and_the_low_battery_flag():
     out = run_micropython("""
 import json
-from apps.runtime import Battery, Episode, over_limit
+from apps.runtime import Battery, Episodes, over_limit
 
 over, seen = False, []
 for value in (10, 50, 51, 47, 46, 44, 60):
     over = over_limit(over, value, 50, 5)
     seen.append(over)
 print(json.dumps(seen))
-episode, due = Episode(), []
+episodes, due = Episodes(), []  # condition 3 fed, condition 0 never
 for active, ack in ((False, False), (True, False), (True, True), (True, False), (False, False), (True, False)):
-    due.append(episode.update(active))
+    due.append(episodes.update(active, 3))
     if ack:
-        episode.acked = True
+        episodes.acked |= 1 << 3
 print(json.dumps(due))
+print(json.dumps([episodes.active, episodes.acked]))
 
 class Board:
     BATTERY_DIVIDER = 2
@@ -102,7 +103,8 @@ print(json.dumps([(battery.measure(3.4), battery.low)[1] for _ in range(6)]), ba
     assert json.loads(out[0]) == [False, False, True, True, True, False, True]  # over above 50, back below 45
     # due from the start of an episode until acknowledged; an acknowledged episode is quiet until it ends
     assert json.loads(out[1]) == [False, True, True, False, False, True]
-    low, level = out[2].rsplit(" ", 1)
+    assert json.loads(out[2]) == [1 << 3, 0]  # condition 3 at its own bit, active, its ack cleared at the end
+    low, level = out[3].rsplit(" ", 1)
     assert json.loads(low) == [False, True, True, True, False, True]  # low below 3.4 V, clear only above 3.5 V
     assert int(level) == 1 + round(253 * (3.75 - 3.3) / (4.2 - 3.3))
 

@@ -8,7 +8,7 @@ Threshold alarms, checked with every reading: |strain| of a channel over `strain
 `vibration_rms_limit`, vibration peak over `vibration_peak_limit`, |tilt - tilt at installation| over `tilt_limit`,
 crack width over `crack_limit`; the strains also every `strain_check_s` between readings (a heavy vehicle crosses in
 seconds; the vibration window is only sampled with a reading). Each check trips above its limit and clears only below
-limit - hysteresis_pct % of it; a check that trips starts an episode (apps.runtime.Episode): the "alarm" message names
+limit - hysteresis_pct % of it; a check that trips starts an episode (apps.runtime.Episodes): the "alarm" message names
 the tripped quantities with their values and goes at once as a confirmed uplink, and with every reading until
 acknowledged.
 
@@ -24,7 +24,7 @@ from array import array
 
 from micropython import const
 
-from apps.runtime import (Battery, Episode, fit_reading, handle, over_limit, radio_summary, run_slots, send_alarm,
+from apps.runtime import (Battery, Episodes, fit_reading, handle, over_limit, radio_summary, run_slots, send_alarm,
                           send_message, start_settings)
 from drivers.adxl345 import ADXL345, COUNTS_PER_G, along_x_tilt
 from drivers.tmp102 import TMP102
@@ -70,7 +70,7 @@ class Bridge:
         self.tilt_zero_deg = number(calibration, "tilt_zero_deg", 0.0, -90, 90, "calibration")
         self.crack_mm_per_v = number(calibration, "crack_mm_per_v", 10.0, 0.001, 1000, "calibration")
         self.battery = Battery(board, calibration)
-        self.episodes = [Episode() for _ in CHECKS]  # each check's, at its index
+        self.episodes = Episodes()  # check i's at bit i
         self.board = board
         self.strain_adcs = board.strain_adcs(self.channels) if self.channels else None
         self.thermometer = TMP102(board.i2c())
@@ -98,7 +98,8 @@ class Bridge:
         return values
 
     def alarm(self, values):
-        """(the "alarm" message's values, the episodes it reports) for a reading; the values empty when none is due."""
+        """(the "alarm" message's values, the bit mask of the episodes it reports) for a reading; the values empty
+        when none is due."""
         measured = {"tilt_change": values["tilt"] - self.tilt_zero_deg}
         for name in CHECKS:
             if name in values:
@@ -107,23 +108,24 @@ class Bridge:
 
     def check(self, measured):
         """Feed {alarm field: value} to the threshold checks (a check whose field is missing is left as it was);
-        returns (the alarm's values, the episodes it reports), the values empty when no alarm is due."""
-        settings = self.settings
-        alarm, due = {}, []
+        returns (the alarm's values, the bit mask of the episodes it reports), the values empty when no alarm is
+        due."""
+        settings, episodes = self.settings, self.episodes
+        alarm, due = {}, 0
         for i, name in enumerate(CHECKS):
             if name in measured:
-                value, limit, episode = measured[name], settings[LIMITS[i]], self.episodes[i]
-                over = over_limit(episode.active, abs(value), limit, limit * settings["hysteresis_pct"] / 100)
-                if episode.update(over):
+                value, limit = measured[name], settings[LIMITS[i]]
+                over = over_limit(episodes.active >> i & 1, abs(value), limit, limit * settings["hysteresis_pct"] / 100)
+                if episodes.update(over, i):
                     alarm[name] = value
-                    due.append(episode)
+                    due |= 1 << i
         return alarm, due
 
     def strain_check(self, now_ms):
-        """Between readings: (the "alarm" message's values, the episodes it reports) of the strain checks, and when to
-        check next (None: only with readings)."""
+        """Between readings: (the "alarm" message's values, the bit mask of the episodes it reports) of the strain
+        checks, and when to check next (None: only with readings)."""
         if self.strain_adcs is None or not self.strain_check_ms:
-            return {}, [], None
+            return {}, 0, None
         alarm, episodes = self.check(self.strains())
         return alarm, episodes, now_ms + self.strain_check_ms
 
@@ -158,16 +160,16 @@ def run(app, node):
     def step():
         values = app.reading()
         node.mac.battery_level = app.battery.level(values["battery"])
-        alarm, episodes = app.alarm(values)
+        alarm, reported = app.alarm(values)
         if alarm:
-            send_alarm(node, KIND, alarm, episodes, app.handle, _alarm_line)
+            send_alarm(node, KIND, alarm, app.episodes, reported, app.handle, _alarm_line)
         sent, first_slow[0] = fit_reading(KIND, values, SLOW_FIELDS, first_slow[0])
         send_message(node, KIND, "reading", sent, settings["confirmed"], app.handle, lambda _v, e: _log_line(values, e))
 
     def between(now_ms):
-        alarm, episodes, next_ms = app.strain_check(now_ms)
+        alarm, reported, next_ms = app.strain_check(now_ms)
         if alarm:
-            send_alarm(node, KIND, alarm, episodes, app.handle, _alarm_line)
+            send_alarm(node, KIND, alarm, app.episodes, reported, app.handle, _alarm_line)
         return next_ms
 
     run_slots(node, settings, step, between)

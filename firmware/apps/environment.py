@@ -4,7 +4,7 @@ boot; a reading waits for the next measurement (up to MEASUREMENT_WAIT_MS) and r
 
 Ventilate alarm: CO2 over `co2_limit_ppm` starts an episode (it ends once CO2 fell under co2_limit_ppm -
 co2_hysteresis_ppm); the "alarm" message (ventilate, co2, co2_limit) goes at once, as a confirmed uplink before the
-reading, and with every reading until the network acknowledged it, once per episode (apps.runtime.Episode).
+reading, and with every reading until the network acknowledged it, once per episode (apps.runtime.Episodes).
 
 Settings (config "settings", interval_s at the top level; all also by the FPort 3 "config" downlink): interval_s (300),
 confirmed (false), battery_low_v (3.4), co2_limit_ppm (1000: the German Umweltbundesamt's guide value for classrooms),
@@ -15,7 +15,7 @@ import time
 
 from micropython import const
 
-from apps.runtime import (Battery, Episode, handle, over_limit, radio_summary, run_slots, send_alarm, send_message,
+from apps.runtime import (Battery, Episodes, handle, over_limit, radio_summary, run_slots, send_alarm, send_message,
                           start_settings)
 from drivers.scd41 import SCD41
 
@@ -36,7 +36,7 @@ class Environment:
         self.battery = Battery(board, section(config, "calibration"))
         self.sensor = SCD41(board.i2c())
         self.sensor.start_periodic_measurement()
-        self.ventilate = Episode()
+        self.ventilate = Episodes()  # one condition: CO2 over the limit
         self._over = False
         self.store = store
         self.settings = start_settings(config, store, SETTINGS)
@@ -93,7 +93,7 @@ def run(app, node):
         values = app.reading()
         node.mac.battery_level = app.battery.level(values["battery"])
         if app.ventilate_due(values["co2"]):
-            send_alarm(node, KIND, app.alarm(values["co2"]), (app.ventilate,), app.handle, _alarm_line)
+            send_alarm(node, KIND, app.alarm(values["co2"]), app.ventilate, 1, app.handle, _alarm_line)
         send_message(node, KIND, "reading", values, settings["confirmed"], app.handle, _log_line)
 
     run_slots(node, settings, step)

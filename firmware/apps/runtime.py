@@ -59,22 +59,23 @@ def over_limit(was_over, value, limit, hysteresis):
     return value > (limit - hysteresis if was_over else limit)
 
 
-class Episode:
-    """One alarm condition. An episode runs from when the condition holds until it no longer does; its alarm is due
-    from the start until the network acknowledged it, and not again within the episode."""
+class Episodes:
+    """An app's alarm conditions, condition i at bit i of two int masks (no object per condition). An episode runs
+    from when its condition holds until it no longer does; its alarm is due from the start until the network
+    acknowledged it (the `acked` mask), and not again within the episode."""
 
     def __init__(self):
-        self.active = self.acked = False
+        self.active = self.acked = 0
 
-    def update(self, active):
-        """Feed whether the condition holds now; returns whether the alarm is due."""
-        self.active = active
-        if not active:
-            self.acked = False
-        return self.due()
-
-    def due(self):
-        return self.active and not self.acked
+    def update(self, active, i=0):
+        """Feed whether condition i holds now; returns whether its alarm is due."""
+        bit = 1 << i
+        if active:
+            self.active |= bit
+        else:
+            self.active &= ~bit
+            self.acked &= ~bit
+        return bool(self.active & ~self.acked & bit)
 
 
 def acked(events):
@@ -93,13 +94,13 @@ def send_message(node, kind, message, values, confirmed, handle_events, log_line
     return events
 
 
-def send_alarm(node, kind, values, episodes, handle_events, log_line):
+def send_alarm(node, kind, values, episodes, reported, handle_events, log_line):
     """Send the "alarm" message `values` at once as a confirmed uplink; once the network acknowledged it, the
-    `episodes` it reports are no longer due (until acknowledged it goes again with the next reading)."""
+    conditions it reports (the bit mask `reported` of `episodes`) are no longer due (until acknowledged it goes again
+    with the next reading)."""
     events = send_message(node, kind, "alarm", values, True, handle_events, log_line)
     if acked(events):
-        for episode in episodes:
-            episode.acked = True
+        episodes.acked |= reported
 
 
 def fit_reading(kind, values, slow_fields, first_slow):

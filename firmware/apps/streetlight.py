@@ -10,7 +10,7 @@ sensed (public safety). The reading counts the presence events (PIR going high) 
 
 A lamp whose power draw is implausible for its commanded state (on: under FAULT_FRACTION of lamp_rated_w times the
 level; off: over OFF_LIMIT_W) is a fault: the "alarm" message goes at once as a confirmed uplink, before the reading,
-and with every reading until the network acknowledged it, once per fault episode (apps.runtime.Episode). The reading
+and with every reading until the network acknowledged it, once per fault episode (apps.runtime.Episodes). The reading
 carries battery_low (set below `battery_low_v`, with hysteresis); energy, ambient light and battery voltage take turns
 when all fields would not fit in 24 bytes. One short log line per reading, alarm and event worth knowing (join,
 applied setting, ignored downlink, night dimming), never keys.
@@ -25,7 +25,7 @@ battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), t
 """
 from micropython import const
 
-from apps.runtime import (Battery, Episode, fit_reading, handle, radio_summary, run_slots, send_alarm, send_message,
+from apps.runtime import (Battery, Episodes, fit_reading, handle, radio_summary, run_slots, send_alarm, send_message,
                           start_settings)
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
@@ -67,7 +67,7 @@ class Streetlight:
         self.readings = 0
         self._power_w = 0.0
         self._last_ms = None
-        self.fault = Episode()
+        self.fault = Episodes()  # one condition: the lamp fault
         self.lit_since_ms = None  # the dusk switch-on: the schedule counts from it
         self.presence_until_ms = None
         self.presence_events = 0
@@ -180,7 +180,7 @@ def run(app, node):
         node.mac.battery_level = app.battery.level(values["battery"])
         alarm = app.lamp_fault(values)
         if alarm is not None:  # until acknowledged: an alarm lost on the air goes again with the next reading
-            send_alarm(node, KIND, alarm, (app.fault,), app.handle, _alarm_line)
+            send_alarm(node, KIND, alarm, app.fault, 1, app.handle, _alarm_line)
         sent, first_slow[0] = fit_reading(KIND, values, SLOW_FIELDS, first_slow[0])
         send_message(node, KIND, "reading", sent, settings["confirmed"], app.handle, lambda _v, e: _log_line(values, e))
 

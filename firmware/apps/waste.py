@@ -8,7 +8,7 @@ container).
 Fire: a temperature over `fire_temp_c`, or a rise faster than `fire_rise_c_per_min` between two samples at least
 RATE_WINDOW_MS apart, starts a fire episode (it ends once the temperature is FIRE_HYSTERESIS_C under the limit and the
 rise slowed to under half its limit). The "alarm" message goes at once, as a confirmed uplink followed by a reading, and
-with every reading until the network acknowledged it, once per episode (apps.runtime.Episode).
+with every reading until the network acknowledged it, once per episode (apps.runtime.Episodes).
 
 Settings (config "settings", interval_s at the top level; interval_s, confirmed, battery_low_v, fire_temp_c and
 fire_rise_c_per_min also by the FPort 3 "config" downlink): interval_s (900), confirmed (false), battery_low_v (3.4),
@@ -19,7 +19,7 @@ battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
 from micropython import const
 
-from apps.runtime import (Battery, Episode, first_delay_ms, guarded, handle, over_limit, radio_summary, send_alarm,
+from apps.runtime import (Battery, Episodes, first_delay_ms, guarded, handle, over_limit, radio_summary, send_alarm,
                           send_message, start_settings)
 from drivers.adxl345 import ADXL345
 from drivers.mb7040 import MB7040
@@ -66,7 +66,7 @@ class FireWatch:
     """The fire episode from temperature samples: over the temperature limit, or rising faster than the rate limit."""
 
     def __init__(self):
-        self.episode = Episode()
+        self.episode = Episodes()  # one condition: fire
         self.celsius, self.rate = None, 0.0
         self._base = None  # (ms, °C) the rise is measured from
         self._hot = self._rising = False
@@ -164,7 +164,7 @@ def run(app, node):
         values = app.reading()
         node.mac.battery_level = app.battery.level(values["battery"])
         if app.fire_due(node.now_ms(), values["temperature"]):
-            send_alarm(node, KIND, app.fire.alarm(), (app.fire.episode,), app.handle, _alarm_line)
+            send_alarm(node, KIND, app.fire.alarm(), app.fire.episode, 1, app.handle, _alarm_line)
         send_message(node, KIND, "reading", values, settings["confirmed"], app.handle, _log_line)
 
     failures = 0
