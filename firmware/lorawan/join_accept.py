@@ -5,7 +5,7 @@ the attempt (idle again) after open_join_accept."""
 from cryptolib import aes
 from micropython import const
 
-from lorawan.crypto import Cmac, check_key
+from lorawan.crypto import Cmac
 from lorawan.events import Joined, MacError
 
 _ECB = const(1)
@@ -15,12 +15,8 @@ _JOIN_ACCEPT = const(0x20)
 def open_join_accept(mac, frame, window):
     """Check and apply a JoinAccept heard in RX`window`: the session starts; [Joined]. MacError(reason) for a frame
     to drop."""
-    if len(frame) not in (17, 33):
-        raise MacError("bad_join_accept_length")
-    if frame[0] != _JOIN_ACCEPT:
-        raise MacError("not_join_accept")
     app_cmac = mac._otaa[1]
-    msg = join_accept_open(app_cmac.key, app_cmac, frame)
+    msg = join_accept_open(app_cmac, frame)
     nwk_s_key, mac._app_s_key = session_keys(app_cmac.key, msg[1:4], msg[4:7], mac._join_nonce)
     mac._nwk = Cmac(nwk_s_key)
     mac._dev_addr = bytes(msg[7:11])
@@ -37,26 +33,31 @@ def open_join_accept(mac, frame, window):
 
 
 def _apply_cflist(region, cflist):
-    """A JoinAccept's CFList (type 0: five frequencies for channels 3..7); False if it was not usable."""
-    if len(cflist) != 16 or cflist[15] != 0:
+    """A JoinAccept's 16-byte CFList (type 0: five frequencies for channels 3..7); False if it was not usable."""
+    if cflist[15] != 0:
         return False
-    freqs = [(cflist[i] | cflist[i + 1] << 8 | cflist[i + 2] << 16) // 10 for i in range(0, 15, 3)]
-    if any(f and not region.valid_frequency(f) for f in freqs):
-        return False
+    freqs = []
+    for i in range(0, 15, 3):
+        freq_khz = (cflist[i] | cflist[i + 1] << 8 | cflist[i + 2] << 16) // 10
+        if freq_khz and not region.valid_frequency(freq_khz):
+            return False
+        freqs.append(freq_khz)
     for i, freq_khz in enumerate(freqs):
         region.set_channel(len(region.DEFAULT_CHANNELS) + i, freq_khz)
     return True
 
 
-def join_accept_open(app_key, app_cmac, frame):
-    """Decrypt a JoinAccept frame (MHDR | encrypted rest) and check its MIC; returns the plain MHDR..CFList bytes.
+def join_accept_open(app_cmac, frame):
+    """Check a JoinAccept frame (MHDR | encrypted rest), decrypt it with the AppKey of app_cmac (a Cmac) and check its
+    MIC; returns the plain MHDR..CFList bytes. MacError(reason) for a frame to drop.
 
     The network encrypted with AES-decrypt, so the node uses AES-encrypt."""
-    body = len(frame) - 1
-    if body not in (16, 32):
+    if len(frame) not in (17, 33):
         raise MacError("bad_join_accept_length")
+    if frame[0] != _JOIN_ACCEPT:
+        raise MacError("not_join_accept")
     plain = bytearray(frame)
-    aes(check_key(app_key), _ECB).encrypt(memoryview(frame)[1:], memoryview(plain)[1:])
+    aes(app_cmac.key, _ECB).encrypt(memoryview(frame)[1:], memoryview(plain)[1:])
     msg = bytes(plain[:-4])
     if app_cmac.digest(msg)[:4] != bytes(plain[-4:]):
         raise MacError("mic_mismatch")
@@ -67,13 +68,12 @@ def session_keys(app_key, join_nonce, net_id, dev_nonce):
     """(NwkSKey, AppSKey) for LoRaWAN 1.0.x: aes(AppKey, 0x01|0x02 | JoinNonce(3) | NetID(3) | DevNonce(2) | pad).
 
     join_nonce and net_id are the 3-byte little-endian fields as received; dev_nonce is an int."""
-    cipher = aes(check_key(app_key), _ECB)
     block = bytearray(32)
-    for start, tag in ((0, 1), (16, 2)):
-        block[start] = tag
+    block[0], block[16] = 1, 2
+    for start in (0, 16):
         block[start + 1:start + 4] = join_nonce
         block[start + 4:start + 7] = net_id
         block[start + 7] = dev_nonce & 0xFF
         block[start + 8] = dev_nonce >> 8 & 0xFF
-    keys = cipher.encrypt(block)
+    keys = aes(app_key, _ECB).encrypt(block)
     return bytes(keys[:16]), bytes(keys[16:])

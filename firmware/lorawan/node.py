@@ -56,53 +56,53 @@ class Node:
         if not mac.activated:
             now = self.now_ms()
             if now >= mac.next_join_ms:
-                events = self._exchange(mac.join(now))
+                events = self._run(mac.join(now))
             if not mac.activated:
                 wait_s = max(0, mac.next_join_ms - self.now_ms() + 999) // 1000
                 return events + [NotSent("not_joined", "next join attempt in %d s" % wait_s)]
-        return events + self._exchange(mac.uplink(fport, payload, self.now_ms(), confirmed))
-
-    def _exchange(self, items):
-        try:
-            return self._run(items)
-        except Exception:
-            self.mac.cancel()
-            raise
+        return events + self._run(mac.uplink(fport, payload, self.now_ms(), confirmed))
 
     def _run(self, items):
+        """Execute the MAC's actions in `items` and those they lead to, until none are left; returns the events. If the
+        radio fails, the exchange is abandoned (the MAC is idle again) and the error is raised."""
         events = []
         radio, mac, store = self.radio, self.mac, self.store
-        while items:
-            item = items.pop(0)
-            if isinstance(item, Transmit):
-                if store is not None:
-                    if item.dev_nonce is None:
-                        store.reserve_fcnt_up(item.fcnt)
-                    else:
-                        store.use_dev_nonce(item.dev_nonce)
-                radio.configure(item.radio)
-                items.extend(mac.tx_done(self._at(radio.send(item.frame))))
-            elif isinstance(item, OpenRx):
-                radio.configure(item.radio)
-                radio.sleep()
-                self.sleep_until(item.at_ms)
-                packet = radio.recv(timeout_ms=item.timeout_ms)
-                now = self.now_ms()
-                if packet is not None and not packet.valid_crc:
-                    self.counters["crc_error"] = self.counters.get("crc_error", 0) + 1
-                    packet = None
-                items.extend(mac.rx_timeout(now) if packet is None else mac.rx(packet, now, packet.rssi, packet.snr))
-            elif isinstance(item, Wait):
-                radio.sleep()
-                self.sleep_until(item.until_ms)
-                items.extend(mac.wake(self.now_ms()))
-            else:
-                if isinstance(item, Joined) and store is not None:
-                    store.start_session()
-                    self._saved_fcnt_down = 0
-                elif isinstance(item, DeviceTime):
-                    self._gps_offset_ms = item.gps_ms - item.at_ms
-                events.append(item)
+        try:
+            while items:
+                item = items.pop(0)
+                if isinstance(item, Transmit):
+                    if store is not None:
+                        if item.dev_nonce is None:
+                            store.reserve_fcnt_up(item.fcnt)
+                        else:
+                            store.use_dev_nonce(item.dev_nonce)
+                    radio.configure(item.radio)
+                    items.extend(mac.tx_done(self._at(radio.send(item.frame))))
+                elif isinstance(item, OpenRx):
+                    radio.configure(item.radio)
+                    radio.sleep()
+                    self.sleep_until(item.at_ms)
+                    packet = radio.recv(timeout_ms=item.timeout_ms)
+                    now = self.now_ms()
+                    if packet is not None and not packet.valid_crc:
+                        self.counters["crc_error"] = self.counters.get("crc_error", 0) + 1
+                        packet = None
+                    items.extend(mac.rx_timeout(now) if packet is None
+                                 else mac.rx(packet, now, packet.rssi, packet.snr))
+                elif isinstance(item, Wait):
+                    radio.sleep()
+                    self.sleep_until(item.until_ms)
+                    items.extend(mac.wake(self.now_ms()))
+                else:
+                    if isinstance(item, Joined) and store is not None:
+                        store.start_session()
+                        self._saved_fcnt_down = 0
+                    elif isinstance(item, DeviceTime):
+                        self._gps_offset_ms = item.gps_ms - item.at_ms
+                    events.append(item)
+        except Exception:
+            mac.cancel()
+            raise
         radio.sleep()
         if store is not None and mac.fcnt_down != self._saved_fcnt_down:
             store.put("fcnt_down", mac.fcnt_down)
