@@ -7,20 +7,13 @@ ranges, which are those of the schema's config message (a test keeps them equal)
 
 An app declares its settings as JSON text, `[[name, default, low, high], ...]` with low and high null for a bool: the
 node keeps it for config downlinks, and one string takes a fraction of the heap a tuple of tuples of boxed floats does.
-This module is loaded for a job, at boot and for a config downlink (apps.runtime.start_settings, apply_config), and
-unloaded after: what stays in the heap is the app's {name: value} dict and the store's "settings" entry.
+This module is loaded at boot (apps.runtime.start_settings) and unloaded after; a config downlink's changes are
+applied by remote_settings.py, loaded for that. What stays in the heap is the app's {name: value} dict and the store's
+"settings" entry.
 """
 import json
 
-from apps.runtime import config_fport, known
-from cbor import CborError
-from modules import unload
-
-
-def _valid(value, low, high):
-    if low is None:
-        return value is True or value is False
-    return type(value) in (int, float) and low <= value <= high
+from apps.runtime import valid_setting
 
 
 def load(config, store, spec):
@@ -37,11 +30,11 @@ def load(config, store, spec):
     for name, default, low, high in json.loads(spec):
         table, where = (config, "config") if name == "interval_s" else (settings, "settings")
         installed = table.get(name, default)
-        if not _valid(installed, low, high):
+        if not valid_setting(installed, low, high):
             kind = "true or false" if low is None else "a number in [%s, %s]" % (low, high)
             raise ConfigError("%s.%s must be %s" % (where, name, kind))
         entry = stored.get(name)
-        if type(entry) is list and len(entry) == 2 and entry[1] == installed and _valid(entry[0], low, high):
+        if type(entry) is list and len(entry) == 2 and entry[1] == installed and valid_setting(entry[0], low, high):
             remote[name] = entry
             values[name] = entry[0]
         else:
@@ -63,50 +56,3 @@ def print_banner(values, dropped, spec):
     for entry in json.loads(spec):  # piece by piece: no line-long string at boot's high-water mark
         print(" %s=%s" % (entry[0], values[entry[0]]), end="")
     print()
-
-
-def apply(values, store, spec, changes):
-    """Apply {name: value} from a downlink to `values` (load()'s). Returns ([(name, old, new)] applied, [(name, why)]
-    refused); the applied ones are saved at once. A value equal to the current one is neither."""
-    table = json.loads(spec)
-    remote = store.get("settings")
-    remote = remote if type(remote) is dict else {}
-    applied, refused = [], []
-    for name, value in changes.items():
-        entry = None
-        for candidate in table:
-            if candidate[0] == name:
-                entry = candidate
-        if entry is None:
-            refused.append((name, "not a setting of this node"))
-        elif not _valid(value, entry[2], entry[3]):
-            refused.append((name, "%r out of range" % (value,)))
-        elif value != values[name]:
-            old = values[name]
-            base = remote[name][1] if name in remote else old
-            remote[name] = [value, base]
-            values[name] = value
-            applied.append((name, old, value))
-    if applied:
-        store.put("settings", remote)
-        store.flush()
-    return applied, refused
-
-
-def configure(kind, values, store, spec, payload, fcnt):
-    """Apply a "config" downlink payload of node `kind` at once; returns its log lines (one per applied, refused or
-    unknown setting)."""
-    from cbor_decode import decode_message  # loaded for the downlink, unloaded after
-
-    fcnt = known(fcnt)
-    try:
-        _name, changes, unknown = decode_message(kind, config_fport(kind), payload)
-    except CborError as exc:
-        return ["config downlink fcnt %s refused: %s" % (fcnt, exc)]
-    finally:
-        unload("cbor_decode")
-    applied, refused = apply(values, store, spec, changes)
-    lines = ["config: %s %s -> %s (downlink fcnt %s)" % (name, old, new, fcnt) for name, old, new in applied]
-    lines += ["config: %s not applied: %s (downlink fcnt %s)" % (name, why, fcnt) for name, why in refused]
-    lines += ["config: unknown key %s ignored (downlink fcnt %s)" % (key, fcnt) for key in unknown]
-    return lines

@@ -72,7 +72,8 @@ BANNER_REST = ("battery_low_v=3.4 presence_level=100 presence_hold_s=60 night_di
 SETTINGS_RUN = """
 import json
 from apps.streetlight import SETTINGS
-from settings import apply, load
+from remote_settings import apply
+from settings import load
 from store import Store
 store = Store()
 values, dropped = load(json.loads({config!r}), store, SETTINGS)

@@ -1,10 +1,10 @@
-"""What every node app shares: its settings at boot and the FPort 3 "config" downlink (settings.py, loaded for the
-job), log lines for joins, downlinks and how a send() went, random offsets that keep nodes powered up together from
-colliding, the reporting loop (one reading per interval slot; a failed reading is logged, RESET_AFTER_FAILURES in a row
-reset the board; control work between readings), the battery (voltage, low flag with hysteresis, DevStatus level),
-routine readings fitted into PAYLOAD_BUDGET bytes (slow fields take turns), and alarms: an episode per alarm condition,
-its "alarm" message sent at once as a confirmed uplink and again with every reading until the network acknowledged
-it."""
+"""What every node app shares: its settings at boot and the FPort 3 "config" downlink (settings.py and
+remote_settings.py, loaded for the job), log lines for joins, downlinks and how a send() went, random offsets that keep
+nodes powered up together from colliding, the reporting loop (one reading per interval slot; a failed reading is
+logged, RESET_AFTER_FAILURES in a row reset the board; control work between readings), the battery (voltage, low flag
+with hysteresis, DevStatus level), routine readings fitted into PAYLOAD_BUDGET bytes (slow fields take turns), and
+alarms: an episode per alarm condition, its "alarm" message sent at once as a confirmed uplink and again with every
+reading until the network acknowledged it."""
 import os
 
 import machine
@@ -148,14 +148,22 @@ def start_settings(config, store, spec):
 
 
 def apply_config(kind, values, store, spec, payload, fcnt):
-    """Apply a "config" downlink payload to the settings `values` at once (settings.configure, loaded for it); returns
-    its log lines."""
-    from settings import configure
+    """Apply a "config" downlink payload to the settings `values` at once (remote_settings.configure, loaded for it);
+    returns its log lines."""
+    from remote_settings import configure
 
     try:
         return configure(kind, values, store, spec, payload, fcnt)
     finally:
-        unload("settings")
+        unload("remote_settings")
+
+
+def valid_setting(value, low, high):
+    """Whether `value` is in a setting's range: [low, high] for a number, a bool when low is None (settings.py's
+    table)."""
+    if low is None:
+        return value is True or value is False
+    return type(value) in (int, float) and low <= value <= high
 
 
 def known(value):

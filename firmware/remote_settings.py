@@ -1,0 +1,54 @@
+"""A "config" downlink (FPort 3) applied to an app's settings (settings.py has what they are and how they persist):
+loaded for the downlink (apps.runtime.apply_config) and unloaded after."""
+import json
+
+from apps.runtime import config_fport, known, valid_setting
+from cbor import CborError
+from modules import unload
+
+
+def apply(values, store, spec, changes):
+    """Apply {name: value} from a downlink to `values` (settings.load()'s). Returns ([(name, old, new)] applied,
+    [(name, why)] refused); the applied ones are saved at once. A value equal to the current one is neither."""
+    table = json.loads(spec)
+    remote = store.get("settings")
+    remote = remote if type(remote) is dict else {}
+    applied, refused = [], []
+    for name, value in changes.items():
+        entry = None
+        for candidate in table:
+            if candidate[0] == name:
+                entry = candidate
+        if entry is None:
+            refused.append((name, "not a setting of this node"))
+        elif not valid_setting(value, entry[2], entry[3]):
+            refused.append((name, "%r out of range" % (value,)))
+        elif value != values[name]:
+            old = values[name]
+            base = remote[name][1] if name in remote else old
+            remote[name] = [value, base]
+            values[name] = value
+            applied.append((name, old, value))
+    if applied:
+        store.put("settings", remote)
+        store.flush()
+    return applied, refused
+
+
+def configure(kind, values, store, spec, payload, fcnt):
+    """Apply a "config" downlink payload of node `kind` at once; returns its log lines (one per applied, refused or
+    unknown setting)."""
+    from cbor_decode import decode_message  # loaded for the downlink, unloaded after
+
+    fcnt = known(fcnt)
+    try:
+        _name, changes, unknown = decode_message(kind, config_fport(kind), payload)
+    except CborError as exc:
+        return ["config downlink fcnt %s refused: %s" % (fcnt, exc)]
+    finally:
+        unload("cbor_decode")
+    applied, refused = apply(values, store, spec, changes)
+    lines = ["config: %s %s -> %s (downlink fcnt %s)" % (name, old, new, fcnt) for name, old, new in applied]
+    lines += ["config: %s not applied: %s (downlink fcnt %s)" % (name, why, fcnt) for name, why in refused]
+    lines += ["config: unknown key %s ignored (downlink fcnt %s)" % (key, fcnt) for key in unknown]
+    return lines
