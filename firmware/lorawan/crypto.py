@@ -11,13 +11,6 @@ _CBC = const(2)
 _ZERO_BLOCK = bytes(16)
 
 
-def check_key(key):
-    """`key` as bytes; MacError unless it is 16 bytes long."""
-    if len(key) != 16:
-        raise MacError("bad_key_length")
-    return bytes(key)
-
-
 def _double(block):
     """GF(2^128) doubling used for the CMAC subkeys."""
     out = bytearray(16)
@@ -34,7 +27,9 @@ class Cmac:
     """AES-CMAC with one key; K1/K2 are computed once here."""
 
     def __init__(self, key):
-        self.key = check_key(key)
+        if len(key) != 16:
+            raise MacError("bad_key_length")
+        self.key = bytes(key)
         self._k1 = _double(aes(self.key, _ECB).encrypt(_ZERO_BLOCK))
         self._k2 = _double(self._k1)
 
@@ -77,12 +72,12 @@ def data_mic(nwk_cmac, direction, dev_addr_le, fcnt, msg):
 
 
 def crypt_payload(key, direction, dev_addr_le, fcnt, data):
-    """FRMPayload encryption = decryption: data XOR AES-ECB(key, A_1..A_n). Returns a new bytearray."""
+    """FRMPayload encryption = decryption: data XOR AES-ECB(key (16 bytes), A_1..A_n). Returns a new bytearray."""
     count = (len(data) + 15) // 16
     stream = bytearray(count * 16)
     for i in range(count):
         stream[i * 16:i * 16 + 16] = _block(0x01, direction, dev_addr_le, fcnt, i + 1)
-    aes(check_key(key), _ECB).encrypt(stream, stream)
+    aes(key, _ECB).encrypt(stream, stream)
     out = bytearray(data)
     for i in range(len(out)):
         out[i] ^= stream[i]

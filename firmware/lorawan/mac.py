@@ -225,7 +225,9 @@ class Mac:
             if self._attempt == 1:  # a new frame left: counters, and what its FOpts and FCtrl carried is delivered
                 self.fcnt_up = self._frame_fcnt + 1
                 sent = self._fopts_sent
-                self._answers = [a for a in self._answers if a[0] in STICKY_ANSWERS or not any(a is c for c in sent)]
+                for command in sent:  # answers sent are delivered, but the sticky ones repeat until a downlink
+                    if command[0] not in STICKY_ANSWERS and command in self._answers:
+                        self._answers.remove(command)
                 self._link_check_wanted = self._link_check_wanted and _LINK_CHECK_REQ not in sent
                 self._device_time_wanted = self._device_time_wanted and _DEVICE_TIME_REQ not in sent
                 if self._frame[5] & _FCTRL_ACK:

@@ -33,11 +33,6 @@ class Node:
         self._ticks = ticks
         return self._now
 
-    def _at(self, ticks):
-        """now_ms() value of an earlier ticks_ms() reading."""
-        now = self.now_ms()
-        return now - time.ticks_diff(self._ticks, ticks)
-
     def sleep_until(self, at_ms):
         delay = at_ms - self.now_ms()
         if delay > 0:
@@ -77,7 +72,8 @@ class Node:
                         else:
                             store.use_dev_nonce(item.dev_nonce)
                     radio.configure(item.radio)
-                    items.extend(mac.tx_done(self._at(radio.send(item.frame))))
+                    sent_ticks = radio.send(item.frame)  # the ticks_ms() at which the frame's end left
+                    items.extend(mac.tx_done(self.now_ms() - time.ticks_diff(self._ticks, sent_ticks)))
                 elif isinstance(item, OpenRx):
                     radio.configure(item.radio)
                     radio.sleep()
