@@ -32,6 +32,7 @@ def started():
     if parts is None:
         return None
     app_module, board, config, node, store = parts
+    gc.collect()  # boot's garbage freed first: the app's objects, kept for good, take the lowest free blocks
     try:
         return app_module, app_module.App(board, config, store), node
     except ValueError as exc:  # a bad setting found when the app starts
