@@ -1,7 +1,7 @@
 """OTAA join for the sans-IO MAC (lorawan/mac.py): the attempt's start, the JoinRequest and the back-off after a failed
-attempt; the JoinAccept is lorawan/join_accept.py's. The MAC imports this module while it joins and unloads it when a
-frame arrives in a join's receive window (for join_accept.py) and once joined (modules.unload): a node joins once per
-boot, so its code need not stay in the heap, and the two halves are never loaded together. Part of the MAC, it reads
+attempt; the JoinAccept is lorawan/join_accept.py's. The MAC imports this module to start an attempt and unloads it
+once the JoinRequest is built (modules.unload), and imports it again for a failed attempt's back-off: a node joins once
+per boot, so its code need not stay in the heap, and it is not loaded in the receive windows, with join_accept.py. Part of the MAC, it reads
 and sets the Mac's state; the Mac ends the attempt (idle again) after join_failed."""
 from micropython import const
 

@@ -201,6 +201,7 @@ class Mac:
             from lorawan.join import join_request
 
             frame = join_request(self)
+            unload("lorawan.join")  # not needed in the receive windows (join_failed loads it again for a failure)
             fcnt, nonce = None, self._join_nonce
         else:
             frame, fcnt, nonce = self._frame, self._frame_fcnt, None
@@ -269,8 +270,7 @@ class Mac:
             raise MacError("unexpected_rx")
         window = 1 if self.state == RX1 else 2
         try:
-            if self._joining:  # the JoinAccept's half of the join code in place of the JoinRequest's
-                unload("lorawan.join")
+            if self._joining:  # the JoinAccept's half of the join code (the JoinRequest's was unloaded once built)
                 from lorawan.join_accept import open_join_accept
 
                 try:
