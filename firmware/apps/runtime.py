@@ -42,16 +42,11 @@ class Battery:
         return volts
 
     def level(self, volts):
-        """The DevStatusAns battery byte for `volts`."""
-        return battery_level(volts, self.empty_v, self.full_v)
-
-
-def battery_level(volts, empty_v, full_v):
-    """DevStatusAns battery byte for a battery at `volts`: 1 (empty_v or less) .. 254 (full_v or more), 255 unknown."""
-    if volts is None:
-        return 255
-    level = 1 + round(253 * (volts - empty_v) / (full_v - empty_v))
-    return max(1, min(254, level))
+        """The DevStatusAns battery byte for `volts`: 1 (empty_v or less) .. 254 (full_v or more), 255 unknown."""
+        if volts is None:
+            return 255
+        level = 1 + round(253 * (volts - self.empty_v) / (self.full_v - self.empty_v))
+        return max(1, min(254, level))
 
 
 def over_limit(was_over, value, limit, hysteresis):
@@ -78,11 +73,6 @@ class Episodes:
         return bool(self.active & ~self.acked & bit)
 
 
-def acked(events):
-    """Whether the network acknowledged the confirmed uplink whose events these are."""
-    return any(isinstance(e, Done) and e.acked for e in events)
-
-
 def send_message(node, kind, message, values, confirmed, handle_events, log_line):
     """Encode and send one message of `kind`, apply what came back (handle_events(events) -> (join lines, downlink
     lines)) and print log_line(values, events) between them; returns the events."""
@@ -98,9 +88,9 @@ def send_alarm(node, kind, values, episodes, reported, handle_events, log_line):
     """Send the "alarm" message `values` at once as a confirmed uplink; once the network acknowledged it, the
     conditions it reports (the bit mask `reported` of `episodes`) are no longer due (until acknowledged it goes again
     with the next reading)."""
-    events = send_message(node, kind, "alarm", values, True, handle_events, log_line)
-    if acked(events):
-        episodes.acked |= reported
+    for event in send_message(node, kind, "alarm", values, True, handle_events, log_line):
+        if isinstance(event, Done) and event.acked:  # the network acknowledged it
+            episodes.acked |= reported
 
 
 def fit_reading(kind, values, slow_fields, first_slow):
