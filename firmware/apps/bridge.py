@@ -24,11 +24,12 @@ from array import array
 
 from micropython import const
 
-from apps.runtime import (Battery, Episodes, fit_reading, handle, over_limit, radio_summary, run_slots, send_alarm,
+from apps.runtime import (Episodes, fit_reading, handle, over_limit, radio_summary, run_slots, send_alarm,
                           send_message, start_settings)
 from drivers.adxl345 import ADXL345, COUNTS_PER_G, along_x_tilt
 from drivers.tmp102 import TMP102
 from drivers.vibration import vibration
+from modules import unload
 
 KIND = "bridge"
 # JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
@@ -57,22 +58,13 @@ class Bridge:
     """The bridge's sensors; reading() returns the values to report."""
 
     def __init__(self, board, config, store):
-        from config import ConfigError, number, section  # at boot only: start_settings unloads it
+        from apps.bridge_setup import set_up  # at boot only: unloaded after
 
-        calibration = section(config, "calibration")
-        self.strain_check_ms = int(number(section(config, "settings"), "strain_check_s", 10, 0, 3600) * 1000)
-        self.channels = int(number(calibration, "strain_channels", 3, 0, 3, "calibration"))
-        self.counts_per_ue = number(calibration, "strain_counts_per_ue", 1073.74, 0.001, 1e6, "calibration")
-        zero = calibration.get("strain_zero_ue", [0] * self.channels)
-        if type(zero) is not list or len(zero) != self.channels or any(type(z) not in (int, float) for z in zero):
-            raise ConfigError("calibration.strain_zero_ue must be a list of %d numbers" % self.channels)
-        self.zero_ue = zero
-        self.tilt_zero_deg = number(calibration, "tilt_zero_deg", 0.0, -90, 90, "calibration")
-        self.crack_mm_per_v = number(calibration, "crack_mm_per_v", 10.0, 0.001, 1000, "calibration")
-        self.battery = Battery(board, calibration)
+        channels = set_up(self, board, config)
+        unload("apps.bridge_setup")
         self.episodes = Episodes()  # check i's at bit i
         self.board = board
-        self.strain_adcs = board.strain_adcs(self.channels) if self.channels else None
+        self.strain_adcs = board.strain_adcs(channels) if channels else None
         self.thermometer = TMP102(board.i2c())
         self.accelerometer = ADXL345(board.i2c(), rate_hz=_SAMPLE_RATE_HZ)
         self.window = array("f", bytes(4 * _WINDOW_SAMPLES))  # z in g, refilled by each reading: no float per sample

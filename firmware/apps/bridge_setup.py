@@ -1,0 +1,22 @@
+"""The bridge app's calibration and boot-only setting from config.json, checked (a ConfigError names the bad value):
+apps.bridge.Bridge() loads this module while it is set up and unloads it after, as its code is not needed once the
+node runs."""
+from apps.runtime import Battery
+from config import ConfigError, number, section
+
+
+def set_up(app, board, config):
+    """Set the app's strain_check_ms, counts_per_ue, zero_ue, tilt_zero_deg, crack_mm_per_v and battery from
+    config.json; returns the number of strain channels fitted."""
+    calibration = section(config, "calibration")
+    app.strain_check_ms = int(number(section(config, "settings"), "strain_check_s", 10, 0, 3600) * 1000)
+    channels = int(number(calibration, "strain_channels", 3, 0, 3, "calibration"))
+    app.counts_per_ue = number(calibration, "strain_counts_per_ue", 1073.74, 0.001, 1e6, "calibration")
+    zero = calibration.get("strain_zero_ue", [0] * channels)
+    if type(zero) is not list or len(zero) != channels or any(type(z) not in (int, float) for z in zero):
+        raise ConfigError("calibration.strain_zero_ue must be a list of %d numbers" % channels)
+    app.zero_ue = zero
+    app.tilt_zero_deg = number(calibration, "tilt_zero_deg", 0.0, -90, 90, "calibration")
+    app.crack_mm_per_v = number(calibration, "crack_mm_per_v", 10.0, 0.001, 1000, "calibration")
+    app.battery = Battery(board, calibration)
+    return channels
