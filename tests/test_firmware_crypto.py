@@ -84,33 +84,46 @@ print(data_mic(Cmac(B('{key.hex()}')), {direction}, addr, {fcnt}, B('{payload.he
 @settings(max_examples=10, deadline=None)
 @given(app_key=st.binary(min_size=16, max_size=16), join_nonce=st.integers(0, 2**24 - 1),
        net_id=st.integers(0, 2**24 - 1), dev_nonce=st.integers(0, 2**16 - 1), dev_addr=st.integers(0, 2**32 - 1),
-       cflist=st.one_of(st.just(b""), st.binary(min_size=16, max_size=16)))
+       cflist=st.one_of(st.just(b""), st.binary(min_size=16, max_size=16),
+                        st.lists(st.integers(8_630_000, 8_700_000), min_size=5, max_size=5).map(
+                            lambda f: b"".join(x.to_bytes(3, "little") for x in f) + b"\x00")))
 def test_join_accept_and_session_keys_match_the_cpython_codecs(app_key, join_nonce, net_id, dev_nonce, dev_addr, cflist):
     plain = (b"\x20" + join_nonce.to_bytes(3, "little") + net_id.to_bytes(3, "little") + dev_addr.to_bytes(4, "little")
-             + b"\x03\x01" + cflist)
+             + b"\x23\x02" + cflist)  # RX1 DR offset 2, RX2 DR3, RxDelay 2 s
     on_air = codec_crypto.encrypt_join_accept(app_key, plain + codec_crypto.join_accept_mic(app_key, plain))
     tampered = on_air[:-1] + bytes([on_air[-1] ^ 1])
     out = run_micropython(PRELUDE + f"""
-key = B('{app_key.hex()}')
-cmac = Cmac(key)
-msg = join_accept_open(cmac, B('{on_air.hex()}'))
-print(msg.hex())
-nwk, app = session_keys(key, msg[1:4], msg[4:7], {dev_nonce})
-print(nwk.hex(), app.hex())
+from lorawan.mac import Mac
+from lorawan.node_config import set_otaa
+from lorawan.region import EU868
+def joining_mac():
+    mac = Mac(EU868())
+    set_otaa(mac, bytes(8), bytes(8), B('{app_key.hex()}'), {dev_nonce})
+    mac._join_nonce, mac._tx_dr = {dev_nonce}, 5
+    return mac
+mac = joining_mac()
+joined = open_join_accept(mac, B('{on_air.hex()}'), 1)[0]
+print(joined.dev_addr, joined.dev_nonce, mac._nwk.key.hex(), mac._app_s_key.hex())
+print(mac.rx1_dr_offset, mac.rx2_dr, mac.rx1_delay_ms, sorted(mac.counters), list(mac.region.channel_freqs)[:8])
 try:
-    join_accept_open(cmac, B('{tampered.hex()}'))
+    open_join_accept(joining_mac(), B('{tampered.hex()}'), 1)
     print('accepted')
 except MacError as e:
     print(e.reason)
 """).splitlines()
-    assert out[0] == plain.hex()
     nwk, app = codec_crypto.derive_session_keys(app_key, join_nonce, net_id, dev_nonce)
-    assert out[1] == f"{nwk.hex()} {app.hex()}"
+    assert out[0] == f"{dev_addr} {dev_nonce} {nwk.hex()} {app.hex()}"
+    # the CFList (type 0): five frequencies in 100 Hz, each 0 or in the band, for channels 3..7, else none is set
+    freqs = [int.from_bytes(cflist[i:i + 3], "little") // 10 for i in range(0, 15, 3)] if cflist else []
+    usable = cflist[15:] == b"\x00" and all(f == 0 or 863_000 <= f <= 870_000 for f in freqs)
+    channels = [868100, 868300, 868500] + (freqs if usable else [0] * 5)
+    counters = ["bad_cflist"] if cflist and not usable else []
+    assert out[1] == f"2 3 2000 {counters} {channels}"
     assert out[2] == "mic_mismatch"
     # and the derivation straight from the specification, with cryptography
     block = join_nonce.to_bytes(3, "little") + net_id.to_bytes(3, "little") + dev_nonce.to_bytes(2, "little") + bytes(7)
     ecb = Cipher(algorithms.AES(app_key), modes.ECB()).encryptor()
-    assert out[1].split()[0] == ecb.update(b"\x01" + block).hex()
+    assert nwk == ecb.update(b"\x01" + block)
 
 
 def test_bad_key_length_is_a_typed_error():

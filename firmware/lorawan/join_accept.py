@@ -13,12 +13,29 @@ _JOIN_ACCEPT = const(0x20)
 
 
 def open_join_accept(mac, frame, window):
-    """Check and apply a JoinAccept heard in RX`window`: the session starts; [Joined]. MacError(reason) for a frame
-    to drop."""
+    """Check a JoinAccept heard in RX`window` (length, type, MIC), decrypt it and start its session: keys, DevAddr, RX
+    settings, CFList; [Joined]. MacError(reason) for a frame to drop.
+
+    The network encrypted with AES-decrypt, so the node uses AES-encrypt (ECB, with the AppKey), as it does for the
+    session keys: NwkSKey | AppSKey = aes(AppKey, 0x01 | JoinNonce | NetID | DevNonce | pad, 0x02 | the same)."""
+    if len(frame) not in (17, 33):
+        raise MacError("bad_join_accept_length")
+    if frame[0] != _JOIN_ACCEPT:
+        raise MacError("not_join_accept")
     app_cmac = mac._otaa[1]
-    msg = join_accept_open(app_cmac, frame)
-    nwk_s_key, mac._app_s_key = session_keys(app_cmac.key, msg[1:4], msg[4:7], mac._join_nonce)
-    mac._nwk = Cmac(nwk_s_key)
+    msg = bytearray(frame)  # MHDR | JoinNonce(3) | NetID(3) | DevAddr(4) | DLSettings | RxDelay | [CFList(16)] | MIC
+    aes(app_cmac.key, _ECB).encrypt(memoryview(frame)[1:], memoryview(msg)[1:])
+    if app_cmac.digest(memoryview(msg)[:-4])[:4] != msg[-4:]:
+        raise MacError("mic_mismatch")
+    nonce = mac._join_nonce
+    keys = bytearray(32)
+    for start in (0, 16):
+        keys[start] = 1 + start // 16
+        keys[start + 1:start + 7] = msg[1:7]
+        keys[start + 7], keys[start + 8] = nonce & 0xFF, nonce >> 8 & 0xFF
+    aes(app_cmac.key, _ECB).encrypt(keys, keys)
+    mac._nwk = Cmac(keys[:16])
+    mac._app_s_key = bytes(keys[16:])
     mac._dev_addr = bytes(msg[7:11])
     offset, rx2_dr = msg[11] >> 4 & 0x07, msg[11] & 0x0F
     if offset <= 5 and mac.region.valid_dr(rx2_dr):
@@ -26,10 +43,10 @@ def open_join_accept(mac, frame, window):
     else:
         mac.count("bad_dl_settings")
     mac.rx1_delay_ms = 1000 * ((msg[12] & 0x0F) or 1)
-    if len(msg) == 29 and not _apply_cflist(mac.region, msg[13:29]):
+    if len(msg) == 33 and not _apply_cflist(mac.region, msg[13:29]):
         mac.count("bad_cflist")
     mac.join_attempts = 0
-    return [Joined(mac.dev_addr, mac._join_nonce, window, mac._tx_dr)]
+    return [Joined(mac.dev_addr, nonce, window, mac._tx_dr)]
 
 
 def _apply_cflist(region, cflist):
@@ -45,35 +62,3 @@ def _apply_cflist(region, cflist):
     for i, freq_khz in enumerate(freqs):
         region.set_channel(len(region.DEFAULT_CHANNELS) + i, freq_khz)
     return True
-
-
-def join_accept_open(app_cmac, frame):
-    """Check a JoinAccept frame (MHDR | encrypted rest), decrypt it with the AppKey of app_cmac (a Cmac) and check its
-    MIC; returns the plain MHDR..CFList bytes. MacError(reason) for a frame to drop.
-
-    The network encrypted with AES-decrypt, so the node uses AES-encrypt."""
-    if len(frame) not in (17, 33):
-        raise MacError("bad_join_accept_length")
-    if frame[0] != _JOIN_ACCEPT:
-        raise MacError("not_join_accept")
-    plain = bytearray(frame)
-    aes(app_cmac.key, _ECB).encrypt(memoryview(frame)[1:], memoryview(plain)[1:])
-    msg = bytes(plain[:-4])
-    if app_cmac.digest(msg)[:4] != bytes(plain[-4:]):
-        raise MacError("mic_mismatch")
-    return msg
-
-
-def session_keys(app_key, join_nonce, net_id, dev_nonce):
-    """(NwkSKey, AppSKey) for LoRaWAN 1.0.x: aes(AppKey, 0x01|0x02 | JoinNonce(3) | NetID(3) | DevNonce(2) | pad).
-
-    join_nonce and net_id are the 3-byte little-endian fields as received; dev_nonce is an int."""
-    block = bytearray(32)
-    block[0], block[16] = 1, 2
-    for start in (0, 16):
-        block[start + 1:start + 4] = join_nonce
-        block[start + 4:start + 7] = net_id
-        block[start + 7] = dev_nonce & 0xFF
-        block[start + 8] = dev_nonce >> 8 & 0xFF
-    keys = aes(app_key, _ECB).encrypt(block)
-    return bytes(keys[:16]), bytes(keys[16:])
