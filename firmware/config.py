@@ -46,6 +46,14 @@ def number(table, key, default, low, high, where="settings"):
     return value
 
 
+def battery_calibration(calibration, divider):
+    """(battery_divider, battery_empty_v, battery_full_v) of config.json's calibration section; `divider` is the
+    board's."""
+    divider = number(calibration, "battery_divider", divider, 1, 100, "calibration")
+    empty_v = number(calibration, "battery_empty_v", 3.3, 0, 60, "calibration")
+    return divider, empty_v, number(calibration, "battery_full_v", 4.2, empty_v + 0.01, 60, "calibration")
+
+
 def section(config, name):
     """config[name] as a dict (empty if absent)."""
     value = config.get(name) or {}

@@ -27,12 +27,10 @@ class Battery:
     voltage, the low flag (set below a limit, cleared only BATTERY_HYSTERESIS_V above it) and the DevStatus level."""
 
     def __init__(self, board, calibration):
-        from config import number  # at boot only: apps.runtime.start_settings unloads it
+        from config import battery_calibration  # at boot only: apps.runtime.start_settings unloads it
 
         self.board = board
-        self.divider = number(calibration, "battery_divider", board.BATTERY_DIVIDER, 1, 100, "calibration")
-        self.empty_v = number(calibration, "battery_empty_v", 3.3, 0, 60, "calibration")
-        self.full_v = number(calibration, "battery_full_v", 4.2, self.empty_v + 0.01, 60, "calibration")
+        self.divider, self.empty_v, self.full_v = battery_calibration(calibration, board.BATTERY_DIVIDER)
         self.low = False
 
     def measure(self, low_v):
