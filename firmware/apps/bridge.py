@@ -26,9 +26,9 @@ from micropython import const
 
 from apps.runtime import (Episodes, fit_reading, handle, over_limit, radio_summary, run_slots, send_alarm,
                           send_message, start_settings)
-from drivers.adxl345 import ADXL345, COUNTS_PER_G, along_x_tilt
+from drivers.adxl345 import ADXL345, COUNTS_PER_G
 from drivers.tmp102 import TMP102
-from drivers.vibration import vibration
+from drivers.vibration import along_x_tilt, sample_window, vibration
 from modules import unload
 
 KIND = "bridge"
@@ -81,7 +81,7 @@ class Bridge:
 
     def reading(self):
         values = self.strains()
-        mean_x = self.accelerometer.window(self.window)
+        mean_x = sample_window(self.accelerometer, self.window)
         rms, peak, freq = vibration(self.window, _SAMPLE_RATE_HZ, floor=1 / COUNTS_PER_G)
         values.update(vibration_rms=rms, vibration_peak=peak, vibration_freq=freq, tilt=along_x_tilt(mean_x),
                       crack_width=self.board.crack_gauge_volts() * self.crack_mm_per_v,

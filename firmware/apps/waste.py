@@ -17,6 +17,8 @@ tilt_poll_s (30), tip_deg (60), upright_deg (20). Calibration (config "calibrati
 full mark down to the bottom), sensor_offset_m (0.1: from the sensor down to the full mark), pings (5),
 battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
+import math
+
 from micropython import const
 
 from apps.runtime import (Battery, Episodes, first_delay_ms, guarded, handle, over_limit, radio_summary, send_alarm,
@@ -37,6 +39,15 @@ def fill_percent(distance_m, depth_m, offset_m):
     """Fill level 0..100 % of a container `depth_m` deep whose sensor sits `offset_m` above the full mark."""
     fill = (depth_m + offset_m - distance_m) / depth_m * 100
     return max(0, min(100, round(fill)))
+
+
+def tilt_from_upright(accelerometer):
+    """Degrees between the ADXL345's z axis and the vertical (0 upright, 180 upside down)."""
+    x, y, z = accelerometer.counts()
+    magnitude = math.sqrt(x * x + y * y + z * z)
+    if magnitude == 0:
+        raise OSError("ADXL345: no acceleration measured")
+    return math.degrees(math.acos(max(-1.0, min(1.0, z / magnitude))))
 
 
 class TiltWatch:
@@ -113,7 +124,7 @@ class Waste:
 
     def emptied(self):
         """Check the tilt once; True when that completes an emptying."""
-        return self.tilt.update(self.accelerometer.tilt_from_upright())
+        return self.tilt.update(tilt_from_upright(self.accelerometer))
 
     def fire_due(self, now_ms, celsius=None):
         """Sample the temperature (measured now unless given); True while a fire alarm is due."""
@@ -124,7 +135,7 @@ class Waste:
 
     def reading(self):
         distance = self.ranger.distance_m(self.pings)
-        tilt = self.accelerometer.tilt_from_upright()
+        tilt = tilt_from_upright(self.accelerometer)
         self.last_fill = fill_percent(distance, self.depth_m, self.offset_m)
         volts = self.battery.measure(self.settings["battery_low_v"])
         return {"fill_level": self.last_fill, "distance": distance, "temperature": self.thermometer.celsius(),

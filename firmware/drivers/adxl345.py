@@ -1,11 +1,8 @@
 """Analog Devices ADXL345 3-axis accelerometer on I2C (address 0x53), full-resolution mode (256 counts per g at every
-range): a sample is 3 little-endian int16 (x, y, z) from DATAX0.
+range): a sample is 3 little-endian int16 (x, y, z) from DATAX0, taken at the output data rate `rate_hz`.
 
-tilt_from_upright() (degrees between z and gravity) serves the waste container, along_x_tilt() (degrees the x axis is
-raised) and window() (vibration samples of z at the output data rate) serve the bridge."""
-import math
-import time
-
+What the apps make of the samples lives with them, so each loads only its own: the waste container's tilt from upright
+(apps/waste.py), the bridge's vibration window and tilt along the span (drivers/vibration.py)."""
 from micropython import const
 
 # registers
@@ -37,31 +34,6 @@ class ADXL345:
         self._i2c.readfrom_mem_into(self._address, _DATAX0, self._buf)
         b = self._buf
         return _int16(b[0] | b[1] << 8), _int16(b[2] | b[3] << 8), _int16(b[4] | b[5] << 8)  # no generator per sample
-
-    def tilt_from_upright(self):
-        """Degrees between the z axis and the vertical (0 upright, 180 upside down)."""
-        x, y, z = self.counts()
-        magnitude = math.sqrt(x * x + y * y + z * z)
-        if magnitude == 0:
-            raise OSError("ADXL345: no acceleration measured")
-        return math.degrees(math.acos(max(-1.0, min(1.0, z / magnitude))))
-
-    def window(self, zs):
-        """Fill `zs` (an array("f"), reused for every window) with samples of z in g at rate_hz; returns the mean x
-        count over them."""
-        period_us = round(1000000 / self.rate_hz)
-        xs = 0
-        for i in range(len(zs)):
-            x, _y, z = self.counts()
-            xs += x
-            zs[i] = z / COUNTS_PER_G
-            time.sleep_us(period_us)
-        return xs / len(zs)
-
-
-def along_x_tilt(mean_x_counts):
-    """Degrees the x axis is raised above the horizontal, from its mean count (1 g = 256 counts)."""
-    return math.degrees(math.asin(max(-1.0, min(1.0, mean_x_counts / COUNTS_PER_G))))
 
 
 def _int16(value):
