@@ -24,8 +24,8 @@ from array import array
 
 from micropython import const
 
-from apps.runtime import (Episodes, fit_reading, handle, over_limit, radio_summary, run_slots, send_alarm,
-                          send_message, start_settings)
+from apps.runtime import Episodes, fit_reading, handle, over_limit, run_slots, send_alarm, send_message, start_settings
+from cbor import encode_reading
 from drivers.adxl345 import ADXL345, COUNTS_PER_G
 from drivers.tmp102 import TMP102
 from drivers.vibration import along_x_tilt, sample_window, vibration
@@ -126,18 +126,18 @@ class Bridge:
         return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
-def _log_line(values, events):
+def _log_line(values):
     strain = " ".join("%s=%d" % (k, values[k]) for k in STRAINS if k in values)
     return ("reading %s vibration rms=%.3fg peak=%.3fg freq=%.1fHz tilt=%.2fdeg crack=%.2fmm temperature=%.1fC "
-            "battery=%.2fV%s -> %s") % (strain, values["vibration_rms"], values["vibration_peak"],
-                                        values["vibration_freq"], values["tilt"], values["crack_width"],
-                                        values["temperature"], values["battery"],
-                                        " LOW" if values["battery_low"] else "", radio_summary(events))
+            "battery=%.2fV%s") % (strain, values["vibration_rms"], values["vibration_peak"], values["vibration_freq"],
+                                  values["tilt"], values["crack_width"], values["temperature"], values["battery"],
+                                  " LOW" if values["battery_low"] else "")
 
 
-def _alarm_line(alarm, events):
-    return "alarm: %s -> %s" % (" ".join("%s=%g" % (name, alarm[name]) for name in CHECKS if name in alarm),
-                                radio_summary(events))
+def _send_alarm(app, node, alarm, reported):
+    """Send the "alarm" message `alarm` (apps.runtime.send_alarm) for the episodes in the bit mask `reported`."""
+    line = "alarm: " + " ".join("%s=%g" % (name, alarm[name]) for name in CHECKS if name in alarm)
+    send_alarm(node, encode_reading(KIND, "alarm", alarm), app.episodes, reported, app.handle, line)
 
 
 App = Bridge  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config
@@ -149,19 +149,25 @@ def run(app, node):
     settings = app.settings
     first_slow = [0]
 
-    def step():
+    def reading():
+        """The reading's message and log line, a due alarm sent first; its values go with this frame, before the
+        reading is sent."""
         values = app.reading()
         node.mac.battery_level = app.battery.level(values["battery"])
         alarm, reported = app.alarm(values)
         if alarm:
-            send_alarm(node, KIND, alarm, app.episodes, reported, app.handle, _alarm_line)
+            _send_alarm(app, node, alarm, reported)
         sent, first_slow[0] = fit_reading(KIND, values, SLOW_FIELDS, first_slow[0])
-        send_message(node, KIND, "reading", sent, settings["confirmed"], app.handle, lambda _v, e: _log_line(values, e))
+        return encode_reading(KIND, "reading", sent), _log_line(values)
+
+    def step():
+        message, line = reading()
+        send_message(node, message, settings["confirmed"], app.handle, line)
 
     def between(now_ms):
         alarm, reported, next_ms = app.strain_check(now_ms)
         if alarm:
-            send_alarm(node, KIND, alarm, app.episodes, reported, app.handle, _alarm_line)
+            _send_alarm(app, node, alarm, reported)
         return next_ms
 
     run_slots(node, settings, step, between)

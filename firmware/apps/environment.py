@@ -15,8 +15,8 @@ import time
 
 from micropython import const
 
-from apps.runtime import (Battery, Episodes, handle, over_limit, radio_summary, run_slots, send_alarm, send_message,
-                          start_settings)
+from apps.runtime import Battery, Episodes, handle, over_limit, run_slots, send_alarm, send_message, start_settings
+from cbor import encode_reading
 from drivers.scd41 import SCD41
 
 KIND = "environment"
@@ -72,14 +72,14 @@ class Environment:
         return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
-def _log_line(values, events):
-    return "reading co2=%dppm temperature=%.1fC humidity=%.1f%% battery=%.2fV%s -> %s" % (
+def _log_line(values):
+    return "reading co2=%dppm temperature=%.1fC humidity=%.1f%% battery=%.2fV%s" % (
         values["co2"], values["temperature"], values["humidity"], values["battery"],
-        " LOW" if values["battery_low"] else "", radio_summary(events))
+        " LOW" if values["battery_low"] else "")
 
 
-def _alarm_line(alarm, events):
-    return "alarm: ventilate: co2=%dppm limit=%dppm -> %s" % (alarm["co2"], alarm["co2_limit"], radio_summary(events))
+def _alarm_line(alarm):
+    return "alarm: ventilate: co2=%dppm limit=%dppm" % (alarm["co2"], alarm["co2_limit"])
 
 
 App = Environment  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config
@@ -89,11 +89,18 @@ def run(app, node):
     """The app's loop, forever: one reading per interval_s slot (apps.runtime.run_slots), a due alarm ahead of it."""
     settings = app.settings
 
-    def step():
+    def reading():
+        """The reading's message and log line, a due ventilate alarm sent first; its values go with this frame,
+        before the reading is sent."""
         values = app.reading()
         node.mac.battery_level = app.battery.level(values["battery"])
         if app.ventilate_due(values["co2"]):
-            send_alarm(node, KIND, app.alarm(values["co2"]), app.ventilate, 1, app.handle, _alarm_line)
-        send_message(node, KIND, "reading", values, settings["confirmed"], app.handle, _log_line)
+            alarm = app.alarm(values["co2"])
+            send_alarm(node, encode_reading(KIND, "alarm", alarm), app.ventilate, 1, app.handle, _alarm_line(alarm))
+        return encode_reading(KIND, "reading", values), _log_line(values)
+
+    def step():
+        message, line = reading()
+        send_message(node, message, settings["confirmed"], app.handle, line)
 
     run_slots(node, settings, step)

@@ -10,7 +10,7 @@ import os
 import machine
 from micropython import const
 
-from cbor import encode_reading, entry_bytes
+from cbor import entry_bytes
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from modules import unload
 from schema_v1 import MESSAGES
@@ -71,22 +71,25 @@ class Episodes:
         return bool(self.active & ~self.acked & bit)
 
 
-def send_message(node, kind, message, values, confirmed, handle_events, log_line):
-    """Encode and send one message of `kind`, apply what came back (handle_events(events) -> (join lines, downlink
-    lines)) and print log_line(values, events) between them; returns the events."""
-    fport, payload = encode_reading(kind, message, values)
-    events = node.send(fport, payload, confirmed)
+def send_message(node, message, confirmed, handle_events, line):
+    """Send one message, (fport, payload) from cbor.encode_reading, apply what came back (handle_events(events) ->
+    (join lines, downlink lines)) and print "`line` -> how the send went" between them; returns the events. The app
+    encodes the message and formats its line before, so no dict of values is held while the exchange runs."""
+    events = node.send(message[0], message[1], confirmed)
     joins, downlinks = handle_events(events)
-    for line in joins + [log_line(values, events)] + downlinks:
-        print(line)
+    for text in joins:
+        print(text)
+    print(line, "->", radio_summary(events))
+    for text in downlinks:
+        print(text)
     return events
 
 
-def send_alarm(node, kind, values, episodes, reported, handle_events, log_line):
-    """Send the "alarm" message `values` at once as a confirmed uplink; once the network acknowledged it, the
+def send_alarm(node, message, episodes, reported, handle_events, line):
+    """Send an "alarm" message (send_message) at once as a confirmed uplink; once the network acknowledged it, the
     conditions it reports (the bit mask `reported` of `episodes`) are no longer due (until acknowledged it goes again
     with the next reading)."""
-    for event in send_message(node, kind, "alarm", values, True, handle_events, log_line):
+    for event in send_message(node, message, True, handle_events, line):
         if isinstance(event, Done) and event.acked:  # the network acknowledged it
             episodes.acked |= reported
 

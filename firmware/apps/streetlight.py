@@ -25,8 +25,8 @@ battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), t
 """
 from micropython import const
 
-from apps.runtime import (Battery, Episodes, fit_reading, handle, radio_summary, run_slots, send_alarm, send_message,
-                          start_settings)
+from apps.runtime import Battery, Episodes, fit_reading, handle, run_slots, send_alarm, send_message, start_settings
+from cbor import encode_reading
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
 
@@ -154,16 +154,16 @@ class Streetlight:
         return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
-def _log_line(values, events):
-    return "reading lamp=%s dim=%d%% power=%.1fW energy=%dWh light=%dlx battery=%.2fV%s presence=%d -> %s" % (
+def _log_line(values):
+    return "reading lamp=%s dim=%d%% power=%.1fW energy=%dWh light=%dlx battery=%.2fV%s presence=%d" % (
         "on" if values["lamp_on"] else "off", values["dim_level"], values["power"], round(values["energy"]),
         round(values["ambient_light"]), values["battery"], " LOW" if values["battery_low"] else "",
-        values["presence"], radio_summary(events))
+        values["presence"])
 
 
-def _alarm_line(alarm, events):
-    return "alarm: lamp fault: power=%.1fW expected=%.1fW dim=%d%% -> %s" % (
-        alarm["power"], alarm["expected_power"], alarm["dim_level"], radio_summary(events))
+def _alarm_line(alarm):
+    return "alarm: lamp fault: power=%.1fW expected=%.1fW dim=%d%%" % (
+        alarm["power"], alarm["expected_power"], alarm["dim_level"])
 
 
 App = Streetlight  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config
@@ -175,13 +175,19 @@ def run(app, node):
     settings = app.settings
     first_slow = [0]
 
-    def step():
+    def reading():
+        """The reading's message and log line, a due lamp-fault alarm sent first; its values go with this frame,
+        before the reading is sent."""
         values = app.reading(node.now_ms())
         node.mac.battery_level = app.battery.level(values["battery"])
         alarm = app.lamp_fault(values)
         if alarm is not None:  # until acknowledged: an alarm lost on the air goes again with the next reading
-            send_alarm(node, KIND, alarm, app.fault, 1, app.handle, _alarm_line)
+            send_alarm(node, encode_reading(KIND, "alarm", alarm), app.fault, 1, app.handle, _alarm_line(alarm))
         sent, first_slow[0] = fit_reading(KIND, values, SLOW_FIELDS, first_slow[0])
-        send_message(node, KIND, "reading", sent, settings["confirmed"], app.handle, lambda _v, e: _log_line(values, e))
+        return encode_reading(KIND, "reading", sent), _log_line(values)
+
+    def step():
+        message, line = reading()
+        send_message(node, message, settings["confirmed"], app.handle, line)
 
     run_slots(node, settings, step, app.control)

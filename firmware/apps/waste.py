@@ -21,8 +21,9 @@ import math
 
 from micropython import const
 
-from apps.runtime import (Battery, Episodes, first_delay_ms, guarded, handle, over_limit, radio_summary, send_alarm,
-                          send_message, start_settings)
+from apps.runtime import (Battery, Episodes, first_delay_ms, guarded, handle, over_limit, send_alarm, send_message,
+                          start_settings)
+from cbor import encode_reading
 from drivers.adxl345 import ADXL345
 from drivers.mb7040 import MB7040
 from drivers.tmp102 import TMP102
@@ -151,15 +152,14 @@ class Waste:
         return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
-def _log_line(values, events):
-    return "reading fill=%d%% distance=%.3fm temperature=%.1fC tilt=%ddeg battery=%.2fV%s -> %s" % (
+def _log_line(values):
+    return "reading fill=%d%% distance=%.3fm temperature=%.1fC tilt=%ddeg battery=%.2fV%s" % (
         values["fill_level"], values["distance"], values["temperature"], values["tilt"], values["battery"],
-        " LOW" if values["battery_low"] else "", radio_summary(events))
+        " LOW" if values["battery_low"] else "")
 
 
-def _alarm_line(alarm, events):
-    return "alarm: fire: temperature=%.1fC rise=%.1fC/min -> %s" % (
-        alarm["temperature"], alarm["rise_rate"], radio_summary(events))
+def _alarm_line(alarm):
+    return "alarm: fire: temperature=%.1fC rise=%.1fC/min" % (alarm["temperature"], alarm["rise_rate"])
 
 
 App = Waste  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config
@@ -171,12 +171,19 @@ def run(app, node):
     logged and the loop goes on (apps.runtime.guarded)."""
     settings = app.settings
 
-    def step():
+    def reading():
+        """The reading's message and log line, a due fire alarm sent first; its values go with this frame, before
+        the reading is sent."""
         values = app.reading()
         node.mac.battery_level = app.battery.level(values["battery"])
         if app.fire_due(node.now_ms(), values["temperature"]):
-            send_alarm(node, KIND, app.fire.alarm(), app.fire.episode, 1, app.handle, _alarm_line)
-        send_message(node, KIND, "reading", values, settings["confirmed"], app.handle, _log_line)
+            alarm = app.fire.alarm()
+            send_alarm(node, encode_reading(KIND, "alarm", alarm), app.fire.episode, 1, app.handle, _alarm_line(alarm))
+        return encode_reading(KIND, "reading", values), _log_line(values)
+
+    def step():
+        message, line = reading()
+        send_message(node, message, settings["confirmed"], app.handle, line)
 
     failures = 0
     next_ms = node.now_ms() + first_delay_ms(settings["interval_s"])
