@@ -11,6 +11,8 @@ import os
 
 from micropython import const
 
+from modules import unload
+
 _FCNT_STEP = const(32)
 
 
@@ -18,26 +20,15 @@ class Store:
     """Key/value state kept in `path` (default state.json in the board's root)."""
 
     def __init__(self, path="state.json", fcnt_step=_FCNT_STEP):
+        from store_read import read_state  # at boot only: unloaded after
+
         self.path = path
         self.fcnt_step = fcnt_step
         self.writes = 0
-        self.problem = None  # what went wrong reading the file, for one log line
-        self.data = self._read()
-
-    def _read(self):
-        for candidate in (self.path, self.path + ".tmp"):
-            try:
-                with open(candidate) as f:
-                    data = json.load(f)
-            except OSError:
-                continue
-            except ValueError:
-                self.problem = candidate + " is not valid JSON"
-                continue
-            if isinstance(data, dict):
-                return data
-            self.problem = candidate + " does not hold an object"
-        return {}
+        try:  # `problem`: what went wrong reading the file, for one log line
+            self.data, self.problem = read_state(path)
+        finally:
+            unload("store_read")
 
     def get(self, key, default=None):
         return self.data.get(key, default)
