@@ -1,13 +1,12 @@
 """A data downlink heard in a receive window, for the sans-IO MAC (lorawan/mac.py): checked (type, DevAddr, FCntDown,
-MIC), decrypted, its MAC commands handed to lorawan/commands.py. Downlinks are rare for a Class A node, so the MAC
-imports this module for each one and unloads it after (modules.unload). Part of the MAC, it reads and sets the Mac's
+MIC) and decrypted; the MAC hands its MAC commands to lorawan/commands.py. Downlinks are rare for a Class A node, so the
+MAC imports this module for each one and unloads it before it loads commands.py (modules.unload). Part of the MAC, it reads and sets the Mac's
 state."""
 from micropython import const
 
 from lorawan.crypto import crypt_payload, data_mic
 from lorawan.events import Downlink
 from lorawan.mac import STICKY_ANSWERS, MacError
-from modules import unload
 
 _UNCONFIRMED_DOWN = const(3)  # MType values
 _CONFIRMED_DOWN = const(5)
@@ -16,8 +15,9 @@ _MAX_FCNT_GAP = const(16384)
 
 
 def open_downlink(mac, frame, window, rssi, snr):
-    """Check and decrypt a downlink; returns (events, ack bit). Raises MacError(reason) for a frame to drop: an
-    FCntDown not newer than the last accepted one is fcnt_stale, one more than _MAX_FCNT_GAP ahead fcnt_gap."""
+    """Check and decrypt a downlink; returns (its MAC commands (bytes, maybe empty), [Downlink] or [] (no application
+    data), ack bit). The sticky MAC answers are delivered (a downlink arrived). Raises MacError(reason) for a frame to
+    drop: an FCntDown not newer than the last accepted one is fcnt_stale, one more than _MAX_FCNT_GAP ahead fcnt_gap."""
     if len(frame) < 12:
         raise MacError("too_short")
     mhdr = frame[0]
@@ -51,13 +51,6 @@ def open_downlink(mac, frame, window, rssi, snr):
         key = mac._nwk.key if fport == 0 else mac._app_s_key
         payload = bytes(crypt_payload(key, 1, dev_addr, fcnt, memoryview(frame)[fopts_end + 1:-4]))
     commands = payload if fport == 0 else bytes(frame[8:fopts_end])
-    events, answers = [], []
-    if commands:  # MAC commands come now and then: their code is loaded for them and unloaded after
-        from lorawan.commands import handle_commands
-
-        events, answers = handle_commands(mac, commands, snr, mac._tx_end)
-        unload("lorawan.commands")
-    mac._answers = [a for a in mac._answers if a[0] not in STICKY_ANSWERS] + answers
-    if fport:
-        events.append(Downlink(fport, payload, fcnt, window, rssi, snr))
-    return events, bool(fctrl & _FCTRL_ACK)
+    mac._answers = [a for a in mac._answers if a[0] not in STICKY_ANSWERS]
+    events = [Downlink(fport, payload, fcnt, window, rssi, snr)] if fport else []
+    return commands, events, bool(fctrl & _FCTRL_ACK)

@@ -321,10 +321,20 @@ class Mac:
         return self._try_send(now_ms)
 
     def _open_downlink(self, frame, window, rssi, snr):
-        """(events, ack bit) of a data downlink, or MacError(reason) (lorawan/downlink.py, loaded for each one)."""
+        """(events, ack bit) of a data downlink, or MacError(reason): lorawan/downlink.py checks and decrypts it, then
+        lorawan/commands.py handles its MAC commands, each module loaded for that and unloaded before the next."""
         from lorawan.downlink import open_downlink
 
         try:
-            return open_downlink(self, frame, window, rssi, snr)
+            commands, events, acked = open_downlink(self, frame, window, rssi, snr)
         finally:
             unload("lorawan.downlink")
+        del open_downlink  # the last reference to the module's code: freed before the commands' is loaded
+        if commands:
+            from lorawan.commands import handle_commands
+
+            command_events, answers = handle_commands(self, commands, snr, self._tx_end)
+            unload("lorawan.commands")
+            self._answers.extend(answers)
+            events = command_events + events
+        return events, acked
