@@ -21,8 +21,9 @@ _RX_TIMING_SETUP = const(0x08)
 _DL_CHANNEL = const(0x0A)
 _DEVICE_TIME = const(0x0D)
 _MAX_EIRP_DBM = const(16)
-_REQUEST_LEN = {_LINK_CHECK: 2, _LINK_ADR: 4, _DUTY_CYCLE: 1, _RX_PARAM_SETUP: 4, _DEV_STATUS: 0, _NEW_CHANNEL: 5,
-                _RX_TIMING_SETUP: 1, _DL_CHANNEL: 4, _DEVICE_TIME: 5}
+# CID -> length of the request's payload, for CIDs 0x00..0x0D; 0xFF: not a request this device knows
+_REQUEST_LEN = b"\xff\xff\x02\x04\x01\x04\x00\x05\x01\xff\x04\xff\xff\x05"
+_UNKNOWN = const(0xFF)
 
 
 def _freq_khz(data, at):
@@ -37,8 +38,8 @@ def handle_commands(mac, data, snr, tx_end_ms):
     pos = 0
     while pos < len(data):
         cid = data[pos]
-        size = _REQUEST_LEN.get(cid)
-        if size is None or pos + 1 + size > len(data):
+        size = _REQUEST_LEN[cid] if cid < len(_REQUEST_LEN) else _UNKNOWN
+        if size == _UNKNOWN or pos + 1 + size > len(data):
             mac.count("bad_mac_command")
             break
         args = data[pos + 1:pos + 1 + size]
@@ -47,8 +48,7 @@ def handle_commands(mac, data, snr, tx_end_ms):
             adr_block.append(args)
             if pos < len(data) and data[pos] == _LINK_ADR:
                 continue
-            status = _link_adr(mac, adr_block)
-            answers.extend(bytes((_LINK_ADR, status)) for _ in adr_block)
+            _link_adr(mac, adr_block, answers)
             adr_block = []
         elif cid == _LINK_CHECK:
             events.append(LinkCheck(args[0], args[1]))
@@ -71,8 +71,7 @@ def handle_commands(mac, data, snr, tx_end_ms):
         else:
             answers.append(bytes((_DL_CHANNEL, _dl_channel(mac.region, args))))
     if adr_block:  # a LinkADRReq block cut short by a broken command after it
-        status = _link_adr(mac, adr_block)
-        answers.extend(bytes((_LINK_ADR, status)) for _ in adr_block)
+        _link_adr(mac, adr_block, answers)
     return events, answers
 
 
@@ -93,9 +92,14 @@ def adr_backoff(mac, due):
         mac.count("adr_backoff")
 
 
-def _link_adr(mac, block):
+def _link_adr(mac, block, answers):
+    """Apply a block of LinkADRReq (payloads) as one; one LinkADRAns per request, with the same status, to answers."""
     region = mac.region
-    defined = sum(1 << i for i, freq in enumerate(region.channel_freqs) if freq)
+    channels = range(len(region.channel_freqs))
+    defined = 0
+    for i in channels:
+        if region.channel_freqs[i]:
+            defined |= 1 << i
     mask, mask_ok = region.channel_mask, True
     for args in block:
         control = args[3] >> 4 & 0x07
@@ -109,19 +113,23 @@ def _link_adr(mac, block):
     last = block[-1]
     dr, power_index = last[0] >> 4, last[0] & 0x0F
     new_dr = mac.data_rate if dr == 0x0F else dr
-    channels = range(len(region.channel_freqs))
-    dr_ok = region.valid_dr(new_dr) and any(mask >> i & 1 and region.carries(i, new_dr) for i in channels)
-    power = mac.tx_power_dbm if power_index == 0x0F else _tx_power_dbm(power_index)
+    dr_ok = False  # a valid DR that an enabled channel carries
+    if region.valid_dr(new_dr):
+        for i in channels:
+            if mask >> i & 1 and region.carries(i, new_dr):
+                dr_ok = True
+    power = None  # TXPower index -> EIRP dBm (MaxEIRP - 2 dB per step); 0xF keeps it, 8..14 are not valid
+    if power_index == 0x0F:
+        power = mac.tx_power_dbm
+    elif power_index <= 7:
+        power = _MAX_EIRP_DBM - 2 * power_index
     if mask_ok and dr_ok and power is not None:
         region.channel_mask = mask
         mac.data_rate, mac.tx_power_dbm = new_dr, power
         mac.nb_trans = (last[3] & 0x0F) or 1
-    return (4 if power is not None else 0) | (2 if dr_ok else 0) | (1 if mask_ok else 0)
-
-
-def _tx_power_dbm(index):
-    """LinkADRReq TXPower index -> EIRP dBm (MaxEIRP - 2 dB per step), None if not a valid index."""
-    return _MAX_EIRP_DBM - 2 * index if 0 <= index <= 7 else None
+    status = (4 if power is not None else 0) | (2 if dr_ok else 0) | (1 if mask_ok else 0)
+    for _ in block:
+        answers.append(bytes((_LINK_ADR, status)))
 
 
 def _rx_param_setup(mac, args):
