@@ -51,6 +51,9 @@ def open_downlink(mac, frame, window, rssi, snr):
         key = mac._nwk.key if fport == 0 else mac._app_s_key
         payload = bytes(crypt_payload(key, 1, dev_addr, fcnt, memoryview(frame)[fopts_end + 1:-4]))
     commands = payload if fport == 0 else bytes(frame[8:fopts_end])
-    mac._answers = [a for a in mac._answers if a[0] not in STICKY_ANSWERS]
+    answers = mac._answers
+    for answer in answers[:]:  # the sticky answers are delivered: a downlink arrived
+        if answer[0] in STICKY_ANSWERS:
+            answers.remove(answer)
     events = [Downlink(fport, payload, fcnt, window, rssi, snr)] if fport else []
     return commands, events, bool(fctrl & _FCTRL_ACK)
