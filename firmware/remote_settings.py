@@ -1,10 +1,9 @@
 """A "config" downlink (FPort 3) applied to an app's settings (settings.py has what they are and how they persist):
-loaded for the downlink (apps.runtime.apply_config) and unloaded after."""
+loaded for the downlink once cbor_decode.py has decoded it (apps.runtime.apply_config) and unloaded after."""
 import json
 
-from apps.runtime import config_fport, known, valid_setting
+from apps.runtime import known, valid_setting
 from cbor import CborError
-from modules import unload
 
 
 def apply(values, store, spec, changes):
@@ -35,18 +34,13 @@ def apply(values, store, spec, changes):
     return applied, refused
 
 
-def configure(kind, values, store, spec, payload, fcnt):
-    """Apply a "config" downlink payload of node `kind` at once; returns its log lines (one per applied, refused or
-    unknown setting)."""
-    from cbor_decode import decode_message  # loaded for the downlink, unloaded after
-
+def configure(values, store, spec, decoded, fcnt):
+    """Apply a decoded "config" downlink at once; returns its log lines (one per applied, refused or unknown setting).
+    `decoded`: cbor_decode.decode_message's (name, changes, unknown keys), or the CborError it raised."""
     fcnt = known(fcnt)
-    try:
-        _name, changes, unknown = decode_message(kind, config_fport(kind), payload)
-    except CborError as exc:
-        return ["config downlink fcnt %s refused: %s" % (fcnt, exc)]
-    finally:
-        unload("cbor_decode")
+    if isinstance(decoded, CborError):
+        return ["config downlink fcnt %s refused: %s" % (fcnt, decoded)]
+    _name, changes, unknown = decoded
     applied, refused = apply(values, store, spec, changes)
     lines = ["config: %s %s -> %s (downlink fcnt %s)" % (name, old, new, fcnt) for name, old, new in applied]
     lines += ["config: %s not applied: %s (downlink fcnt %s)" % (name, why, fcnt) for name, why in refused]

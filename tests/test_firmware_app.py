@@ -107,6 +107,29 @@ def test_settings_are_applied_refused_and_kept_across_reboots(tmp_path):
     assert saved == {"interval_s": [20, 60], "confirmed": [True, False]}
 
 
+def test_a_config_downlink_is_decoded_applied_and_logged_with_its_modules_unloaded(tmp_path):
+    out = run_micropython(f"""
+import json, sys
+from apps.runtime import apply_config
+from apps.streetlight import SETTINGS
+from settings import load
+from store import Store
+store = Store()
+values, _dropped = load(json.loads({json.dumps(json.dumps(CONFIG))}), store, SETTINGS)
+for payload, fcnt in (({load_schema("streetlight").encode("config", {"interval_s": 20}).hex()!r}, 4),
+                      ('a1011903e8', 5), ('a11712', 6), ('a10120', -1), ('a101', 7)):
+    for line in apply_config('streetlight', values, store, SETTINGS, bytes.fromhex(payload), fcnt):
+        print(line)
+print(values['interval_s'], [name for name in ('cbor_decode', 'remote_settings') if name in sys.modules])
+""", cwd=tmp_path).splitlines()
+    assert out == ["config: interval_s 60 -> 20 (downlink fcnt 4)",
+                   "config: interval_s 20 -> 1000 (downlink fcnt 5)",
+                   "config: unknown key 23 ignored (downlink fcnt 6)",
+                   "config downlink fcnt ? refused: wrong_type: interval_s",
+                   "config downlink fcnt 7 refused: truncated",
+                   "1000 []"]
+
+
 def test_a_bad_installed_setting_is_a_config_error(tmp_path):
     out = run_micropython(f"""
 import json

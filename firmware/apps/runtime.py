@@ -10,7 +10,7 @@ import os
 import machine
 from micropython import const
 
-from cbor import entry_bytes
+from cbor import CborError, entry_bytes
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from modules import unload
 from schema_v1 import MESSAGES
@@ -139,12 +139,22 @@ def start_settings(config, store, spec):
 
 
 def apply_config(kind, values, store, spec, payload, fcnt):
-    """Apply a "config" downlink payload to the settings `values` at once (remote_settings.configure, loaded for it);
-    returns its log lines."""
+    """Apply a "config" downlink payload to the settings `values` at once; returns its log lines. The payload is decoded
+    by cbor_decode.py, then applied by remote_settings.py: each loaded for its step and unloaded after, never both at
+    once."""
+    from cbor_decode import decode_message
+
+    try:
+        decoded = decode_message(kind, config_fport(kind), payload)
+    except CborError as exc:
+        decoded = exc
+    finally:
+        del decode_message  # a function keeps its module's code alive: this name would, until apply_config returns
+        unload("cbor_decode")
     from remote_settings import configure
 
     try:
-        return configure(kind, values, store, spec, payload, fcnt)
+        return configure(values, store, spec, decoded, fcnt)
     finally:
         unload("remote_settings")
 
