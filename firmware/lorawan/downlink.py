@@ -1,7 +1,7 @@
 """A data downlink heard in a receive window, for the sans-IO MAC (lorawan/mac.py): checked (type, DevAddr, FCntDown,
 MIC) and decrypted; the MAC hands its MAC commands to lorawan/commands.py. Downlinks are rare for a Class A node, so the
-MAC imports this module for each one and unloads it before it loads commands.py (modules.unload). Part of the MAC, it reads and sets the Mac's
-state."""
+MAC imports this module for each one and unloads it before it loads commands.py (modules.unload). Part of the MAC, it
+reads and sets the Mac's state."""
 from micropython import const
 
 from lorawan.crypto import crypt_payload, data_mic

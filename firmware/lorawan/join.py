@@ -1,8 +1,8 @@
 """OTAA join for the sans-IO MAC (lorawan/mac.py): the attempt's start, the JoinRequest and the back-off after a failed
 attempt; the JoinAccept is lorawan/join_accept.py's. The MAC imports this module to start an attempt and unloads it
 once the JoinRequest is built (modules.unload), and imports it again for a failed attempt's back-off: a node joins once
-per boot, so its code need not stay in the heap, and it is not loaded in the receive windows, with join_accept.py. Part of the MAC, it reads
-and sets the Mac's state; the Mac ends the attempt (idle again) after join_failed."""
+per boot, so its code need not stay in the heap, and it is not loaded in the receive windows, with join_accept.py. Part
+of the MAC, it reads and sets the Mac's state; the Mac ends the attempt (idle again) after join_failed."""
 from micropython import const
 
 from lorawan.events import JoinFailed, Wait

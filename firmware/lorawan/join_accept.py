@@ -1,7 +1,7 @@
 """The JoinAccept of an OTAA join for the sans-IO MAC (lorawan/mac.py): decryption, MIC check, session keys, RX
 settings and CFList, with their crypto. The MAC imports it for a frame heard in a join's receive window (lorawan/join.py
-is unloaded by then) and unloads it after (modules.unload). Part of the MAC, it reads and sets the Mac's state; the Mac ends
-the attempt (idle again) after open_join_accept."""
+is unloaded by then) and unloads it after (modules.unload). Part of the MAC, it reads and sets the Mac's state; the Mac
+ends the attempt (idle again) after open_join_accept."""
 from cryptolib import aes
 from micropython import const
 
