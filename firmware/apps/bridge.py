@@ -62,6 +62,7 @@ class Bridge:
 
         channels = set_up(self, board, config)
         unload("apps.bridge_setup")
+        del set_up  # the last reference to its module's code: freed before the settings are read
         self.episodes = Episodes()  # check i's at bit i
         self.board = board
         self.strain_adcs = board.strain_adcs(channels) if channels else None
