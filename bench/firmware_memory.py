@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from dos_agent.firmware_install import FIRMWARE_DIR, compile_module, node_kinds, stage_firmware  # noqa: E402
 from firmware_support import MicroPythonError, run_micropython  # noqa: E402
-from test_firmware_memory import ENCODE_RUN, install, memory_run, worst_case  # noqa: E402
+from test_firmware_memory import ENCODE_RUN, install, memory_run, shortfalls, worst_case  # noqa: E402
 
 HEAP_GOAL_KIB = 64
 ENCODE_GOAL_BYTES = 512
@@ -123,10 +123,11 @@ for name, _step in steps:
 
 
 def smallest_heap_kib(kind: str, firmware: Path) -> int | None:
-    """The smallest heap (KiB) in which the `kind` app's memory run completes; None if not even in the largest."""
+    """The smallest heap (KiB) in which the `kind` app's memory run completes with nothing short (the test's
+    shortfalls(): no reading skipped, the downlink applied); None if not even in the largest."""
     def completes(kib: int) -> bool:
         try:
-            return memory_run(kind, firmware, f"{kib}K")[-1].startswith("finished ")
+            return not shortfalls(kind, memory_run(kind, firmware, f"{kib}K"))
         except MicroPythonError:
             return False
 
@@ -141,17 +142,18 @@ def smallest_heap_kib(kind: str, firmware: Path) -> int | None:
 
 def first_shortage(kind: str, firmware: Path, kib: int) -> str:
     """Where the `kind` app's memory run first runs out of memory in a heap of `kib` KiB: the log line before its first
-    MemoryError and that error (e.g. the first reading, which joins), or how it ended."""
+    MemoryError and that error (e.g. the first reading, which joins), else what the run lacks (shortfalls())."""
     try:
         lines = memory_run(kind, firmware, f"{kib}K")
+        problems = shortfalls(kind, lines)
     except MicroPythonError as exc:
-        lines = str(exc).splitlines()
+        lines, problems = str(exc).splitlines(), ["the run stopped"]
     lines = [line for line in lines if not line.startswith("{")]  # the scripted radio's transmissions
     for index, line in enumerate(lines):
         if "MemoryError" in line:
             before = lines[index - 1] if index else "(start)"
             return f"after {before[:60]!r}: {line.strip()[:100]}"
-    return f"no MemoryError; last line {lines[-1][:100]!r}" if lines else "no output"
+    return f"with no MemoryError logged: {'; '.join(problems)[:120]}"
 
 
 def verdict(ok: bool) -> str:
