@@ -1,8 +1,8 @@
 """A "config" downlink (FPort 3) applied to an app's settings (settings.py has what they are and how they persist):
-loaded for the downlink once cbor_decode.py has decoded it (apps.runtime.apply_config) and unloaded after."""
+loaded for the downlink once cbor_decode.py has decoded it (apps.network_events.apply_config) and unloaded after."""
 import json
 
-from apps.runtime import known, valid_setting
+from apps.runtime import valid_setting
 from cbor import CborError
 
 
@@ -36,8 +36,8 @@ def apply(values, store, spec, changes):
 
 def configure(values, store, spec, decoded, fcnt):
     """Apply a decoded "config" downlink at once; returns its log lines (one per applied, refused or unknown setting).
-    `decoded`: cbor_decode.decode_message's (name, changes, unknown keys), or the CborError it raised."""
-    fcnt = known(fcnt)
+    `decoded`: cbor_decode.decode_message's (name, changes, unknown keys), or the CborError it raised; `fcnt`: the
+    downlink's FCntDown for the lines ("?" when the radio did not report it)."""
     if isinstance(decoded, CborError):
         return ["config downlink fcnt %s refused: %s" % (fcnt, decoded)]
     _name, changes, unknown = decoded

@@ -110,7 +110,7 @@ def test_settings_are_applied_refused_and_kept_across_reboots(tmp_path):
 def test_a_config_downlink_is_decoded_applied_and_logged_with_its_modules_unloaded(tmp_path):
     out = run_micropython(f"""
 import json, sys
-from apps.runtime import apply_config
+from apps.network_events import apply_config
 from apps.streetlight import SETTINGS
 from settings import load
 from store import Store

@@ -1,19 +1,18 @@
-"""What every node app shares: its settings at boot and the FPort 3 "config" downlink (settings.py and
-remote_settings.py, loaded for the job), log lines for joins, downlinks and how a send() went, random offsets that keep
-nodes powered up together from colliding, the reporting loop (one reading per interval slot; a failed reading is
-logged, RESET_AFTER_FAILURES in a row reset the board; control work between readings), the battery (voltage, low flag
-with hysteresis, DevStatus level), routine readings fitted into PAYLOAD_BUDGET bytes (slow fields take turns), and
-alarms: an episode per alarm condition, its "alarm" message sent at once as a confirmed uplink and again with every
-reading until the network acknowledged it."""
+"""What every node app shares: its settings at boot (settings.py, loaded for the job), log lines for how a send()
+went and, through apps/network_events.py loaded for them, for joins and downlinks (a FPort 3 "config" downlink is
+applied at once), random offsets that keep nodes powered up together from colliding, the reporting loop (one reading
+per interval slot; a failed reading is logged, RESET_AFTER_FAILURES in a row reset the board; control work between
+readings), the battery (voltage, low flag with hysteresis, DevStatus level), routine readings fitted into
+PAYLOAD_BUDGET bytes (slow fields take turns), and alarms: an episode per alarm condition, its "alarm" message sent at
+once as a confirmed uplink and again with every reading until the network acknowledged it."""
 import os
 
 import machine
 from micropython import const
 
-from cbor import CborError, entry_bytes
+from cbor import entry_bytes
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from modules import unload
-from schema_v1 import MESSAGES
 
 _RESET_AFTER_FAILURES = const(5)  # consecutive failed readings before the board resets itself
 _BOOT_SPREAD_MS = const(30000)  # the first reading comes within this long after boot
@@ -117,11 +116,6 @@ def fit_reading(kind, values, slow_fields, first_slow):
     return chosen, first_slow if left_out is None else left_out
 
 
-def config_fport(kind):
-    """The FPort of the kind's "config" downlink message."""
-    return MESSAGES[kind]["config"][0]
-
-
 def start_settings(config, store, spec):
     """The app's settings at boot, the last step of its start (settings.load, then the boot banner): their {name:
     value} dict. settings.py and config.py are unloaded after: config.json has been read."""
@@ -138,27 +132,6 @@ def start_settings(config, store, spec):
         unload("settings")
 
 
-def apply_config(kind, values, store, spec, payload, fcnt):
-    """Apply a "config" downlink payload to the settings `values` at once; returns its log lines. The payload is decoded
-    by cbor_decode.py, then applied by remote_settings.py: each loaded for its step and unloaded after, never both at
-    once."""
-    from cbor_decode import decode_message
-
-    try:
-        decoded = decode_message(kind, config_fport(kind), payload)
-    except CborError as exc:
-        decoded = exc
-    finally:
-        del decode_message  # a function keeps its module's code alive: this name would, until apply_config returns
-        unload("cbor_decode")
-    from remote_settings import configure
-
-    try:
-        return configure(values, store, spec, decoded, fcnt)
-    finally:
-        unload("remote_settings")
-
-
 def valid_setting(value, low, high):
     """Whether `value` is in a setting's range: [low, high] for a number, a bool when low is None (settings.py's
     table)."""
@@ -167,27 +140,19 @@ def valid_setting(value, low, high):
     return type(value) in (int, float) and low <= value <= high
 
 
-def known(value):
-    """A counter for a log line: "?" when the radio did not report it (a RAK3172 keeps DevNonce and FCntDown to
-    itself)."""
-    return "?" if value < 0 else value
-
-
 def handle(events, kind, settings, store, spec):
-    """(lines about the join, lines about downlinks) for the events of one send() of a `kind` node; a "config"
-    downlink is applied to its settings at once (apply_config)."""
-    joins, downlinks = [], []
+    """(lines about the join, lines about downlinks) for the events of one send() of a `kind` node: none for most
+    sends; those of a join or a downlink are written by apps/network_events.py, loaded for them (a "config" downlink is
+    applied to the settings at once)."""
     for event in events:
-        if isinstance(event, Joined):
-            joins.append("joined: DevAddr %08x, DevNonce %s, DR%d" % (event.dev_addr, known(event.dev_nonce), event.dr))
-        elif isinstance(event, JoinFailed):
-            joins.append("join attempt %d (DevNonce %s) got no JoinAccept" % (event.attempt, known(event.dev_nonce)))
-        elif isinstance(event, Downlink):
-            if event.fport == config_fport(kind):
-                downlinks += apply_config(kind, settings, store, spec, event.payload, event.fcnt)
-            else:
-                downlinks.append("downlink on FPort %d (%d bytes) ignored" % (event.fport, len(event.payload)))
-    return joins, downlinks
+        if isinstance(event, Joined) or isinstance(event, JoinFailed) or isinstance(event, Downlink):
+            from apps.network_events import event_lines
+
+            try:
+                return event_lines(events, kind, settings, store, spec)
+            finally:
+                unload("apps.network_events")
+    return (), ()
 
 
 def radio_summary(events):
