@@ -337,3 +337,23 @@ def test_a_switched_off_lamp_drawing_power_is_a_fault(tmp_path):
     assert {name: r["value"] for name, r in uplinks[0][2].readings.items()} == {
         "lamp_fault": True, "power": 36.0, "expected_power": 0.0, "dim_level": 0}
     assert [u[2].readings["lamp_on"]["value"] for u in uplinks if u[0] == 1] == [False] * 3
+
+
+def test_a_sends_log_lines_say_how_it_went_and_what_the_join_and_downlinks_brought(tmp_path):
+    out = run_micropython("""
+from apps.runtime import handle, radio_summary
+from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, RxIgnored, Sent
+sent = lambda fcnt, freq_khz, attempt: Sent(fcnt, 1, freq_khz, 5, 1000, attempt)
+for events in ([], [NotSent('duty_cycle', 'wait 12 s'), NotSent('other', 'x')], [sent(7, 868100, 1), Done(7, None)],
+               [sent(8, 868300, 1), RxIgnored('mic'), sent(8, 0, 2), sent(8, 868500, 3), Done(8, False)],
+               [sent(9, 867100, 1), Done(9, True)]):
+    print(radio_summary(events))
+events = [Joined(0x26AA0042, -1, 1, 5), JoinFailed(2, 4, 0), Downlink(9, b'ab', 3, 1, -80, 7), sent(0, 868100, 1)]
+print(handle(events, 'streetlight', {}, None, '[]'))
+print(handle([sent(1, 868100, 1), Done(1, None)], 'streetlight', {}, None, '[]'))
+""", cwd=tmp_path).splitlines()
+    assert out == ["not sent", "not sent: duty_cycle (wait 12 s)", "fcnt 7 868.1 MHz DR5",
+                   "fcnt 8 868.5 MHz DR5 after 3 tries not acked", "fcnt 9 867.1 MHz DR5 acked",
+                   "(['joined: DevAddr 26aa0042, DevNonce ?, DR5', 'join attempt 2 (DevNonce 4) got no JoinAccept'], "
+                   "['downlink on FPort 9 (2 bytes) ignored'])",
+                   "((), ())"]

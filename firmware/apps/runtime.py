@@ -156,21 +156,21 @@ def handle(events, kind, settings, store, spec):
 
 
 def radio_summary(events):
-    """How one send() went, for the reading's log line."""
-    sent = [e for e in events if isinstance(e, Sent)]
-    if not sent:
-        for event in events:
-            if isinstance(event, NotSent):
-                return "not sent: %s (%s)" % (event.reason, event.detail)
-        return "not sent"
-    last = sent[-1]
-    radio = "fcnt %d %s DR%d" % (last.fcnt, "%.1f MHz" % (last.freq_khz / 1000) if last.freq_khz else "? MHz", last.dr)
-    if len(sent) > 1:
-        radio += " after %d tries" % len(sent)
+    """How one send() went, for the reading's log line (one pass over the events, no list of them)."""
+    last, tries, not_sent, acks = None, 0, "not sent", ""
     for event in events:
-        if isinstance(event, Done) and event.acked is not None:
-            radio += " acked" if event.acked else " not acked"
-    return radio
+        if isinstance(event, Sent):
+            last, tries = event, tries + 1
+        elif isinstance(event, NotSent) and not_sent == "not sent":
+            not_sent = "not sent: %s (%s)" % (event.reason, event.detail)
+        elif isinstance(event, Done) and event.acked is not None:
+            acks += " acked" if event.acked else " not acked"
+    if last is None:
+        return not_sent
+    radio = "fcnt %d %s DR%d" % (last.fcnt, "%.1f MHz" % (last.freq_khz / 1000) if last.freq_khz else "? MHz", last.dr)
+    if tries > 1:
+        radio += " after %d tries" % tries
+    return radio + acks
 
 
 def random_below(n):
