@@ -73,12 +73,14 @@ class Node:
                             store.use_dev_nonce(item.dev_nonce)
                     radio.configure(item.radio)
                     sent_ticks = radio.send(item.frame)  # the ticks_ms() at which the frame's end left
+                    item = None  # done with: its frame and radio settings are not kept through the MAC's work
                     items.extend(mac.tx_done(self.now_ms() - time.ticks_diff(self._ticks, sent_ticks)))
                 elif isinstance(item, OpenRx):
                     radio.configure(item.radio)
                     radio.sleep()
                     self.sleep_until(item.at_ms)
                     packet = radio.recv(timeout_ms=item.timeout_ms)
+                    item = None  # (as above: not kept while the MAC opens the frame, the JoinAccept's peak)
                     now = self.now_ms()
                     if packet is not None and not packet.valid_crc:
                         self.counters["crc_error"] = self.counters.get("crc_error", 0) + 1
