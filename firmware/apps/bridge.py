@@ -51,7 +51,9 @@ _SAMPLE_RATE_HZ = const(50)
 
 def strains(counts, counts_per_ue, zero_ue):
     """Strain in µε per channel: counts scaled, minus the channel's zero offset."""
-    return [round(c / counts_per_ue - zero) for c, zero in zip(counts, zero_ue)]
+    for i in range(len(counts)):  # in place (a list of the HX711 bank's): no list, no comprehension's code
+        counts[i] = round(counts[i] / counts_per_ue - zero_ue[i])
+    return counts
 
 
 class Bridge:
@@ -128,16 +130,22 @@ class Bridge:
 
 
 def _log_line(values):
-    strain = " ".join("%s=%d" % (k, values[k]) for k in STRAINS if k in values)
+    strain = ""
+    for name in STRAINS:
+        if name in values:
+            strain += " %s=%d" % (name, values[name])
     return ("reading %s vibration rms=%.3fg peak=%.3fg freq=%.1fHz tilt=%.2fdeg crack=%.2fmm temperature=%.1fC "
-            "battery=%.2fV%s") % (strain, values["vibration_rms"], values["vibration_peak"], values["vibration_freq"],
-                                  values["tilt"], values["crack_width"], values["temperature"], values["battery"],
-                                  " LOW" if values["battery_low"] else "")
+            "battery=%.2fV%s") % (strain[1:], values["vibration_rms"], values["vibration_peak"],
+                                  values["vibration_freq"], values["tilt"], values["crack_width"],
+                                  values["temperature"], values["battery"], " LOW" if values["battery_low"] else "")
 
 
 def _send_alarm(app, node, alarm, reported):
     """Send the "alarm" message `alarm` (apps.runtime.send_alarm) for the episodes in the bit mask `reported`."""
-    line = "alarm: " + " ".join("%s=%g" % (name, alarm[name]) for name in CHECKS if name in alarm)
+    line = "alarm:"
+    for name in CHECKS:
+        if name in alarm:
+            line += " %s=%g" % (name, alarm[name])
     send_alarm(node, encode_reading(KIND, "alarm", alarm), app.episodes, reported, app.handle, line)
 
 
