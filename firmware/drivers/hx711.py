@@ -16,7 +16,7 @@ class HX711Bank:
     def read(self):
         """One conversion of every chip: a list of signed counts."""
         waited = 0
-        while any(pin() for pin in self._data):
+        while not self._ready():
             if waited >= _READY_TIMEOUT_MS:
                 raise OSError("HX711 not ready after %d ms" % _READY_TIMEOUT_MS)  # unplugged, or powered down
             time.sleep_ms(10)
@@ -29,4 +29,14 @@ class HX711Bank:
                 values[i] = values[i] << 1 | pin()
         self._clock(1)
         self._clock(0)
-        return [v - 0x1000000 if v & 0x800000 else v for v in values]
+        for i in range(len(values)):  # in place: no second list, no comprehension's code
+            if values[i] & 0x800000:
+                values[i] -= 0x1000000
+        return values
+
+    def _ready(self):
+        """Whether every chip has a conversion ready (its data line low)."""
+        for pin in self._data:
+            if pin():
+                return False
+        return True

@@ -34,4 +34,7 @@ class MB7040:
 
     def distance_m(self, pings=5):
         """The median of `pings` pings, in metres."""
-        return median([self.ping_cm() for _ in range(pings)]) / 100
+        ranges = []
+        for _ in range(pings):
+            ranges.append(self.ping_cm())
+        return median(ranges) / 100
