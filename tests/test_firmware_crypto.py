@@ -96,17 +96,18 @@ def test_join_accept_and_session_keys_match_the_cpython_codecs(app_key, join_non
 from lorawan.mac import Mac
 from lorawan.node_config import set_otaa
 from lorawan.region import EU868
+from lorawan.join_settings import start_session
 def joining_mac():
     mac = Mac(EU868())
     set_otaa(mac, bytes(8), bytes(8), B('{app_key.hex()}'), {dev_nonce})
     mac._join_nonce, mac._tx_dr = {dev_nonce}, 5
     return mac
 mac = joining_mac()
-joined = open_join_accept(mac, B('{on_air.hex()}'), 1)[0]
+joined = start_session(mac, open_join_accept(mac, B('{on_air.hex()}')), 1)[0]
 print(joined.dev_addr, joined.dev_nonce, mac._nwk.key.hex(), mac._app_s_key.hex())
 print(mac.rx1_dr_offset, mac.rx2_dr, mac.rx1_delay_ms, sorted(mac.counters), list(mac.region.channel_freqs)[:8])
 try:
-    open_join_accept(joining_mac(), B('{tampered.hex()}'), 1)
+    open_join_accept(joining_mac(), B('{tampered.hex()}'))
     print('accepted')
 except MacError as e:
     print(e.reason)

@@ -8,7 +8,7 @@ its MAC commands handled by lorawan/commands.py (each loaded only while a downli
 next new uplink's FOpts, and RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
 
 Activation (lorawan/node_config.py, loaded at boot) is ABP (activate_abp) or OTAA (set_otaa, then join();
-lorawan/join.py and lorawan/join_accept.py, loaded while the node joins). Each
+lorawan/join.py, join_accept.py and join_settings.py, loaded while the node joins, one at a time). Each
 join() is one attempt with a fresh DevNonce, which the Transmit carries so that the runner persists the next one before
 the JoinRequest leaves. A failed attempt gives JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle
 (1 %, 0.1 % after an hour, 0.01 % after eleven hours of trying) or a random delay that doubles per failure, whichever is
@@ -270,13 +270,18 @@ class Mac:
             raise MacError("unexpected_rx")
         window = 1 if self.state == RX1 else 2
         try:
-            if self._joining:  # the JoinAccept's half of the join code (the JoinRequest's was unloaded once built)
+            if self._joining:  # the JoinAccept's part of the join code (the JoinRequest's was unloaded once built)
                 from lorawan.join_accept import open_join_accept
 
                 try:
-                    events = open_join_accept(self, frame, window)
+                    accept = open_join_accept(self, frame)
                 finally:
                     unload("lorawan.join_accept")
+                del open_join_accept  # the last reference to its code: freed before join_settings' is loaded
+                from lorawan.join_settings import start_session
+
+                events = start_session(self, accept, window)
+                unload("lorawan.join_settings")
                 self._joining = False
                 self.state = IDLE
                 return events
