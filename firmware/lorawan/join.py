@@ -5,8 +5,7 @@ per boot, so its code need not stay in the heap, and it is not loaded in the rec
 of the MAC, it reads and sets the Mac's state; the Mac ends the attempt (idle again) after join_failed."""
 from micropython import const
 
-from lorawan.events import JoinFailed, Wait
-from lorawan.mac import IDLE, WAIT, MacError
+from lorawan.events import JoinFailed, MacError
 
 _JOIN_REQUEST = const(0x00)
 _JOIN_BACKOFF_FIRST_MS = const(15000)
@@ -16,12 +15,10 @@ _HOUR_MS = const(3600000)
 
 
 def start_join(mac, now_ms):
-    """Mac.join(): one join attempt, after a Wait if the back-off of the last failed one is not over; the current
-    session, if any, ends."""
+    """Mac.join() of an idle MAC: the current session, if any, ends and a join attempt starts; True if it must wait
+    for the back-off of the last failed attempt (until mac.next_join_ms) before its JoinRequest."""
     if mac._otaa is None:
         raise MacError("not_otaa")
-    if mac.state != IDLE:
-        raise MacError("busy")
     if mac.dev_nonce > 0xFFFF:
         raise MacError("dev_nonce_exhausted")
     mac._dev_addr = None
@@ -31,10 +28,7 @@ def start_join(mac, now_ms):
     mac._attempt = 0
     if mac._join_since is None:
         mac._join_since = now_ms
-    if now_ms < mac.next_join_ms:
-        mac.state = WAIT
-        return [Wait(mac.next_join_ms, "join_backoff")]
-    return mac._try_send(now_ms)
+    return now_ms < mac.next_join_ms
 
 
 def join_request(mac):

@@ -56,7 +56,12 @@ _LINK_CHECK_REQ, _DEVICE_TIME_REQ = b"\x02", b"\x0d"
 STICKY_ANSWERS = b"\x05\x08\x0a"
 
 
-IDLE, TX, RX1, RX2, WAIT = "idle", "tx", "rx1", "rx2", "wait"
+# The MAC's states (Mac.state)
+_IDLE = const(0)
+_TX = const(1)
+_RX1 = const(2)
+_RX2 = const(3)
+_WAIT = const(4)
 
 
 class Mac:
@@ -70,7 +75,7 @@ class Mac:
         self.adr = adr
         self.battery_level = 255  # DevStatusAns: 0 external power, 1..254 level, 255 unknown
         self.counters = {}
-        self.state = IDLE
+        self.state = _IDLE
         self._dev_addr = None
         self._otaa = None
         self.dev_nonce = 0  # next DevNonce (OTAA)
@@ -129,9 +134,14 @@ class Mac:
     def join(self, now_ms):
         """Start one join attempt (after a Wait if the back-off of the last failed one is not over). It ends the
         current session, if any, and ends with Joined or JoinFailed (lorawan/join.py)."""
+        if self.state != _IDLE:
+            raise MacError("busy")
         from lorawan.join import start_join
 
-        return start_join(self, now_ms)
+        if start_join(self, now_ms):  # the back-off of the last failed attempt is not over
+            self.state = _WAIT
+            return [Wait(self.next_join_ms, "join_backoff")]
+        return self._try_send(now_ms)
 
     # ---- uplink path
 
@@ -139,7 +149,7 @@ class Mac:
         """Start sending `payload` on `fport` (1..223); NotSent if it is longer than the data rate allows."""
         if not self.activated:
             raise MacError("not_activated")
-        if self.state != IDLE:
+        if self.state != _IDLE:
             raise MacError("busy")
         if not 1 <= fport <= 223:
             raise MacError("bad_fport")
@@ -195,7 +205,7 @@ class Mac:
         airtime_us = self.region.airtime_us(_JOIN_REQUEST_LEN if self._joining else len(self._frame), dr)
         freq, free_at = self.region.next_channel(dr, now_ms, airtime_us)
         if freq is None:
-            self.state = WAIT
+            self.state = _WAIT
             return [Wait(free_at, "duty_cycle")]
         if self._joining:
             from lorawan.join import join_request
@@ -207,17 +217,17 @@ class Mac:
             frame, fcnt, nonce = self._frame, self._frame_fcnt, None
         self._attempt += 1
         self._tx_freq, self._tx_dr, self._tx_airtime_us = freq, dr, airtime_us
-        self.state = TX
+        self.state = _TX
         radio = self.region.radio_config(freq, dr, self.tx_power_dbm, True)
         return [Transmit(frame, radio, self._tx_airtime_us, fcnt, nonce)]
 
     def tx_done(self, now_ms):
         """The radio finished sending at `now_ms`."""
-        if self.state != TX:
+        if self.state != _TX:
             raise MacError("unexpected_tx_done")
         self.region.note_transmission(self._tx_freq, now_ms, self._tx_airtime_us)
         self._tx_end = now_ms
-        self.state = RX1
+        self.state = _RX1
         events = []
         if self._joining:
             self._rx1_delay_now = _JOIN_ACCEPT_DELAY1_MS
@@ -250,9 +260,9 @@ class Mac:
 
     def rx_timeout(self, now_ms):
         """The window opened by the last OpenRx closed without a frame."""
-        if self.state == RX1:
+        if self.state == _RX1:
             return self._after_rx1(now_ms)
-        if self.state == RX2:
+        if self.state == _RX2:
             return self._finish(now_ms, False)
         raise MacError("unexpected_rx_timeout")
 
@@ -261,14 +271,14 @@ class Mac:
         if now_ms > rx2_at - _RX_EARLY_MS:
             self.count("rx2_missed")
             return self._finish(now_ms, False)
-        self.state = RX2
+        self.state = _RX2
         return [self._window(2, self.rx2_freq_khz, self.rx2_dr, rx2_at)]
 
     def rx(self, frame, now_ms, rssi=0, snr=0):
         """A frame was received in the current window (with the radio's RSSI dBm and SNR dB)."""
-        if self.state not in (RX1, RX2):
+        if self.state not in (_RX1, _RX2):
             raise MacError("unexpected_rx")
-        window = 1 if self.state == RX1 else 2
+        window = 1 if self.state == _RX1 else 2
         try:
             if self._joining:  # the JoinAccept's part of the join code (the JoinRequest's was unloaded once built)
                 from lorawan.join_accept import open_join_accept
@@ -283,7 +293,7 @@ class Mac:
                 events = start_session(self, accept, window)
                 unload("lorawan.join_settings")
                 self._joining = False
-                self.state = IDLE
+                self.state = _IDLE
                 return events
             events, acked = self._open_downlink(frame, window, rssi, snr)
         except MacError as exc:
@@ -298,30 +308,30 @@ class Mac:
 
             events = join_failed(self, now_ms)
             self._joining = False
-            self.state = IDLE
+            self.state = _IDLE
             return events
         confirmed = self._pending[1]
         tries = _CONFIRMED_TRIES if confirmed else self.nb_trans
         if not acked and self._attempt < tries and not (heard and not confirmed):
-            self.state = WAIT
+            self.state = _WAIT
             low, high = _RETRY_BACKOFF_MIN_MS, _RETRY_BACKOFF_MAX_MS
             return [Wait(now_ms + low + self.region.random(high - low + 1), "retransmission")]
-        self.state = IDLE
+        self.state = _IDLE
         self._pending = None
         return [Done(self._frame_fcnt, acked if confirmed else None)]
 
     def cancel(self):
         """Abandon the exchange in progress (the runner's radio failed). A frame that may have left keeps its FCnt used
         (a DevNonce is used as soon as its JoinRequest is built)."""
-        if not self._joining and (self.state == TX or self._attempt):
+        if not self._joining and (self.state == _TX or self._attempt):
             self.fcnt_up = max(self.fcnt_up, self._frame_fcnt + 1)
         self._joining = False
-        self.state = IDLE
+        self.state = _IDLE
         self._pending = None
 
     def wake(self, now_ms):
         """The time a Wait asked for has come."""
-        if self.state != WAIT:
+        if self.state != _WAIT:
             return []
         return self._try_send(now_ms)
 
