@@ -25,10 +25,11 @@ battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), t
 """
 from micropython import const
 
-from apps.runtime import Battery, Episodes, fit_reading, handle, run_slots, send_alarm, send_message, start_settings
+from apps.runtime import Episodes, fit_reading, handle, run_slots, send_alarm, send_message, start_settings
 from cbor import encode_reading
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
+from modules import unload
 
 KIND = "streetlight"
 # JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
@@ -51,13 +52,11 @@ class Streetlight:
     control(now_ms) sets the level between readings (schedule, presence)."""
 
     def __init__(self, board, config, store):
-        from config import number, section  # at boot only: start_settings unloads it
+        from apps.streetlight_setup import set_up  # at boot only: unloaded after
 
-        settings, calibration = section(config, "settings"), section(config, "calibration")
-        self.hysteresis_lux = number(settings, "hysteresis_lux", 20, 0, 65535)
-        shunt_ohm = number(calibration, "ina219_shunt_ohm", 0.1, 0.0001, 10, "calibration")
-        self.lamp_rated_w = number(calibration, "lamp_rated_w", 36.0, 0.1, 400, "calibration")
-        self.battery = Battery(board, calibration)
+        shunt_ohm = set_up(self, board, config)
+        unload("apps.streetlight_setup")
+        del set_up  # the last reference to its module's code: freed before the settings are read
         self.store = store
         self.light = BH1750(board.i2c())
         self.meter = INA219(board.i2c(), shunt_ohm=shunt_ohm)

@@ -21,12 +21,13 @@ import math
 
 from micropython import const
 
-from apps.runtime import (Battery, Episodes, first_delay_ms, guarded, handle, over_limit, send_alarm, send_message,
+from apps.runtime import (Episodes, first_delay_ms, guarded, handle, over_limit, send_alarm, send_message,
                           start_settings)
 from cbor import encode_reading
 from drivers.adxl345 import ADXL345
 from drivers.mb7040 import MB7040
 from drivers.tmp102 import TMP102
+from modules import unload
 
 KIND = "waste"
 # JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
@@ -104,17 +105,12 @@ class Waste:
     """The container's sensors; reading() returns the values to report."""
 
     def __init__(self, board, config, store):
-        from config import number, section  # at boot only: start_settings unloads it
+        from apps.waste_setup import set_up  # at boot only: unloaded after
 
-        settings, calibration = section(config, "settings"), section(config, "calibration")
-        self.fast_fill_pct = number(settings, "fast_fill_pct", 80, 0, 100)
-        self.tilt_poll_s = number(settings, "tilt_poll_s", 30, 1, 3600)
-        tip_deg = number(settings, "tip_deg", 60, 10, 180)
-        self.tilt = TiltWatch(tip_deg, number(settings, "upright_deg", 20, 0, tip_deg))
-        self.depth_m = number(calibration, "container_depth_m", 1.2, 0.1, 10, "calibration")
-        self.offset_m = number(calibration, "sensor_offset_m", 0.1, 0, 5, "calibration")
-        self.pings = int(number(calibration, "pings", 5, 1, 15, "calibration"))
-        self.battery = Battery(board, calibration)
+        tip_deg, upright_deg = set_up(self, board, config)
+        unload("apps.waste_setup")
+        del set_up  # the last reference to its module's code: freed before the settings are read
+        self.tilt = TiltWatch(tip_deg, upright_deg)
         self.ranger = MB7040(board.i2c())
         self.thermometer = TMP102(board.i2c())
         self.accelerometer = ADXL345(board.i2c())
