@@ -51,11 +51,6 @@ def sub_band(freq_khz):
     raise MacError("frequency_outside_band")
 
 
-def _divisor(band):
-    """Duty-cycle divisor of sub-band `band` (100 means 1 %)."""
-    return SUB_BANDS[3 * band + 2]
-
-
 def _bandwidth_khz(dr):
     return 250 if dr == _WIDE_DR else 125
 
@@ -147,7 +142,7 @@ class EU868:
     def _budget_free_at(self, band, now_ms, airtime_us):
         """When `band`'s airtime over the last hour leaves room for airtime_us more (now_ms if it does now); None if
         it never can. Slots that overlap the hour count whole, so the estimate errs on the safe side."""
-        budget_us = _DUTY_WINDOW_MS * 1000 // _divisor(band)
+        budget_us = _DUTY_WINDOW_MS * 1000 // SUB_BANDS[3 * band + 2]  # (its duty-cycle divisor)
         if airtime_us > budget_us:
             return None
         ring, newest = band * _SLOTS, self.band_newest_slot[band]
@@ -166,7 +161,7 @@ class EU868:
         """Close the transmission's sub-band for (divisor - 1) x time on air after it ended, and count its airtime in
         the sub-band's hour (in the slot of its start, which end_ms - airtime never puts too early)."""
         band = sub_band(freq_khz)
-        self.band_free_at[band] = end_ms + -(-airtime_us * (_divisor(band) - 1) // 1000)
+        self.band_free_at[band] = end_ms + -(-airtime_us * (SUB_BANDS[3 * band + 2] - 1) // 1000)
         self.aggregate_free_at = end_ms + -(-airtime_us * (self.aggregate_divisor - 1) // 1000)
         slot = (end_ms - airtime_us // 1000) // _DUTY_SLOT_MS
         ring, newest = band * _SLOTS, self.band_newest_slot[band]
