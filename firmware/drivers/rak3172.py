@@ -7,7 +7,8 @@ At boot the module is reset (ATZ) and configured from config.json, so a board th
 finds it idle; a module that lost its session (it may have reset itself) is configured again before the next join.
 Layers: `AtProtocol` is the sans-IO core (commands out as bytes; lines in, replies and events out); `Rak3172` is the
 edge that writes to and reads lines from the UART (machine.UART with a timeout), waiting for a command's status line and
-for `+EVT:` lines; `ModemNode` turns those into the node's events.
+for `+EVT:` lines; `ModemNode` turns those into the node's events (its settings and join: drivers/rak3172_join.py, loaded
+while it has no session).
 
 The module keeps the LoRaWAN MAC: its DevNonce, FCntUp, channels, RX windows, ADR and MAC commands. What it does not
 tell over AT the events carry as -1 (DevNonce of Joined/JoinFailed, FCntDown of Downlink) or 0 (Sent.freq_khz: the
@@ -20,7 +21,7 @@ import time
 from micropython import const
 
 from drivers.lora_airtime import time_on_air_us
-from lorawan.events import Done, Downlink, JoinFailed, Joined, LinkCheck, NotSent, Sent
+from lorawan.events import Done, Downlink, LinkCheck, NotSent, Sent
 from modules import unload
 
 STATUSES = ("OK", "AT_ERROR", "AT_PARAM_ERROR", "AT_BUSY_ERROR", "AT_TEST_PARAM_OVERFLOW", "AT_NO_NETWORK_JOINED",
@@ -29,10 +30,7 @@ EVENT = "+EVT:"
 _UNKNOWN = const(-1)  # what the module does not report (DevNonce, FCntDown)
 _COMMAND_TIMEOUT_MS = const(2000)  # a status line comes at once; this much silence means the module is gone
 _RESET_TRIES = const(3)  # AT probes after ATZ (each waits _COMMAND_TIMEOUT_MS) while the module boots
-_JOIN_TIMEOUT_MS = const(15000)  # JoinRequest + JoinAccept windows at 5 s and 6 s, at SF12
 _EXCHANGE_TIMEOUT_MS = const(60000)  # a confirmed uplink with its retries
-_JOIN_BACKOFF_FIRST_MS = const(15000)  # first wait after a failed join, doubling up to the next
-_JOIN_BACKOFF_MAX_MS = const(3600000)
 # EU868 data rate -> spreading factor; every DR is 125 kHz wide but DR6 (SF7 at 250 kHz)
 SPREADING_FACTORS = b"\x0c\x0b\x0a\x09\x08\x07\x07"
 _WIDE_DR = const(6)
@@ -219,16 +217,6 @@ class ModemNode:
         self._ticks = time.ticks_ms()
         self._now = 0
 
-    def configure(self):
-        """Write the session's settings to the module (at boot, and again after it lost its session: a module that
-        reset itself may have lost them too). An ABP session is up at once; OTAA joins at the next send."""
-        for name, value in self.settings:
-            self.modem.at(name, value)
-        self.configured = True
-        self._confirmed = False
-        self.data_rate = int(dict(self.settings)["DR"])
-        self.mac.activated = not self.otaa
-
     def now_ms(self):
         """Milliseconds since this node started (monotonic; ticks_ms wrap-around handled)."""
         ticks = time.ticks_ms()
@@ -253,38 +241,18 @@ class ModemNode:
             except ValueError:
                 self.modem.count("malformed_event")
 
-    def _join(self):
-        modem = self.modem
-        self.join_attempts += 1
-        modem.events = []
-        modem.at("JOIN", "1:0:10:1")
-        while True:
-            name, _event = self._next_event(_JOIN_TIMEOUT_MS, "JOIN (no join result)")
-            if name == "joined":
-                self.mac.activated = True
-                self.fcnt_up = 0
-                self.join_attempts = 0
-                dev_addr = int(modem.at("DEVADDR", read=True), 16)
-                return [Joined(dev_addr, _UNKNOWN, None, self.data_rate)]
-            if name == "join_failed":
-                wait = min(_JOIN_BACKOFF_FIRST_MS << min(self.join_attempts - 1, 12), _JOIN_BACKOFF_MAX_MS)
-                self.next_join_ms = self.now_ms() + wait
-                return [JoinFailed(self.join_attempts, _UNKNOWN, self.next_join_ms)]
-
     def send(self, fport, payload, confirmed=False):
         """Send `payload` on `fport` and wait for the exchange's end (join first if needed); returns the events.
         A module that stops answering raises ModemError."""
         events = []
-        if not self.configured:
-            self.configure()
-        if not self.mac.activated:
-            if self.now_ms() < self.next_join_ms:
-                wait_s = (self.next_join_ms - self.now_ms() + 999) // 1000
-                return [NotSent("not_joined", "next join attempt in %d s" % wait_s)]
-            events = self._join()
+        if not (self.configured and self.mac.activated):  # set up and join first (drivers/rak3172_join.py)
+            from drivers.rak3172_join import start_session
+
+            events = start_session(self)
+            del start_session  # the last reference to the module's code
+            unload("drivers.rak3172_join")
             if not self.mac.activated:
-                wait_s = (self.next_join_ms - self.now_ms() + 999) // 1000
-                return events + [NotSent("not_joined", "next join attempt in %d s" % wait_s)]
+                return events
         modem = self.modem
         try:
             if confirmed != self._confirmed:

@@ -5,6 +5,7 @@ from micropython import const
 
 from config import ConfigError, flag, hex_bytes, number, section
 from drivers.rak3172 import ModemNode, Rak3172
+from modules import unload
 
 _CONFIRMED_RETRIES = const(3)
 _BAUDRATE = const(115200)
@@ -46,5 +47,8 @@ def node_from_config(config, make_uart):
     settings += [("CLASS", "A"), ("ADR", "1" if adr else "0"), ("DR", str(data_rate)),
                  ("RETY", str(_CONFIRMED_RETRIES)), ("CFM", "0")]
     node = ModemNode(modem, settings, activation == "otaa", data_rate, adr)
-    node.configure()
+    from drivers.rak3172_join import configure
+
+    configure(node)
+    unload("drivers.rak3172_join")
     return node
