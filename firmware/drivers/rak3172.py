@@ -7,8 +7,8 @@ At boot the module is reset (ATZ) and configured from config.json, so a board th
 finds it idle; a module that lost its session (it may have reset itself) is configured again before the next join.
 Layers: `AtProtocol` is the sans-IO core (commands out as bytes; lines in, replies and events out); `Rak3172` is the
 edge that writes to and reads lines from the UART (machine.UART with a timeout), waiting for a command's status line and
-for `+EVT:` lines; `ModemNode` turns those into the node's events (its settings and join: drivers/rak3172_join.py, loaded
-while it has no session).
+for `+EVT:` lines; `ModemNode` turns those into the node's events (its settings, its join and a refused send:
+drivers/rak3172_join.py, loaded for those).
 
 The module keeps the LoRaWAN MAC: its DevNonce, FCntUp, channels, RX windows, ADR and MAC commands. What it does not
 tell over AT the events carry as -1 (DevNonce of Joined/JoinFailed, FCntDown of Downlink) or 0 (Sent.freq_khz: the
@@ -21,7 +21,7 @@ import time
 from micropython import const
 
 from drivers.lora_airtime import time_on_air_us
-from lorawan.events import Done, Downlink, LinkCheck, NotSent, Sent
+from lorawan.events import Done, Downlink, LinkCheck, Sent
 from modules import unload
 
 STATUSES = ("OK", "AT_ERROR", "AT_PARAM_ERROR", "AT_BUSY_ERROR", "AT_TEST_PARAM_OVERFLOW", "AT_NO_NETWORK_JOINED",
@@ -260,15 +260,15 @@ class ModemNode:
                 self._confirmed = confirmed
             modem.events = []
             modem.at("SEND", "%d:%s" % (fport, bytes(payload).hex()))
-        except ModemError as exc:
-            if exc.status == "AT_NO_NETWORK_JOINED":
-                self.mac.activated = self.configured = False
-                return events + [NotSent("not_joined", "the module lost its session; set up again at the next send")]
-            if exc.status == "AT_BUSY_ERROR":
-                return events + [NotSent("busy", "the module is still busy with an exchange")]
-            if exc.status == "AT_PARAM_ERROR":
-                return events + [NotSent("too_long", "%d bytes refused at DR%d" % (len(payload), self.data_rate))]
-            raise
+        except ModemError as exc:  # a refusal that means the uplink was not sent (drivers/rak3172_join.py)
+            from drivers.rak3172_join import not_sent
+
+            refused = not_sent(self, exc.status, len(payload))
+            del not_sent  # the last reference to the module's code
+            unload("drivers.rak3172_join")
+            if refused is None:
+                raise
+            return events + [refused]
         fcnt = self.fcnt_up
         self.fcnt_up += 1
         sf, bw_khz = SPREADING_FACTORS[self.data_rate], 250 if self.data_rate == _WIDE_DR else 125

@@ -1,6 +1,7 @@
-"""A RAK3172 modem node's session (drivers/rak3172.py): the module's settings written (at boot, and again after it lost
-its session) and the OTAA join with its back-off. ModemNode.send loads this module only when it has no session and
-unloads it after (modules.unload): a node joins once per boot, so the code need not stay in the heap."""
+"""A RAK3172 modem node's rare paths (drivers/rak3172.py): the module's settings written (at boot, and again after it
+lost its session), the OTAA join with its back-off, and a refused AT+SEND. ModemNode.send loads this module only when it
+has no session or the module refused the uplink, and unloads it after (modules.unload): a node joins once per boot, so
+the code need not stay in the heap."""
 from micropython import const
 
 from lorawan.events import JoinFailed, Joined, NotSent
@@ -53,3 +54,17 @@ def _join(node):
             wait = min(_JOIN_BACKOFF_FIRST_MS << min(node.join_attempts - 1, 12), _JOIN_BACKOFF_MAX_MS)
             node.next_join_ms = node.now_ms() + wait
             return JoinFailed(node.join_attempts, _UNKNOWN, node.next_join_ms)
+
+
+def not_sent(node, status, length):
+    """NotSent for an AT+SEND the module refused with `status` (a payload of `length` bytes), None for a status that
+    is a fault (the caller raises it). A lost session (AT_NO_NETWORK_JOINED: the module may have reset itself) is set
+    up again at the next send."""
+    if status == "AT_NO_NETWORK_JOINED":
+        node.mac.activated = node.configured = False
+        return NotSent("not_joined", "the module lost its session; set up again at the next send")
+    if status == "AT_BUSY_ERROR":
+        return NotSent("busy", "the module is still busy with an exchange")
+    if status == "AT_PARAM_ERROR":
+        return NotSent("too_long", "%d bytes refused at DR%d" % (length, node.data_rate))
+    return None
