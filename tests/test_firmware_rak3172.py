@@ -204,10 +204,11 @@ print(opened)
 
 # ---- memory: every app on a RAK3172 board in a bounded heap (the LoRaWAN MAC runs in the module)
 
-# Issue 4's goal is 64K: environment runs in 59K, streetlight in 63K, waste in 63.5K, bridge in 64K, most of it the app
-# and its imports, as on the SX1276 path (tests/test_firmware_memory.py). The budget, the largest kind's need plus 2K,
-# catches a regression of 2K.
-HEAP_BUDGET = "66K"
+# Issue 4's goal is 64K: from a short folder (as on a board) environment runs in 59K, streetlight in 63K, waste in 63.5K,
+# bridge in 64K, most of it the app and its imports, as on the SX1276 path (tests/test_firmware_memory.py); from this
+# test's longer tmp folder (every module's __file__ takes heap) up to 66K. The budget, that need plus 1K, catches a
+# regression of 1K.
+HEAP_BUDGET = "67K"
 MODEM_READINGS = 4
 # boards/memtest_rak.py: the memory test's board (boards/memtest: every sensor answers) with a RAK3172 on its UART that
 # answers by modem.json: joins, brings the config downlink with the first uplink, ends the run at the last send.
