@@ -1,5 +1,5 @@
 """A "config" downlink (FPort 3) applied to an app's settings (settings.py has what they are and how they persist):
-loaded for the downlink once cbor_decode.py has decoded it (apps.network_events.apply_config) and unloaded after."""
+loaded for the downlink once cbor_decode.py has decoded it (apps.runtime.apply_config) and unloaded after."""
 import json
 
 from apps.runtime import valid_setting

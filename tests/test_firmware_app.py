@@ -110,14 +110,14 @@ def test_settings_are_applied_refused_and_kept_across_reboots(tmp_path):
 def test_a_config_downlink_is_decoded_applied_and_logged_with_its_modules_unloaded(tmp_path):
     out = run_micropython(f"""
 import json, sys
-from apps.network_events import apply_config
+from apps.runtime import apply_config
 from apps.streetlight import SETTINGS
 from settings import load
 from store import Store
 store = Store()
 values, _dropped = load(json.loads({json.dumps(json.dumps(CONFIG))}), store, SETTINGS)
 for payload, fcnt in (({load_schema("streetlight").encode("config", {"interval_s": 20}).hex()!r}, 4),
-                      ('a1011903e8', 5), ('a11712', 6), ('a10120', -1), ('a101', 7)):
+                      ('a1011903e8', 5), ('a11712', 6), ('a10120', '?'), ('a101', 7)):
     for line in apply_config('streetlight', values, store, SETTINGS, bytes.fromhex(payload), fcnt):
         print(line)
 print(values['interval_s'], [name for name in ('cbor_decode', 'remote_settings') if name in sys.modules])

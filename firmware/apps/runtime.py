@@ -10,9 +10,10 @@ import os
 import machine
 from micropython import const
 
-from cbor import entry_bytes
+from cbor import CborError, entry_bytes
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from modules import unload
+from schema_v1 import MESSAGES
 
 _RESET_AFTER_FAILURES = const(5)  # consecutive failed readings before the board resets itself
 _BOOT_SPREAD_MS = const(30000)  # the first reading comes within this long after boot
@@ -142,17 +143,42 @@ def valid_setting(value, low, high):
 
 def handle(events, kind, settings, store, spec):
     """(lines about the join, lines about downlinks) for the events of one send() of a `kind` node: none for most
-    sends; those of a join or a downlink are written by apps/network_events.py, loaded for them (a "config" downlink is
-    applied to the settings at once)."""
+    sends; those of a join or a downlink are written by apps/network_events.py, loaded for them, and a "config"
+    downlink is applied to the settings at once (apply_config, once that module is unloaded)."""
     for event in events:
         if isinstance(event, Joined) or isinstance(event, JoinFailed) or isinstance(event, Downlink):
             from apps.network_events import event_lines
 
             try:
-                return event_lines(events, kind, settings, store, spec)
+                joins, downlinks, configs = event_lines(events, kind)
             finally:
                 unload("apps.network_events")
+            del event_lines  # the last reference to its module's code: freed before a config is decoded
+            for payload, fcnt in configs:
+                downlinks += apply_config(kind, settings, store, spec, payload, fcnt)
+            return joins, downlinks
     return (), ()
+
+
+def apply_config(kind, values, store, spec, payload, fcnt):
+    """Apply a "config" downlink payload to the settings `values` at once; returns its log lines (`fcnt` as the
+    lines show it). The payload is decoded by cbor_decode.py, then applied by remote_settings.py: each loaded for its
+    step and unloaded after, never both at once."""
+    from cbor_decode import decode_message
+
+    try:
+        decoded = decode_message(kind, MESSAGES[kind]["config"][0], payload)
+    except CborError as exc:
+        decoded = exc
+    finally:
+        del decode_message  # a function keeps its module's code alive: this name would, until apply_config returns
+        unload("cbor_decode")
+    from remote_settings import configure
+
+    try:
+        return configure(values, store, spec, decoded, fcnt)
+    finally:
+        unload("remote_settings")
 
 
 def radio_summary(events):
