@@ -56,7 +56,7 @@ for folder in ('', 'lorawan', 'apps', 'drivers', 'boards'):
         if file.endswith('.mpy'):
             staged.append((folder + '.' if folder else '') + file[:-4])
 for name in staged:
-    if name not in sys.modules and name not in ('time', 'fwtest', 'boards.memtest', 'modules'):
+    if name not in sys.modules and name not in ('time', 'fwtest', 'boards.memtest', 'modules', 'node_main'):
         kept = list(sys.modules)
         gc.collect()
         before = gc.mem_alloc()
@@ -68,7 +68,7 @@ for name in staged:
             pass
         for added in [added for added in sys.modules if added not in kept]:
             forget(added)
-FIRST = ('main', 'apps.%(kind)s', 'boards.memtest', 'fwtest', 'apps.runtime', 'lorawan.node', 'lorawan.mac')
+FIRST = ('node_main', 'apps.%(kind)s', 'boards.memtest', 'fwtest', 'apps.runtime', 'lorawan.node', 'lorawan.mac')
 resident = [name for name in FIRST if name in sys.modules]
 resident += [name for name in sys.modules if name not in resident and '.' in name or name in ('cbor', 'schema_v1', 'store')]
 for name in resident:
