@@ -16,11 +16,13 @@ from dos_codecs.schema import available_kinds, load_schema
 from firmware_support import FWTEST_MODULE, VIRTUAL_TIME_MODULE, run_micropython
 
 HEAP_GOAL = "64K"  # issue 4: the full app with the LoRaWAN stack runs under micropython -X heapsize=64K
-# Not reached: on this 64-bit unix port the apps need 79 (environment) to 91 (bridge) KiB (bench/firmware_memory.py
-# prints each against the goal), because a loaded module's code lives in the heap and the code the node keeps loaded
-# (LoRaWAN stack, app, runtime, drivers, board) is ~64 KiB once up. The run is deterministic (virtual time, same
-# exchange), so the budget is the largest app's need plus 2 KiB: it fails on a regression of 2 KiB or more.
-HEAP_BUDGET = "93K"
+# Met by environment (64 KiB), not yet by bridge, streetlight and waste (69 KiB each; bench/firmware_memory.py prints
+# each against the goal): on this 64-bit unix port a loaded module's code lives in the heap, and what the node keeps
+# loaded (LoRaWAN MAC, app, runtime, drivers, board, ~550 interned names) is ~54 KiB at the end of a run; the join and
+# a config downlink add their code and frames on top. The RAK3172 path, where the module runs the MAC, meets it
+# (tests/test_firmware_rak3172.py). The run is deterministic (virtual time, same exchange), so the budget is the
+# largest app's need plus 2 KiB: it fails on a regression of 2 KiB or more.
+HEAP_BUDGET = "71K"
 ENCODE_BUDGET_BYTES = 512
 READINGS = 4
 APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
