@@ -54,6 +54,14 @@ def battery_calibration(calibration, divider):
     return divider, empty_v, number(calibration, "battery_full_v", 4.2, empty_v + 0.01, 60, "calibration")
 
 
+def lorawan_options(config):
+    """(activation: "abp" or "otaa", data_rate: 0..5 (default 5), adr: default true) of config.json."""
+    activation = config.get("activation")
+    if activation not in ("abp", "otaa"):
+        raise ConfigError("activation %r is not supported (abp, otaa)" % (activation,))
+    return activation, int(number(config, "data_rate", 5, 0, 5, "config")), flag(config, "adr", True, "config")
+
+
 def section(config, name):
     """config[name] as a dict (empty if absent)."""
     value = config.get(name) or {}

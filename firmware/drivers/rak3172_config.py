@@ -3,7 +3,7 @@ forgets it after, as the node starts once per boot): the module's UART from conf
 and the session's settings from config.json."""
 from micropython import const
 
-from config import ConfigError, flag, hex_bytes, number, section
+from config import hex_bytes, lorawan_options, number, section
 from drivers.rak3172 import ModemNode, Rak3172
 from modules import unload
 
@@ -29,11 +29,7 @@ def node_from_config(config, make_uart):
     data_rate (0..5, default 5), adr (default true). ConfigError before the UART is touched; ModemError when the module
     does not answer. The module keeps DevNonce and frame counters in its own flash. make_uart(options) gets the
     config's "modem" section (UART id, pins, baud rate over the board's defaults)."""
-    activation = config.get("activation")
-    if activation not in ("abp", "otaa"):
-        raise ConfigError("activation %r is not supported (abp, otaa)" % (activation,))
-    data_rate = int(number(config, "data_rate", 5, 0, 5, "config"))
-    adr = flag(config, "adr", True, "config")
+    activation, data_rate, adr = lorawan_options(config)
     if activation == "otaa":
         keys = (("DEVEUI", hex_bytes(config, "dev_eui", 8)), ("APPEUI", hex_bytes(config, "join_eui", 8)),
                 ("APPKEY", hex_bytes(config, "app_key", 16)))

@@ -2,7 +2,7 @@
 lorawan/node.py's node_from_config loads this module for it and forgets it after, as the node starts once per boot."""
 import os
 
-from config import ConfigError, flag, hex_bytes, number
+from config import ConfigError, hex_bytes, lorawan_options
 from lorawan.crypto import Cmac
 from lorawan.mac import Mac
 from lorawan.node import Node
@@ -14,11 +14,7 @@ def node_from_config(config, make_radio, store):
     the next DevNonce (it joins in its first send). The config is checked (ConfigError) before make_radio() brings the
     radio up. Keys: activation, data_rate (0..5, default 5), adr (default true); ABP dev_addr, nwk_s_key, app_s_key;
     OTAA dev_eui, join_eui, app_key."""
-    activation = config.get("activation")
-    if activation not in ("abp", "otaa"):
-        raise ConfigError("activation %r is not supported (abp, otaa)" % (activation,))
-    data_rate = int(number(config, "data_rate", 5, 0, 5, "config"))
-    adr = flag(config, "adr", True, "config")
+    activation, data_rate, adr = lorawan_options(config)
     if activation == "abp":
         dev_addr = int.from_bytes(hex_bytes(config, "dev_addr", 4), "big")
         nwk_s_key, app_s_key = hex_bytes(config, "nwk_s_key", 16), hex_bytes(config, "app_s_key", 16)
