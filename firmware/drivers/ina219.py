@@ -1,4 +1,5 @@
-"""TI INA219 current/power monitor on I2C (address 0x40): big-endian 16-bit registers behind a register pointer.
+"""TI INA219 current/power monitor on I2C (address 0x40), read for the lamp's power: big-endian 16-bit registers
+behind a register pointer.
 
 Calibration: the calibration register is 4096 for any shunt, which makes Current_LSB = 10 µV / R_shunt (the current
 register then equals the shunt-voltage register) and Power_LSB = 20 x Current_LSB. With the common 0.1 ohm shunt that is
@@ -10,9 +11,7 @@ from micropython import const
 
 # registers
 _CONFIG = const(0)
-_BUS = const(2)
 _POWER = const(3)
-_CURRENT = const(4)
 _CALIBRATION = const(5)
 _CONFIG_32V_320MV_12BIT_CONTINUOUS = const(0x399F)
 _CALIBRATION_4096 = const(4096)
@@ -24,8 +23,7 @@ class INA219:
             raise ValueError("INA219 shunt_ohm must be > 0")
         self._i2c, self._address = i2c, address
         self._buf = bytearray(2)
-        self.current_lsb_a = 10e-6 / shunt_ohm
-        self.power_lsb_w = 20 * self.current_lsb_a
+        self.power_lsb_w = 20 * 10e-6 / shunt_ohm  # 20 x Current_LSB
         self._write(_CONFIG, _CONFIG_32V_320MV_12BIT_CONTINUOUS)
         self._write(_CALIBRATION, _CALIBRATION_4096)
 
@@ -37,12 +35,6 @@ class INA219:
         self._i2c.readfrom_mem_into(self._address, register, self._buf)
         return self._buf[0] << 8 | self._buf[1]
 
-    def bus_volts(self):
-        return (self._read(_BUS) >> 3) * 0.004
-
-    def current_amps(self):
-        raw = self._read(_CURRENT)
-        return (raw - 0x10000 if raw & 0x8000 else raw) * self.current_lsb_a
-
     def power_watts(self):
+        """Active power drawn through the shunt (the lamp's), in watts."""
         return self._read(_POWER) * self.power_lsb_w
