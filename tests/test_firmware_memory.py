@@ -17,11 +17,11 @@ from firmware_support import FWTEST_MODULE, VIRTUAL_TIME_MODULE, run_micropython
 
 HEAP_GOAL = "64K"  # issue 4: the full app with the LoRaWAN stack runs under micropython -X heapsize=64K
 # Not met yet: bridge and waste need 69 KiB, streetlight 68, environment 64-65 (bench/firmware_memory.py prints each
-# against the goal; a run's heap placement moves them by up to ~1 KiB): on this 64-bit unix port a loaded module's code lives in the heap, and what the node keeps
-# loaded (LoRaWAN MAC, app, runtime, drivers, board, ~550 interned names) is ~54 KiB at the end of a run; the join and
-# a config downlink add their code and frames on top. The RAK3172 path, where the module runs the MAC, meets it
-# (tests/test_firmware_rak3172.py). The run is deterministic (virtual time, same exchange), so the budget is the
-# largest app's need plus 2 KiB: it fails on a regression of 2 KiB or more.
+# against the goal). On this 64-bit unix port a loaded module's code lives in the heap, and what the node keeps loaded
+# (LoRaWAN MAC, app, runtime, drivers, board, ~550 interned names) is ~54 KiB at the end of a run; the join and a
+# config downlink add their code and frames on top. The RAK3172 path, where the module runs the MAC, meets the goal
+# (tests/test_firmware_rak3172.py). The exchange is the same in every run (virtual time), but where objects land in
+# the heap moves a need by up to ~1 KiB; the budget, the largest need plus 2 KiB, fails on a regression of ~2 KiB.
 HEAP_BUDGET = "71K"
 ENCODE_BUDGET_BYTES = 512
 READINGS = 4
