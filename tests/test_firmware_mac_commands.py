@@ -208,7 +208,8 @@ def test_new_channel_req_refuses_default_channels_bad_ranges_and_frequencies():
                 NewChannelReq(ch_index=4, frequency_hz=433_175_000, min_dr=0, max_dr=5),
                 NewChannelReq(ch_index=5, frequency_hz=867_500_000, min_dr=4, max_dr=2),
                 NewChannelReq(ch_index=16, frequency_hz=867_500_000, min_dr=0, max_dr=5),
-                NewChannelReq(ch_index=6, frequency_hz=867_700_000, min_dr=2, max_dr=5)]
+                NewChannelReq(ch_index=6, frequency_hz=867_700_000, min_dr=2, max_dr=5),
+                NewChannelReq(ch_index=7, frequency_hz=869_300_000, min_dr=0, max_dr=5)]  # between two sub-bands
     steps = run_ups(f"""
 up(replies=['{down(0, commands=requests)}'])
 up(replies=['{down(1, commands=[NewChannelReq(ch_index=6, frequency_hz=0, min_dr=0, max_dr=0)])}'])
@@ -216,7 +217,7 @@ up()
 print(json.dumps([[channel(i) for i in range(8)]]))
 """)
     assert answers(steps[1]) == [NewChannelAns(False, False), NewChannelAns(True, False), NewChannelAns(False, True),
-                                 NewChannelAns(False, False), NewChannelAns(True, True)]
+                                 NewChannelAns(False, False), NewChannelAns(True, True), NewChannelAns(True, False)]
     assert answers(steps[2]) == [NewChannelAns(True, True)]  # frequency 0 removes channel 6
     assert steps[3] == [[[868100, 0, 5], [868300, 0, 5], [868500, 0, 5], None, None, None, None, None]]
 

@@ -136,7 +136,7 @@ def _rx_param_setup(mac, args):
     offset, rx2_dr = args[0] >> 4 & 0x07, args[0] & 0x0F
     freq_khz = _freq_khz(args, 1)
     region = mac.region
-    offset_ok, dr_ok, freq_ok = offset <= 5, region.valid_dr(rx2_dr), region.valid_frequency(freq_khz)
+    offset_ok, dr_ok, freq_ok = offset <= 5, region.valid_dr(rx2_dr), region.valid_frequency(freq_khz, False)
     if offset_ok and dr_ok and freq_ok:
         mac.rx1_dr_offset, mac.rx2_dr, mac.rx2_freq_khz = offset, rx2_dr, freq_khz
     return (4 if offset_ok else 0) | (2 if dr_ok else 0) | (1 if freq_ok else 0)
@@ -156,7 +156,7 @@ def _new_channel(region, args):
 def _dl_channel(region, args):
     index, freq_khz = args[0], _freq_khz(args, 1)
     exists = index < len(region.channel_freqs) and region.channel_freqs[index] != 0
-    freq_ok = region.valid_frequency(freq_khz)
+    freq_ok = region.valid_frequency(freq_khz, False)
     if exists and freq_ok:
         region.dl_freqs[index] = freq_khz
     return (2 if exists else 0) | (1 if freq_ok else 0)

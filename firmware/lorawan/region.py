@@ -44,11 +44,12 @@ _SLOTS = const(13)
 
 
 def sub_band(freq_khz):
-    """Number (0..5, the index into SUB_BANDS / 3) of the sub-band holding `freq_khz`."""
+    """Number (0..5, the index into SUB_BANDS / 3) of the sub-band holding `freq_khz`; None in none of them (no uplink
+    channel may use it: valid_frequency)."""
     for band in range(_SUB_BAND_COUNT):
         if SUB_BANDS[3 * band] <= freq_khz < SUB_BANDS[3 * band + 1]:
             return band
-    raise MacError("frequency_outside_band")
+    return None
 
 
 def _bandwidth_khz(dr):
@@ -194,5 +195,7 @@ class EU868:
     def rx1_dr(self, dr, offset):
         return max(0, dr - offset)
 
-    def valid_frequency(self, freq_khz):
-        return 863000 <= freq_khz <= 870000
+    def valid_frequency(self, freq_khz, uplink=True):
+        """Whether `freq_khz` may serve: a downlink frequency anywhere in the band, an uplink channel's only in one of
+        SUB_BANDS (the node keeps their duty cycles; a frequency between them would leave it no rule to send by)."""
+        return 863000 <= freq_khz <= 870000 if not uplink else sub_band(freq_khz) is not None
