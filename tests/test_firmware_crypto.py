@@ -8,10 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dos_codecs import crypto as codec_crypto
+from dos_codecs.lorawan import parse_data_frame
 from firmware_support import run_micropython
 
 PRELUDE = ("from lorawan.events import MacError\nfrom lorawan.crypto import *\nfrom lorawan.join import *\n"
            "from lorawan.join_accept import *\nB = bytes.fromhex\n")
+# EU868 sub-bands (ETSI EN 300 220, as LoRaWAN uses them), [low, high) kHz
+SUB_BANDS_KHZ = ((863_000, 865_000), (865_000, 868_000), (868_000, 868_600), (868_700, 869_200), (869_400, 869_650),
+                 (869_700, 870_000))
 RFC4493_KEY = "2b7e151628aed2a6abf7158809cf4f3c"
 RFC4493_MESSAGE = ("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51"
                    "30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710")
@@ -96,27 +100,31 @@ def test_join_accept_and_session_keys_match_the_cpython_codecs(app_key, join_non
 from lorawan.mac import Mac
 from lorawan.node_config import set_otaa
 from lorawan.region import EU868
-from lorawan.join_settings import start_session
-def joining_mac():
+def join_with(frame):
     mac = Mac(EU868())
     set_otaa(mac, bytes(8), bytes(8), B('{app_key.hex()}'), {dev_nonce})
-    mac._join_nonce, mac._tx_dr = {dev_nonce}, 5
-    return mac
-mac = joining_mac()
-joined = start_session(mac, open_join_accept(mac, B('{on_air.hex()}')), 1)[0]
-print(joined.dev_addr, joined.dev_nonce, mac._nwk.key.hex(), mac._app_s_key.hex())
+    mac.join(0)
+    window = mac.tx_done(100)[-1]
+    return mac, mac.rx(frame, window.at_ms)
+mac, events = join_with(B('{on_air.hex()}'))
+joined = events[0]
+uplink = mac.uplink(1, b'session', 600000)[0]
+print(type(joined).__name__, joined.dev_addr, joined.dev_nonce, uplink.frame.hex())
 print(mac.rx1_dr_offset, mac.rx2_dr, mac.rx1_delay_ms, sorted(mac.counters), list(mac.region.channel_freqs)[:8])
-try:
-    open_join_accept(joining_mac(), B('{tampered.hex()}'))
-    print('accepted')
-except MacError as e:
-    print(e.reason)
+print(join_with(B('{tampered.hex()}'))[1][0].reason)
 """).splitlines()
     nwk, app = codec_crypto.derive_session_keys(app_key, join_nonce, net_id, dev_nonce)
-    assert out[0] == f"{dev_addr} {dev_nonce} {nwk.hex()} {app.hex()}"
-    # the CFList (type 0): five frequencies in 100 Hz, each 0 or in the band, for channels 3..7, else none is set
+    name, got_addr, got_nonce, frame_hex = out[0].split()
+    assert (name, int(got_addr), int(got_nonce)) == ("Joined", dev_addr, dev_nonce)
+    # the session keys: the MAC's first uplink verifies and decrypts with the keys the CPython codecs derive
+    uplink = parse_data_frame(bytes.fromhex(frame_hex))
+    assert uplink.dev_addr == dev_addr
+    assert codec_crypto.SessionKeys(nwk, app).open(uplink, uplink.fcnt16) == b"session"
+    # the CFList (type 0): five frequencies in 100 Hz, each 0 or in an EU868 sub-band (whose duty cycle the node
+    # keeps), for channels 3..7, else none is set
     freqs = [int.from_bytes(cflist[i:i + 3], "little") // 10 for i in range(0, 15, 3)] if cflist else []
-    usable = cflist[15:] == b"\x00" and all(f == 0 or 863_000 <= f <= 870_000 for f in freqs)
+    in_sub_band = [f == 0 or any(low <= f < high for low, high in SUB_BANDS_KHZ) for f in freqs]
+    usable = cflist[15:] == b"\x00" and all(in_sub_band)
     channels = [868100, 868300, 868500] + (freqs if usable else [0] * 5)
     counters = ["bad_cflist"] if cflist and not usable else []
     assert out[1] == f"2 3 2000 {counters} {channels}"
