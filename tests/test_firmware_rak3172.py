@@ -44,6 +44,9 @@ class ScriptedUart:
         time.sleep_ms(1000)  # the UART timeout passes in virtual time
         return None
 
+    def any(self):
+        return len(self.queue)
+
 
 def fields(event):
     """The (name, value) pairs of an event (a namedtuple of lorawan/events.py, whose fields dir() lists)."""
@@ -183,6 +186,21 @@ except ModemError as exc:
     assert out[-1] == {"left": []}
 
 
+def test_a_late_answer_to_an_abandoned_command_cannot_pass_for_the_next_commands():
+    """A board interrupted mid-command (mpremote stopping the app for the self-test) leaves that command's answer in
+    the UART; the next command must get its own answer, and an event among the leftovers is kept."""
+    out = run_micropython(SCRIPTED_UART + """
+from drivers.rak3172 import Rak3172
+uart = ScriptedUart([('AT+VER=?', ['RUI_4.0.6_RAK3172-E', 'OK']), ('AT+DR=?', ['3', 'OK'])])
+modem = Rak3172(uart)
+uart.queue = [b'5\\r\\n', b'OK\\r\\n']
+print(modem.at('VER', read=True))
+uart.queue = [b'+EVT:TX_DONE\\r\\n', b'AT_BUSY_ERROR\\r\\n']
+print(modem.at('DR', read=True), modem.events, uart.script)
+""").splitlines()
+    assert out == ["RUI_4.0.6_RAK3172-E", "3 ['TX_DONE'] []"]
+
+
 def test_a_bad_config_is_refused_before_the_uart_is_opened():
     out = run_micropython("""
 from config import ConfigError
@@ -246,6 +264,9 @@ class ScriptedModule:
             return self.queue.pop(0)
         time.sleep_ms(1000)
         return None
+
+    def any(self):
+        return len(self.queue)
 
 
 def lorawan_modem(options=None):

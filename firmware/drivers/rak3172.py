@@ -154,8 +154,19 @@ class Rak3172:
             return None
         return item
 
+    def _drain(self):
+        """Take in what the module sent unasked before a command: its events are queued; anything else (the late
+        answer to a command whose board was interrupted, a banner) is dropped, so it cannot pass for this
+        command's answer."""
+        self.protocol.pending = None
+        while self.uart.any():
+            line = self._line()
+            if line is not None:
+                self._take(line)
+
     def at(self, name, value=None, read=False, timeout_ms=_COMMAND_TIMEOUT_MS):
         """Run one command; returns its value line (read) or None. ModemError on a refusal or silence."""
+        self._drain()
         self.uart.write(self.protocol.command(name, value, read))
         start = time.ticks_ms()
         while time.ticks_diff(time.ticks_ms(), start) < timeout_ms:
