@@ -3,6 +3,8 @@ range): a sample is 3 little-endian int16 (x, y, z) from DATAX0, taken at the ou
 
 What the apps make of the samples lives with them, so each loads only its own: the waste container's tilt from upright
 (apps/waste.py), the bridge's vibration window and tilt along the span (drivers/vibration.py)."""
+import struct
+
 from micropython import const
 
 # registers
@@ -32,9 +34,4 @@ class ADXL345:
     def counts(self):
         """One sample (x, y, z) in counts."""
         self._i2c.readfrom_mem_into(self._address, _DATAX0, self._buf)
-        b = self._buf
-        return _int16(b[0] | b[1] << 8), _int16(b[2] | b[3] << 8), _int16(b[4] | b[5] << 8)  # no generator per sample
-
-
-def _int16(value):
-    return value - 0x10000 if value & 0x8000 else value
+        return struct.unpack_from("<3h", self._buf)

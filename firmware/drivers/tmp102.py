@@ -1,10 +1,10 @@
 """TI TMP102 temperature sensor on I2C (address 0x48): the temperature register (pointer 0) holds a 12-bit two's
-complement count of 0.0625 °C, left-justified in two big-endian bytes."""
+complement count of 1/16 °C, left-justified in two big-endian bytes."""
+import struct
+
 from micropython import const
 
-
 _TEMPERATURE_REGISTER = const(0x00)
-DEGREES_PER_COUNT = 0.0625
 
 
 class TMP102:
@@ -14,7 +14,4 @@ class TMP102:
 
     def celsius(self):
         self._i2c.readfrom_mem_into(self._address, _TEMPERATURE_REGISTER, self._buf)
-        count = (self._buf[0] << 4) | (self._buf[1] >> 4)
-        if count & 0x800:
-            count -= 0x1000
-        return count * DEGREES_PER_COUNT
+        return (struct.unpack(">h", self._buf)[0] >> 4) / 16  # the 12-bit count, its sign kept by the shift
