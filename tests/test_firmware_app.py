@@ -118,7 +118,7 @@ store = Store()
 values, _dropped = load(json.loads({json.dumps(json.dumps(CONFIG))}), store, SETTINGS)
 for payload, fcnt in (({load_schema("streetlight").encode("config", {"interval_s": 20}).hex()!r}, 4),
                       ('a1011903e8', 5), ('a11712', 6), ('a10120', '?'), ('a101', 7)):
-    for line in apply_config('streetlight', values, store, SETTINGS, bytes.fromhex(payload), fcnt):
+    for line in apply_config('streetlight', values, store, bytes.fromhex(payload), fcnt):
         print(line)
 print(values['interval_s'], [name for name in ('cbor_decode', 'remote_settings') if name in sys.modules])
 """, cwd=tmp_path).splitlines()
@@ -341,19 +341,21 @@ def test_a_switched_off_lamp_drawing_power_is_a_fault(tmp_path):
 
 def test_a_sends_log_lines_say_how_it_went_and_what_the_join_and_downlinks_brought(tmp_path):
     out = run_micropython("""
-from apps.runtime import handle, radio_summary
+from apps.network_events import radio_summary, report
 from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, RxIgnored, Sent
 sent = lambda fcnt, freq_khz, attempt: Sent(fcnt, 1, freq_khz, 5, 1000, attempt)
 for events in ([], [NotSent('duty_cycle', 'wait 12 s'), NotSent('other', 'x')], [sent(7, 868100, 1), Done(7, None)],
                [sent(8, 868300, 1), RxIgnored('mic'), sent(8, 0, 2), sent(8, 868500, 3), Done(8, False)],
                [sent(9, 867100, 1), Done(9, True)]):
     print(radio_summary(events))
-events = [Joined(0x26AA0042, -1, 1, 5), JoinFailed(2, 4, 0), Downlink(9, b'ab', 3, 1, -80, 7), sent(0, 868100, 1)]
-print(handle(events, 'streetlight', {}, None, '[]'))
-print(handle([sent(1, 868100, 1), Done(1, None)], 'streetlight', {}, None, '[]'))
+events = [Joined(0x26AA0042, -1, 1, 5), JoinFailed(2, 4, 0), Downlink(9, b'ab', 3, 1, -80, 7),
+          Downlink(3, b'cd', 4, 2, -90, 5), sent(0, 868100, 1)]
+print(report(events, 'streetlight', 'reading a'))
+print(report([sent(1, 868100, 1), Done(1, True)], 'streetlight', 'reading b'))
 """, cwd=tmp_path).splitlines()
     assert out == ["not sent", "not sent: duty_cycle (wait 12 s)", "fcnt 7 868.1 MHz DR5",
                    "fcnt 8 868.5 MHz DR5 after 3 tries not acked", "fcnt 9 867.1 MHz DR5 acked",
-                   "(['joined: DevAddr 26aa0042, DevNonce ?, DR5', 'join attempt 2 (DevNonce 4) got no JoinAccept'], "
-                   "['downlink on FPort 9 (2 bytes) ignored'])",
-                   "((), ())"]
+                   "joined: DevAddr 26aa0042, DevNonce ?, DR5", "join attempt 2 (DevNonce 4) got no JoinAccept",
+                   "reading a -> fcnt 0 868.1 MHz DR5", "downlink on FPort 9 (2 bytes) ignored",
+                   "([(b'cd', 4)], False)",  # the config downlink (FPort 3), for apps.runtime.apply_config
+                   "reading b -> fcnt 1 868.1 MHz DR5 acked", "([], True)"]

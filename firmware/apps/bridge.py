@@ -24,7 +24,7 @@ from array import array
 
 from micropython import const
 
-from apps.runtime import Episodes, fit_reading, handle, over_limit, run_slots, send_alarm, send_message, start_settings
+from apps.runtime import Episodes, fit_reading, over_limit, run_slots, send_alarm, send_message, start_settings
 from cbor import encode_reading
 from drivers.adxl345 import ADXL345, COUNTS_PER_G
 from drivers.tmp102 import TMP102
@@ -124,9 +124,6 @@ class Bridge:
         alarm, episodes = self.check(self.strains())
         return alarm, episodes, now_ms + self.strain_check_ms
 
-    def handle(self, events):
-        """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
-        return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
 def _log_line(values):
@@ -146,7 +143,7 @@ def _send_alarm(app, node, alarm, reported):
     for name in CHECKS:
         if name in alarm:
             line += " %s=%g" % (name, alarm[name])
-    send_alarm(node, encode_reading(KIND, "alarm", alarm), app.episodes, reported, app.handle, line)
+    send_alarm(node, app, KIND, encode_reading(KIND, "alarm", alarm), app.episodes, reported, line)
 
 
 App = Bridge  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config
@@ -171,7 +168,7 @@ def run(app, node):
 
     def step():
         message, line = reading()
-        send_message(node, message, settings["confirmed"], app.handle, line)
+        send_message(node, app, KIND, message, settings["confirmed"], line)
 
     def between(now_ms):
         alarm, reported, next_ms = app.strain_check(now_ms)

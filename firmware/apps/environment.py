@@ -15,7 +15,7 @@ import time
 
 from micropython import const
 
-from apps.runtime import Battery, Episodes, handle, over_limit, run_slots, send_alarm, send_message, start_settings
+from apps.runtime import Battery, Episodes, over_limit, run_slots, send_alarm, send_message, start_settings
 from cbor import encode_reading
 from drivers.scd41 import SCD41
 
@@ -67,9 +67,6 @@ class Environment:
         """The "alarm" message's values."""
         return {"ventilate": True, "co2": co2, "co2_limit": self.settings["co2_limit_ppm"]}
 
-    def handle(self, events):
-        """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
-        return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
 def _log_line(values):
@@ -96,11 +93,11 @@ def run(app, node):
         node.mac.battery_level = app.battery.level(values["battery"])
         if app.ventilate_due(values["co2"]):
             alarm = app.alarm(values["co2"])
-            send_alarm(node, encode_reading(KIND, "alarm", alarm), app.ventilate, 1, app.handle, _alarm_line(alarm))
+            send_alarm(node, app, KIND, encode_reading(KIND, "alarm", alarm), app.ventilate, 1, _alarm_line(alarm))
         return encode_reading(KIND, "reading", values), _log_line(values)
 
     def step():
         message, line = reading()
-        send_message(node, message, settings["confirmed"], app.handle, line)
+        send_message(node, app, KIND, message, settings["confirmed"], line)
 
     run_slots(node, settings, step)

@@ -1,17 +1,16 @@
-"""What every node app shares: its settings at boot (settings.py, loaded for the job), log lines for how a send()
-went and, through apps/network_events.py loaded for them, for joins and downlinks (a FPort 3 "config" downlink is
-applied at once), random offsets that keep nodes powered up together from colliding, the reporting loop (one reading
-per interval slot; a failed reading is logged, RESET_AFTER_FAILURES in a row reset the board; control work between
-readings), the battery (voltage, low flag with hysteresis, DevStatus level), routine readings fitted into
-PAYLOAD_BUDGET bytes (slow fields take turns), and alarms: an episode per alarm condition, its "alarm" message sent at
-once as a confirmed uplink and again with every reading until the network acknowledged it."""
+"""What every node app shares: its settings at boot (settings.py, loaded for the job), sending a message (the log
+lines of how the send went and of joins and downlinks are written by apps/network_events.py, loaded after each send;
+a FPort 3 "config" downlink is applied at once), random offsets that keep nodes powered up together from colliding,
+the reporting loop (one reading per interval slot; a failed reading is logged, RESET_AFTER_FAILURES in a row reset the
+board; control work between readings), the battery (voltage, low flag with hysteresis, DevStatus level), routine
+readings fitted into PAYLOAD_BUDGET bytes (slow fields take turns), and alarms: an episode per alarm condition, its
+"alarm" message sent at once as a confirmed uplink and again with every reading until the network acknowledged it."""
 import os
 
 import machine
 from micropython import const
 
 from cbor import CborError, entry_bytes
-from lorawan.events import Done, Downlink, JoinFailed, Joined, NotSent, Sent
 from modules import unload
 from schema_v1 import MESSAGES
 
@@ -71,27 +70,32 @@ class Episodes:
         return bool(self.active & ~self.acked & bit)
 
 
-def send_message(node, message, confirmed, handle_events, line):
-    """Send one message, (fport, payload) from cbor.encode_reading, apply what came back (handle_events(events) ->
-    (join lines, downlink lines)) and print "`line` -> how the send went" between them; returns the events. The app
-    encodes the message and formats its line before, so no dict of values is held while the exchange runs."""
+def send_message(node, app, kind, message, confirmed, line):
+    """Send one message of the `kind` app `app`, (fport, payload) from cbor.encode_reading; returns whether the
+    network acknowledged it. Once the exchange is over, apps/network_events.py (loaded for that) prints the join's
+    lines, "`line` -> how the send went" and the ignored downlinks' lines, and a "config" downlink is applied to
+    app.settings at once (apply_config). The app encodes the message and formats its line before, so no dict of
+    values is held while the exchange runs."""
     events = node.send(message[0], message[1], confirmed)
-    joins, downlinks = handle_events(events)
-    for text in joins:
-        print(text)
-    print(line, "->", radio_summary(events))
-    for text in downlinks:
-        print(text)
-    return events
+    from apps.network_events import report
+
+    try:
+        configs, acked = report(events, kind, line)
+    finally:
+        unload("apps.network_events")
+    del report, events  # report: the last reference to its module's code, freed before a config is decoded
+    for payload, fcnt in configs:
+        for text in apply_config(kind, app.settings, app.store, payload, fcnt):
+            print(text)
+    return acked
 
 
-def send_alarm(node, message, episodes, reported, handle_events, line):
+def send_alarm(node, app, kind, message, episodes, reported, line):
     """Send an "alarm" message (send_message) at once as a confirmed uplink; once the network acknowledged it, the
     conditions it reports (the bit mask `reported` of `episodes`) are no longer due (until acknowledged it goes again
     with the next reading)."""
-    for event in send_message(node, message, True, handle_events, line):
-        if isinstance(event, Done) and event.acked:  # the network acknowledged it
-            episodes.acked |= reported
+    if send_message(node, app, kind, message, True, line):
+        episodes.acked |= reported
 
 
 def fit_reading(kind, values, slow_fields, first_slow):
@@ -141,29 +145,10 @@ def valid_setting(value, low, high):
     return type(value) in (int, float) and low <= value <= high
 
 
-def handle(events, kind, settings, store, spec):
-    """(lines about the join, lines about downlinks) for the events of one send() of a `kind` node: none for most
-    sends; those of a join or a downlink are written by apps/network_events.py, loaded for them, and a "config"
-    downlink is applied to the settings at once (apply_config, once that module is unloaded)."""
-    for event in events:
-        if isinstance(event, Joined) or isinstance(event, JoinFailed) or isinstance(event, Downlink):
-            from apps.network_events import event_lines
-
-            try:
-                joins, downlinks, configs = event_lines(events, kind)
-            finally:
-                unload("apps.network_events")
-            del event_lines  # the last reference to its module's code: freed before a config is decoded
-            for payload, fcnt in configs:
-                downlinks += apply_config(kind, settings, store, spec, payload, fcnt)
-            return joins, downlinks
-    return (), ()
-
-
-def apply_config(kind, values, store, spec, payload, fcnt):
-    """Apply a "config" downlink payload to the settings `values` at once; returns its log lines (`fcnt` as the
-    lines show it). The payload is decoded by cbor_decode.py, then applied by remote_settings.py: each loaded for its
-    step and unloaded after, never both at once."""
+def apply_config(kind, values, store, payload, fcnt):
+    """Apply a "config" downlink payload to the settings `values` of the `kind` app (its ranges: apps.<kind>'s
+    SETTINGS) at once; returns its log lines (`fcnt` as the lines show it). The payload is decoded by cbor_decode.py,
+    then applied by remote_settings.py: each loaded for its step and unloaded after, never both at once."""
     from cbor_decode import decode_message
 
     try:
@@ -173,30 +158,13 @@ def apply_config(kind, values, store, spec, payload, fcnt):
     finally:
         del decode_message  # a function keeps its module's code alive: this name would, until apply_config returns
         unload("cbor_decode")
+    spec = __import__("apps." + kind, None, None, ("SETTINGS",)).SETTINGS  # the running app's module
     from remote_settings import configure
 
     try:
         return configure(values, store, spec, decoded, fcnt)
     finally:
         unload("remote_settings")
-
-
-def radio_summary(events):
-    """How one send() went, for the reading's log line (one pass over the events, no list of them)."""
-    last, tries, not_sent, acks = None, 0, "not sent", ""
-    for event in events:
-        if isinstance(event, Sent):
-            last, tries = event, tries + 1
-        elif isinstance(event, NotSent) and not_sent == "not sent":
-            not_sent = "not sent: %s (%s)" % (event.reason, event.detail)
-        elif isinstance(event, Done) and event.acked is not None:
-            acks += " acked" if event.acked else " not acked"
-    if last is None:
-        return not_sent
-    radio = "fcnt %d %s DR%d" % (last.fcnt, "%.1f MHz" % (last.freq_khz / 1000) if last.freq_khz else "? MHz", last.dr)
-    if tries > 1:
-        radio += " after %d tries" % tries
-    return radio + acks
 
 
 def random_below(n):

@@ -25,7 +25,7 @@ battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), t
 """
 from micropython import const
 
-from apps.runtime import Episodes, fit_reading, handle, run_slots, send_alarm, send_message, start_settings
+from apps.runtime import Episodes, fit_reading, run_slots, send_alarm, send_message, start_settings
 from cbor import encode_reading
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
@@ -147,10 +147,6 @@ class Streetlight:
         return {"lamp_fault": True, "power": min(400.0, power_w), "expected_power": min(400.0, expected_w),
                 "dim_level": values["dim_level"]}
 
-    def handle(self, events):
-        """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied
-        (a lit lamp takes a new level at the next control step, right after the exchange)."""
-        return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
 def _log_line(values):
@@ -181,12 +177,12 @@ def run(app, node):
         node.mac.battery_level = app.battery.level(values["battery"])
         alarm = app.lamp_fault(values)
         if alarm is not None:  # until acknowledged: an alarm lost on the air goes again with the next reading
-            send_alarm(node, encode_reading(KIND, "alarm", alarm), app.fault, 1, app.handle, _alarm_line(alarm))
+            send_alarm(node, app, KIND, encode_reading(KIND, "alarm", alarm), app.fault, 1, _alarm_line(alarm))
         sent, first_slow[0] = fit_reading(KIND, values, SLOW_FIELDS, first_slow[0])
         return encode_reading(KIND, "reading", sent), _log_line(values)
 
     def step():
         message, line = reading()
-        send_message(node, message, settings["confirmed"], app.handle, line)
+        send_message(node, app, KIND, message, settings["confirmed"], line)
 
     run_slots(node, settings, step, app.control)

@@ -21,8 +21,7 @@ import math
 
 from micropython import const
 
-from apps.runtime import (Episodes, first_delay_ms, guarded, handle, over_limit, send_alarm, send_message,
-                          start_settings)
+from apps.runtime import Episodes, first_delay_ms, guarded, over_limit, send_alarm, send_message, start_settings
 from cbor import encode_reading
 from drivers.adxl345 import ADXL345
 from drivers.mb7040 import MB7040
@@ -143,9 +142,6 @@ class Waste:
         interval_ms = int(self.settings["interval_s"] * 1000)
         return interval_ms // 2 if self.last_fill > self.fast_fill_pct else interval_ms
 
-    def handle(self, events):
-        """(lines about the join, lines about downlinks) for the events of one send(); config downlinks are applied."""
-        return handle(events, KIND, self.settings, self.store, SETTINGS)
 
 
 def _log_line(values):
@@ -174,12 +170,12 @@ def run(app, node):
         node.mac.battery_level = app.battery.level(values["battery"])
         if app.fire_due(node.now_ms(), values["temperature"]):
             alarm = app.fire.alarm()
-            send_alarm(node, encode_reading(KIND, "alarm", alarm), app.fire.episode, 1, app.handle, _alarm_line(alarm))
+            send_alarm(node, app, KIND, encode_reading(KIND, "alarm", alarm), app.fire.episode, 1, _alarm_line(alarm))
         return encode_reading(KIND, "reading", values), _log_line(values)
 
     def step():
         message, line = reading()
-        send_message(node, message, settings["confirmed"], app.handle, line)
+        send_message(node, app, KIND, message, settings["confirmed"], line)
 
     failures = 0
     next_ms = node.now_ms() + first_delay_ms(settings["interval_s"])
