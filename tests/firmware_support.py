@@ -80,24 +80,10 @@ def sleep(seconds):
     _now_ms[0] += max(0, int(seconds * 1000))
 '''
 
-FWTEST_MODULE = '''"""Firmware test helpers: show() prints MAC actions/events as one JSON line; ScriptedRadio is a
-radio in the micropython-lib lora modem shape whose receptions come from a script and whose transmissions are printed."""
+FWTEST_MODULE = '''"""Firmware test helpers: ScriptedRadio is a radio in the micropython-lib lora modem shape whose
+receptions come from a script and whose transmissions are printed."""
 import json
 import time
-
-
-def describe(item):
-    """A MAC action or event (a namedtuple of lorawan/events.py, whose fields dir() lists) as a dict with its type."""
-    d = {"type": type(item).__name__}
-    for k in dir(item):
-        if not k.startswith("_"):
-            v = getattr(item, k)
-            d[k] = v.hex() if isinstance(v, (bytes, bytearray)) else v
-    return d
-
-
-def show(items):
-    print(json.dumps([describe(item) for item in items]))
 
 
 class RxPacket(bytearray):
@@ -140,9 +126,43 @@ class ScriptedRadio:
 '''
 
 
+# The MAC tests' helpers, apart from fwtest (which the memory run loads for ScriptedRadio: these are not on a board)
+FWSHOW_MODULE = '''"""MAC test helpers: describe() gives a MAC action or event as a dict, show() prints a list of them as
+one JSON line."""
+import json
+
+
+# The MAC's actions are plain tuples (lorawan/events.py); each line: an action's name, the type name shown, its fields
+ACTIONS = ("transmit Transmit frame radio airtime_us fcnt dev_nonce", "open_rx OpenRx at_ms radio timeout_ms window",
+           "wait Wait until_ms why")
+
+
+def describe(item):
+    """A MAC action (a plain tuple, named by ACTIONS) or event (a namedtuple of lorawan/events.py, whose fields dir()
+    lists) as a dict with its type."""
+    if type(item) is tuple:
+        for line in ACTIONS:
+            if line.split()[0] == item[0]:
+                names = line.split()[1:]
+        values = item[1:]
+    else:
+        names = [type(item).__name__] + [k for k in dir(item) if not k.startswith("_")]
+        values = [getattr(item, k) for k in names[1:]]
+    d = {"type": names[0]}
+    for k, v in zip(names[1:], values):
+        d[k] = v.hex() if isinstance(v, (bytes, bytearray)) else v
+    return d
+
+
+def show(items):
+    print(json.dumps([describe(item) for item in items]))
+'''
+
+
 def run_firmware(code: str, cwd: str | Path | None = None, timeout_s: float = 60.0) -> str:
-    """run_micropython() with the virtual clock (`time`) and `fwtest` on the path before firmware/."""
+    """run_micropython() with the virtual clock (`time`), `fwtest` and `fwshow` on the path before firmware/."""
     with tempfile.TemporaryDirectory(prefix="mpy-lib-") as lib:
         (Path(lib) / "time.py").write_text(VIRTUAL_TIME_MODULE)
         (Path(lib) / "fwtest.py").write_text(FWTEST_MODULE)
+        (Path(lib) / "fwshow.py").write_text(FWSHOW_MODULE)
         return run_micropython(code, path=[lib, FIRMWARE_DIR], cwd=cwd, timeout_s=timeout_s)

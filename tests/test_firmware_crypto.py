@@ -104,12 +104,12 @@ def join_with(frame):
     mac = Mac(EU868())
     set_otaa(mac, bytes(8), bytes(8), B('{app_key.hex()}'), {dev_nonce})
     mac.join(0)
-    window = mac.tx_done(100)[-1]
-    return mac, mac.rx(frame, window.at_ms)
+    _, at_ms, _, _, _ = mac.tx_done(100)[-1]  # RX1's ("open_rx", at_ms, radio, timeout_ms, window)
+    return mac, mac.rx(frame, at_ms)
 mac, events = join_with(B('{on_air.hex()}'))
 joined = events[0]
-uplink = mac.uplink(1, b'session', 600000)[0]
-print(type(joined).__name__, joined.dev_addr, joined.dev_nonce, uplink.frame.hex())
+_, uplink, _, _, _, _ = mac.uplink(1, b'session', 600000)[0]  # ("transmit", frame, radio, airtime_us, fcnt, dev_nonce)
+print(type(joined).__name__, joined.dev_addr, joined.dev_nonce, uplink.hex())
 print(mac.rx1_dr_offset, mac.rx2_dr, mac.rx1_delay_ms, sorted(mac.counters), list(mac.region.channel_freqs)[:8])
 print(join_with(B('{tampered.hex()}'))[1][0].reason)
 """).splitlines()

@@ -24,7 +24,7 @@ JOIN_REQUEST_SF7_US = 61_696  # 23 bytes at SF7/125 kHz
 def prelude(dev_eui=DEV_EUI, join_eui=JOIN_EUI, app_key=APP_KEY, dev_nonce=0, data_rate=5, seed=5) -> str:
     return f"""
 import json
-from fwtest import show
+from fwshow import show
 from lorawan.node_config import set_otaa
 from lorawan.mac import Mac, MacError
 from lorawan.region import EU868
@@ -138,17 +138,17 @@ print(json.dumps([mac.counters]))
 
 def test_failed_join_attempts_back_off_with_fresh_nonces_lower_dr_and_the_join_duty_cycle():
     steps = run_steps("""
-from lorawan.events import Wait
+from fwshow import describe
 t = 0
 for attempt in range(7):
     items = mac.join(t)
     start = t
-    if isinstance(items[0], Wait):
+    if describe(items[0])['type'] == 'Wait':
         show(items)
-        start = items[0].until_ms
+        start = describe(items[0])['until_ms']
         items = mac.wake(start)
     show(items)
-    tx_end = start + items[0].airtime_us // 1000 + 1
+    tx_end = start + describe(items[0])['airtime_us'] // 1000 + 1
     mac.tx_done(tx_end)
     mac.rx_timeout(tx_end + 5100)
     failed = mac.rx_timeout(tx_end + 6600)
@@ -200,7 +200,8 @@ def boot_and_send(folder, replies: list[str | None], sends: int = 1, exit_on_sen
     the printed lines (radio transmissions and the events of each send) as dicts."""
     out = run_firmware(f"""
 import json
-from fwtest import ScriptedRadio, describe
+from fwshow import describe
+from fwtest import ScriptedRadio
 from lorawan.node import node_from_config
 from store import Store
 radio = ScriptedRadio({replies!r}, exit_on_send={exit_on_send!r})

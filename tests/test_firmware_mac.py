@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dos_codecs.crypto import SessionKeys
 from dos_codecs.lorawan import DataFrame, MType, parse_data_frame
-from firmware_support import run_micropython
+from firmware_support import run_firmware, run_micropython
 
 DEV_ADDR = 0x26011BDA
 NWK = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
@@ -23,22 +23,12 @@ KEYS = SessionKeys(NWK, APP)
 def prelude(dev_addr=DEV_ADDR, nwk=NWK, app=APP, fcnt_up=0, data_rate=5, seed=7) -> str:
     return f"""
 import json
+from fwshow import describe, show
 from lorawan.events import *
 from lorawan.node_config import activate_abp
 from lorawan.mac import *
 from lorawan.region import EU868
 B = bytes.fromhex
-
-def show(items):
-    out = []
-    for item in items:
-        d = {{'type': type(item).__name__}}
-        for k in dir(item):  # an action or event is a namedtuple: its fields are what dir() lists
-            if not k.startswith('_'):
-                v = getattr(item, k)
-                d[k] = v.hex() if isinstance(v, (bytes, bytearray)) else v
-        out.append(d)
-    print(json.dumps(out))
 
 def try_(call, *args):
     try:
@@ -53,7 +43,7 @@ activate_abp(mac, {dev_addr:#x}, B('{nwk.hex()}'), B('{app.hex()}'), fcnt_up={fc
 
 def run_steps(body: str, **kwargs) -> list[list[dict]]:
     """Run prelude + body; every show() line comes back as a list of action/event dicts."""
-    return [json.loads(line) for line in run_micropython(prelude(**kwargs) + body).splitlines()]
+    return [json.loads(line) for line in run_firmware(prelude(**kwargs) + body).splitlines()]
 
 
 def downlink(fcnt: int, *, confirmed=False, ack=False, fopts=b"", fport=None, payload=b"", dev_addr=DEV_ADDR,
@@ -211,7 +201,7 @@ for attempt in range(8):
     show(mac.rx_timeout(t + 1100))
     result = mac.rx_timeout(t + 2400)
     show(result)
-    if result[0].__class__.__name__ == 'Wait':
+    if describe(result[0])['type'] == 'Wait':
         t += 200_000
         show(mac.wake(t))
 """)
@@ -286,7 +276,7 @@ show(mac.uplink(1, b'x', 300_000))
 
 
 def test_bad_calls_are_typed_errors():
-    out = run_micropython(prelude() + """
+    out = run_firmware(prelude() + """
 fresh = Mac(EU868())
 try_(fresh.uplink, 1, b'x', 0)
 try_(mac.uplink, 0, b'x', 0)

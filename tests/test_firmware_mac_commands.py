@@ -41,7 +41,7 @@ EXTRA_CHANNELS_HZ = [867_100_000, 867_300_000, 867_500_000, 867_700_000, 867_900
 def prelude(data_rate=5, adr=False, fcnt_down=0, seed=11) -> str:
     return f"""
 import json
-from fwtest import describe, show
+from fwshow import describe, show
 from lorawan.node_config import activate_abp
 from lorawan.mac import Mac
 from lorawan.region import EU868
@@ -60,19 +60,19 @@ def channel(index):
 def drive(items, replies):
     frames, tx_ends, events = [], [], []
     while items:
-        item = items.pop(0)
-        name = type(item).__name__
+        item = describe(items.pop(0))
+        name = item['type']
         if name == 'Transmit':
             frames.append(item)
-            clock[0] += item.airtime_us // 1000 + 1
+            clock[0] += item['airtime_us'] // 1000 + 1
             tx_ends.append(clock[0])
             items.extend(mac.tx_done(clock[0]))
         elif name == 'OpenRx':
-            clock[0] = item.at_ms + item.timeout_ms
+            clock[0] = item['at_ms'] + item['timeout_ms']
             reply = replies.pop(0) if replies else None
             items.extend(mac.rx(B(reply), clock[0], -80, 4.0) if reply else mac.rx_timeout(clock[0]))
         elif name == 'Wait':
-            clock[0] = max(clock[0], item.until_ms)
+            clock[0] = max(clock[0], item['until_ms'])
             items.extend(mac.wake(clock[0]))
         else:
             events.append(item)
@@ -83,8 +83,7 @@ def up(payload=b'x', confirmed=False, replies=(), gap=60_000):
     '''One uplink `gap` ms after the last exchange, run to its end; RX windows get `replies` in order (hex or None).'''
     clock[0] += gap
     frames, tx_ends, events = drive(mac.uplink(1, payload, clock[0], confirmed), list(replies))
-    print(json.dumps({{'frames': [describe(f) for f in frames], 'tx_ends': tx_ends,
-                      'events': [describe(e) for e in events]}}))
+    print(json.dumps({{'frames': frames, 'tx_ends': tx_ends, 'events': events}}))
 """
 
 
@@ -388,7 +387,8 @@ up()
 def test_the_runner_waits_for_the_sub_band_instead_of_transmitting(tmp_path):
     out = run_firmware(f"""
 import json
-from fwtest import ScriptedRadio, describe
+from fwshow import describe
+from fwtest import ScriptedRadio
 from lorawan.node_config import activate_abp
 from lorawan.mac import Mac
 from lorawan.node import Node

@@ -1,12 +1,16 @@
-"""The MAC's outputs: actions for the runner (Transmit, OpenRx, Wait) and events for the app (the rest). Each is a
-namedtuple: its type's name says what it is and its fields are attributes, so a test or a log line can read them without
-knowing the MAC (a namedtuple type and its instances take far less heap than a class with __init__ and its objects).
+"""The MAC's outputs: actions for the runner and events for the app. An event is a namedtuple: its type's name says
+what it is and its fields are attributes, so the app, a test or a log line can read it without knowing the MAC (a
+namedtuple type and its instances take far less heap than a class with __init__ and its objects). An action passes
+only between the MAC and the runner (lorawan/node.py): a plain tuple, told from an event by `type(item) is tuple`,
+whose first item names it (three fewer types and names on the node):
 
-Actions:
-- Transmit: configure the radio with `radio` and send `frame` now; then call tx_done(end time). A data frame has its
-  `fcnt` (dev_nonce None), a JoinRequest its `dev_nonce` (fcnt None; persist dev_nonce + 1 before sending).
-- OpenRx: listen with `radio` from `at_ms` for a preamble during `timeout_ms`; then call rx() or rx_timeout().
-- Wait: nothing to do before `until_ms` (duty cycle, retry or join back-off); then call wake().
+- ("transmit", frame, radio, airtime_us, fcnt, dev_nonce): configure the radio with the settings dict `radio` and send
+  `frame` now; then call tx_done(end time). A data frame has its `fcnt` (dev_nonce None), a JoinRequest its
+  `dev_nonce` (fcnt None; persist dev_nonce + 1 before sending).
+- ("open_rx", at_ms, radio, timeout_ms, window): listen with `radio` from `at_ms` for a preamble during `timeout_ms`;
+  then call rx() or rx_timeout(). `window` is 1 or 2.
+- ("wait", until_ms, why): nothing to do before `until_ms` (`why`: duty_cycle, retransmission or join_backoff); then
+  call wake().
 Events:
 - Sent: a data uplink left the antenna.
 - Downlink: application data (FPort 1..223) arrived in an RX window.
@@ -21,9 +25,6 @@ A call the stack cannot honour, or a frame it drops, raises MacError (one class 
 """
 from collections import namedtuple
 
-Transmit = namedtuple("Transmit", "frame radio airtime_us fcnt dev_nonce")
-OpenRx = namedtuple("OpenRx", "at_ms radio timeout_ms window")
-Wait = namedtuple("Wait", "until_ms why")
 Sent = namedtuple("Sent", "fcnt fport freq_khz dr airtime_us attempt")
 Downlink = namedtuple("Downlink", "fport payload fcnt window rssi snr")
 LinkCheck = namedtuple("LinkCheck", "margin gateways")

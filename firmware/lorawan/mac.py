@@ -1,15 +1,15 @@
 """Sans-IO LoRaWAN 1.0.4 Class A MAC (end device). Pure state: no radio, no clock, no sleeping.
 
 Inputs are method calls with the time they happen at (`now_ms`, any monotonic millisecond count): join(), uplink(),
-tx_done(), rx(), rx_timeout(), wake(). Each returns a list holding actions for the runner (Transmit, OpenRx, Wait) and
-events for the app (Sent, Downlink, LinkCheck, DeviceTime, Joined, JoinFailed, NotSent, RxIgnored, Done), in the order
+tx_done(), rx(), rx_timeout(), wake(). Each returns a list holding actions for the runner ("transmit", "open_rx",
+"wait" tuples, lorawan/events.py) and events for the app (Sent, Downlink, LinkCheck, DeviceTime, Joined, JoinFailed, NotSent, RxIgnored, Done), in the order
 they happen. Uplinks are built, encrypted and MICed here; a downlink is checked and decrypted by lorawan/downlink.py and
 its MAC commands handled by lorawan/commands.py (each loaded only while a downlink is handled); the answers go in the
 next new uplink's FOpts, and RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
 
 Activation (lorawan/node_config.py, loaded at boot) is ABP (activate_abp) or OTAA (set_otaa, then join();
 lorawan/join.py, join_accept.py and join_settings.py, loaded while the node joins, one at a time). Each
-join() is one attempt with a fresh DevNonce, which the Transmit carries so that the runner persists the next one before
+join() is one attempt with a fresh DevNonce, which the transmit action carries so that the runner persists the next one before
 the JoinRequest leaves. A failed attempt gives JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle
 (1 %, 0.1 % after an hour, 0.01 % after eleven hours of trying) or a random delay that doubles per failure, whichever is
 longer; every second failure lowers the join DR by one, and the session keeps the DR whose JoinRequest got through. The
@@ -29,7 +29,7 @@ truncation.
 from micropython import const
 
 from lorawan.crypto import crypt_payload, data_mic
-from lorawan.events import Done, MacError, NotSent, OpenRx, RxIgnored, Sent, Transmit, Wait
+from lorawan.events import Done, MacError, NotSent, RxIgnored, Sent
 from modules import unload
 
 # Integer constants are const() with a leading underscore: the compiler puts their values into the code, so they take
@@ -132,7 +132,7 @@ class Mac:
     # ---- join
 
     def join(self, now_ms):
-        """Start one join attempt (after a Wait if the back-off of the last failed one is not over). It ends the
+        """Start one join attempt (after a wait action if the back-off of the last failed one is not over). It ends the
         current session, if any, and ends with Joined or JoinFailed (lorawan/join.py)."""
         if self.state != _IDLE:
             raise MacError("busy")
@@ -140,7 +140,7 @@ class Mac:
 
         if start_join(self, now_ms):  # the back-off of the last failed attempt is not over
             self.state = _WAIT
-            return [Wait(self.next_join_ms, "join_backoff")]
+            return [("wait", self.next_join_ms, "join_backoff")]
         return self._try_send(now_ms)
 
     # ---- uplink path
@@ -206,7 +206,7 @@ class Mac:
         freq, free_at = self.region.next_channel(dr, now_ms, airtime_us)
         if freq is None:
             self.state = _WAIT
-            return [Wait(free_at, "duty_cycle")]
+            return [("wait", free_at, "duty_cycle")]
         if self._joining:
             from lorawan.join import join_request
 
@@ -219,7 +219,7 @@ class Mac:
         self._tx_freq, self._tx_dr, self._tx_airtime_us = freq, dr, airtime_us
         self.state = _TX
         radio = self.region.radio_config(freq, dr, self.tx_power_dbm, True)
-        return [Transmit(frame, radio, self._tx_airtime_us, fcnt, nonce)]
+        return [("transmit", frame, radio, airtime_us, fcnt, nonce)]
 
     def tx_done(self, now_ms):
         """The radio finished sending at `now_ms`."""
@@ -254,12 +254,12 @@ class Mac:
     def _window(self, number, freq, dr, nominal_ms):
         timeout_ms = 2 * _RX_EARLY_MS + -(-_RX_PREAMBLE_SYMBOLS * self.region.symbol_us(dr) // 1000)
         radio = self.region.radio_config(freq, dr, self.tx_power_dbm, False)
-        return OpenRx(nominal_ms - _RX_EARLY_MS, radio, timeout_ms, number)
+        return ("open_rx", nominal_ms - _RX_EARLY_MS, radio, timeout_ms, number)
 
     # ---- receive windows
 
     def rx_timeout(self, now_ms):
-        """The window opened by the last OpenRx closed without a frame."""
+        """The window opened by the last open_rx action closed without a frame."""
         if self.state == _RX1:
             return self._after_rx1(now_ms)
         if self.state == _RX2:
@@ -315,7 +315,7 @@ class Mac:
         if not acked and self._attempt < tries and not (heard and not confirmed):
             self.state = _WAIT
             low, high = _RETRY_BACKOFF_MIN_MS, _RETRY_BACKOFF_MAX_MS
-            return [Wait(now_ms + low + self.region.random(high - low + 1), "retransmission")]
+            return [("wait", now_ms + low + self.region.random(high - low + 1), "retransmission")]
         self.state = _IDLE
         self._pending = None
         return [Done(self._frame_fcnt, acked if confirmed else None)]
@@ -330,7 +330,7 @@ class Mac:
         self._pending = None
 
     def wake(self, now_ms):
-        """The time a Wait asked for has come."""
+        """The time a wait action asked for has come."""
         if self.state != _WAIT:
             return []
         return self._try_send(now_ms)

@@ -11,7 +11,7 @@ once instead of sleeping through it, so the app's own work (the lamp) goes on.
 """
 import time
 
-from lorawan.events import DeviceTime, Joined, NotSent, OpenRx, Transmit, Wait
+from lorawan.events import DeviceTime, Joined, NotSent
 from modules import unload
 
 
@@ -65,39 +65,44 @@ class Node:
         try:
             while items:
                 item = items.pop(0)
-                if isinstance(item, Transmit):
-                    if store is not None:
-                        if item.dev_nonce is None:
-                            store.reserve_fcnt_up(item.fcnt)
-                        else:
-                            store.use_dev_nonce(item.dev_nonce)
-                    radio.configure(item.radio)
-                    sent_ticks = radio.send(item.frame)  # the ticks_ms() at which the frame's end left
-                    item = None  # done with: its frame and radio settings are not kept through the MAC's work
-                    items.extend(mac.tx_done(self.now_ms() - time.ticks_diff(self._ticks, sent_ticks)))
-                elif isinstance(item, OpenRx):
-                    radio.configure(item.radio)
-                    radio.sleep()
-                    self.sleep_until(item.at_ms)
-                    packet = radio.recv(timeout_ms=item.timeout_ms)
-                    item = None  # (as above: not kept while the MAC opens the frame, the JoinAccept's peak)
-                    now = self.now_ms()
-                    if packet is not None and not packet.valid_crc:
-                        self.counters["crc_error"] = self.counters.get("crc_error", 0) + 1
-                        packet = None
-                    items.extend(mac.rx_timeout(now) if packet is None
-                                 else mac.rx(packet, now, packet.rssi, packet.snr))
-                elif isinstance(item, Wait):
-                    radio.sleep()
-                    self.sleep_until(item.until_ms)
-                    items.extend(mac.wake(self.now_ms()))
-                else:
+                if type(item) is not tuple:  # an event for the app (the actions are plain tuples: lorawan/events.py)
                     if isinstance(item, Joined) and store is not None:
                         store.start_session()
                         self._saved_fcnt_down = 0
                     elif isinstance(item, DeviceTime):
                         self._gps_offset_ms = item.gps_ms - item.at_ms
                     events.append(item)
+                    continue
+                action = item[0]
+                if action == "transmit":
+                    _, frame, settings, _, fcnt, dev_nonce = item
+                    if store is not None:
+                        if dev_nonce is None:
+                            store.reserve_fcnt_up(fcnt)
+                        else:
+                            store.use_dev_nonce(dev_nonce)
+                    radio.configure(settings)
+                    sent_ticks = radio.send(frame)  # the ticks_ms() at which the frame's end left
+                    item = frame = settings = None  # done with: not kept through the MAC's work
+                    items.extend(mac.tx_done(self.now_ms() - time.ticks_diff(self._ticks, sent_ticks)))
+                elif action == "open_rx":
+                    _, at_ms, settings, timeout_ms, _ = item
+                    radio.configure(settings)
+                    radio.sleep()
+                    self.sleep_until(at_ms)
+                    packet = radio.recv(timeout_ms=timeout_ms)
+                    item = settings = None  # (as above: not kept while the MAC opens the frame, the JoinAccept's peak)
+                    now = self.now_ms()
+                    if packet is not None and not packet.valid_crc:
+                        self.counters["crc_error"] = self.counters.get("crc_error", 0) + 1
+                        packet = None
+                    items.extend(mac.rx_timeout(now) if packet is None
+                                 else mac.rx(packet, now, packet.rssi, packet.snr))
+                else:  # "wait"
+                    _, until_ms, _ = item
+                    radio.sleep()
+                    self.sleep_until(until_ms)
+                    items.extend(mac.wake(self.now_ms()))
         except Exception:
             mac.cancel()
             raise
