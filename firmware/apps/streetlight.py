@@ -12,8 +12,9 @@ A lamp whose power draw is implausible for its commanded state (on: under FAULT_
 level; off: over OFF_LIMIT_W) is a fault: the "alarm" message goes at once as a confirmed uplink, before the reading,
 and with every reading until the network acknowledged it, once per fault episode (apps.runtime.Episodes). The reading
 carries battery_low (set below `battery_low_v`, with hysteresis); energy, ambient light and battery voltage take turns
-when all fields would not fit in 24 bytes. One short log line per reading, alarm and event worth knowing (join,
-applied setting, ignored downlink, night dimming), never keys.
+when all fields would not fit in 24 bytes. A reading is taken by apps/streetlight_reading.py, loaded for it. One short
+log line per reading, alarm and event worth knowing (join, applied setting, ignored downlink, night dimming), never
+keys.
 
 Settings (config "settings", interval_s at the top level; all but hysteresis_lux also by the FPort 3 "config" downlink,
 applied at once and kept across reboots): interval_s (60), confirmed (false), dusk_lux (50): on below it,
@@ -25,8 +26,7 @@ battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), t
 """
 from micropython import const
 
-from apps.runtime import Episodes, fit_reading, run_slots, send_alarm, send_message, start_settings
-from cbor import encode_reading
+from apps.runtime import Episodes, run_slots, send_alarm, send_message, start_settings
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
 from modules import unload
@@ -38,18 +38,15 @@ SETTINGS = ('[["interval_s", 60, 10, 86400], ["confirmed", false, null, null], [
             '["presence_hold_s", 60, 0, 3600], ["night_dim_after_min", 300, 0, 1440], '
             '["night_dim_level", 50, 0, 100], ["night_dim_for_min", 0, 0, 1440]]')
 SLOW_FIELDS = ("energy", "ambient_light", "battery")  # take turns when the reading would exceed 24 bytes
-_ENERGY_SAVE_EVERY = const(10)  # readings between energy writes to flash
-_MS_PER_HOUR = 3600000
-_MS_PER_MIN = 60000
-FAULT_FRACTION = 0.3  # a lit lamp drawing less than this share of its expected power is faulty
-OFF_LIMIT_W = 5.0  # a switched-off lamp drawing more than this is faulty (stuck relay)
+_MS_PER_HOUR = const(3600000)
+_MS_PER_MIN = const(60000)
 _PIR_POLL_MS = const(1000)  # while lit: the PIR holds its output high for seconds, so no presence is missed
 _SCHEDULE_POLL_MS = const(60000)  # while lit without a PIR: the schedule counts in minutes
 
 
 class Streetlight:
-    """The lamp controller and meter: reading(now_ms) does the dusk/dawn step and returns the values to report,
-    control(now_ms) sets the level between readings (schedule, presence)."""
+    """The lamp controller and meter: control(now_ms) sets the level between readings (schedule, presence); a
+    reading (apps/streetlight_reading.py) does the dusk/dawn step and reads the values to report."""
 
     def __init__(self, board, config, store):
         from apps.streetlight_setup import set_up  # at boot only: unloaded after
@@ -64,22 +61,22 @@ class Streetlight:
         self.pir = board.presence() if hasattr(board, "presence") else None
         self.energy_wh = store.get("energy_wh", 0.0)
         self.readings = 0
-        self._power_w = 0.0
+        self.power_w = 0.0
         self._last_ms = None
         self.fault = Episodes()  # one condition: the lamp fault
         self.lit_since_ms = None  # the dusk switch-on: the schedule counts from it
         self.presence_until_ms = None
         self.presence_events = 0
-        self._sensed = False
+        self.pir_sensed = False
         self.night = False
         self.settings = start_settings(config, store, SETTINGS)
 
-    def _meter(self, now_ms):
+    def update_meter(self, now_ms):
         """Energy up to now at the last measured power (the lamp drew it until now), then measure the power now."""
         if self._last_ms is not None:  # the lamp drew the last measured power since then
-            self.energy_wh += self._power_w * (now_ms - self._last_ms) / _MS_PER_HOUR
+            self.energy_wh += self.power_w * (now_ms - self._last_ms) / _MS_PER_HOUR
         self._last_ms = now_ms
-        self._power_w = max(0.0, self.meter.power_watts())
+        self.power_w = max(0.0, self.meter.power_watts())
 
     def night_dimming(self, now_ms):
         """Whether the night-dimming schedule is in force at now_ms (lamp lit since lit_since_ms)."""
@@ -96,10 +93,10 @@ class Streetlight:
         if self.pir is not None:
             sensed = self.pir.sensed()
             if sensed:
-                if not self._sensed:
+                if not self.pir_sensed:
                     self.presence_events += 1
                 self.presence_until_ms = now_ms + values["presence_hold_s"] * 1000
-            self._sensed = sensed
+            self.pir_sensed = sensed
         night = self.night_dimming(now_ms)
         if night != self.night:
             self.night = night
@@ -109,56 +106,8 @@ class Streetlight:
             level = max(level, values["presence_level"])
         if level != self.lamp.level_pct:
             self.lamp.set(True, level)
-            self._meter(now_ms)
+            self.update_meter(now_ms)
         return now_ms + (_PIR_POLL_MS if self.pir is not None else _SCHEDULE_POLL_MS)
-
-    def reading(self, now_ms):
-        lux = self.light.lux()
-        if self.lamp.on and lux > self.settings["dusk_lux"] + self.hysteresis_lux:
-            self.lamp.set(False, 0)
-            self.lit_since_ms = self.presence_until_ms = None
-            self._sensed = self.night = False
-        elif not self.lamp.on and lux < self.settings["dusk_lux"]:
-            self.lit_since_ms = now_ms
-            self.lamp.set(True, self.settings["dim_level"])
-        self.control(now_ms)
-        self._meter(now_ms)
-        self.readings += 1
-        if self.readings % _ENERGY_SAVE_EVERY == 0:
-            self.store.put("energy_wh", self.energy_wh)
-            self.store.flush()
-        presence, self.presence_events = min(65535, self.presence_events), 0
-        volts = self.battery.measure(self.settings["battery_low_v"])
-        return {"lamp_on": self.lamp.on, "dim_level": self.lamp.level_pct, "power": self._power_w,
-                "energy": self.energy_wh, "ambient_light": min(65535, lux), "battery": volts,
-                "battery_low": self.battery.low, "presence": presence}
-
-    def lamp_fault(self, values):
-        """The "alarm" message's values while `values` (a reading) show a lamp fault whose alarm the network has not
-        acknowledged yet, else None."""
-        expected_w = self.lamp_rated_w * values["dim_level"] / 100 if values["lamp_on"] else 0.0
-        power_w = values["power"]
-        if values["lamp_on"]:
-            faulty = power_w < FAULT_FRACTION * expected_w
-        else:
-            faulty = power_w > OFF_LIMIT_W
-        if not self.fault.update(faulty):
-            return None
-        return {"lamp_fault": True, "power": min(400.0, power_w), "expected_power": min(400.0, expected_w),
-                "dim_level": values["dim_level"]}
-
-
-
-def _log_line(values):
-    return "reading lamp=%s dim=%d%% power=%.1fW energy=%dWh light=%dlx battery=%.2fV%s presence=%d" % (
-        "on" if values["lamp_on"] else "off", values["dim_level"], values["power"], round(values["energy"]),
-        round(values["ambient_light"]), values["battery"], " LOW" if values["battery_low"] else "",
-        values["presence"])
-
-
-def _alarm_line(alarm):
-    return "alarm: lamp fault: power=%.1fW expected=%.1fW dim=%d%%" % (
-        alarm["power"], alarm["expected_power"], alarm["dim_level"])
 
 
 App = Streetlight  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config
@@ -168,21 +117,20 @@ def run(app, node):
     """The app's loop, forever: one dusk/dawn step and reading per interval_s slot (apps.runtime.run_slots), the
     level controlled between readings while lit."""
     settings = app.settings
-    first_slow = [0]
-
-    def reading():
-        """The reading's message and log line, a due lamp-fault alarm sent first; its values go with this frame,
-        before the reading is sent."""
-        values = app.reading(node.now_ms())
-        node.mac.battery_level = app.battery.level(values["battery"])
-        alarm = app.lamp_fault(values)
-        if alarm is not None:  # until acknowledged: an alarm lost on the air goes again with the next reading
-            send_alarm(node, app, KIND, encode_reading(KIND, "alarm", alarm), app.fault, 1, _alarm_line(alarm))
-        sent, first_slow[0] = fit_reading(KIND, values, SLOW_FIELDS, first_slow[0])
-        return encode_reading(KIND, "reading", sent), _log_line(values)
+    first_slow = 0
 
     def step():
-        message, line = reading()
+        """One reading (apps/streetlight_reading.py, loaded for it), a due lamp-fault alarm sent first."""
+        nonlocal first_slow
+        from apps.streetlight_reading import reading
+
+        try:
+            alarm, message, line, first_slow = reading(app, node, first_slow)
+        finally:
+            unload("apps.streetlight_reading")
+        del reading  # the last reference to its module's code: freed before the messages are sent
+        if alarm is not None:  # until acknowledged: an alarm lost on the air goes again with the next reading
+            send_alarm(node, app, KIND, alarm[0], app.fault, 1, alarm[1])
         send_message(node, app, KIND, message, settings["confirmed"], line)
 
     run_slots(node, settings, step, app.control)
