@@ -27,7 +27,8 @@ class CborError(ValueError):
 
 
 _MAX_ITEM = const(9)  # bytes of the longest head: initial byte + 8-byte argument
-_buffer = bytearray(64)  # reused for every payload; replaced by a larger one only for a message that might not fit
+_MAX_ENTRY = const(11)  # bytes of the longest map entry: a key (< 256: 2 bytes at most) and its value's head
+_buffer = bytearray(_MAX_ENTRY)  # reused for every payload; replaced by a larger one for a message that might not fit
 
 
 def _fields(kind, message):
@@ -98,7 +99,7 @@ def encode_reading(kind, message, values):
         for name in values:
             if name not in fields:
                 raise CborError("unknown_field", name)
-    need = _MAX_ITEM * (1 + 2 * used)  # the map head, then a key and a value per field, each at most _MAX_ITEM
+    need = _MAX_ITEM + _MAX_ENTRY * used  # the map head, then a key and a value per field
     if len(_buffer) < need:
         _buffer = bytearray(need)
     buf = _buffer
