@@ -2,7 +2,8 @@
 of the ADXL345's vertical axis computed on the node (RMS, peak, dominant frequency), tilt along the span (from the same
 window), crack width (potentiometric gauge on an ADC), temperature (TMP102) and battery (with a low flag); one reading
 over LoRaWAN every `interval_s`. A reading carries strain and vibration peak every time and as many of the other fields
-as fit in 24 bytes (apps.runtime.fit_reading), taking turns: all eleven fields take up to 43 bytes.
+as fit in 24 bytes (apps.runtime.fit_reading), taking turns: all eleven fields take up to 43 bytes. A reading is
+taken by apps/bridge_reading.py, loaded for it.
 
 Threshold alarms, checked with every reading: |strain| of a channel over `strain_limit_ue`, vibration RMS over
 `vibration_rms_limit`, vibration peak over `vibration_peak_limit`, |tilt - tilt at installation| over `tilt_limit`,
@@ -24,11 +25,10 @@ from array import array
 
 from micropython import const
 
-from apps.runtime import Episodes, fit_reading, over_limit, run_slots, send_alarm, send_message, start_settings
+from apps.runtime import Episodes, over_limit, run_slots, send_alarm, send_message, start_settings
 from cbor import encode_reading
-from drivers.adxl345 import ADXL345, COUNTS_PER_G
+from drivers.adxl345 import ADXL345
 from drivers.tmp102 import TMP102
-from drivers.vibration import along_x_tilt, sample_window, vibration
 from modules import unload
 
 KIND = "bridge"
@@ -46,7 +46,7 @@ CHECKS = STRAINS + ("vibration_rms", "vibration_peak", "tilt_change", "crack_wid
 LIMITS = ("strain_limit_ue", "strain_limit_ue", "strain_limit_ue", "vibration_rms_limit", "vibration_peak_limit",
           "tilt_limit", "crack_limit")
 _WINDOW_SAMPLES = const(64)
-_SAMPLE_RATE_HZ = const(50)
+_SAMPLE_RATE_HZ = const(50)  # the ADXL345's output data rate: a reading's vibration window takes 64 / 50 s
 
 
 def strains(counts, counts_per_ue, zero_ue):
@@ -57,7 +57,8 @@ def strains(counts, counts_per_ue, zero_ue):
 
 
 class Bridge:
-    """The bridge's sensors; reading() returns the values to report."""
+    """The bridge's sensors and alarm checks; a reading is taken by apps/bridge_reading.py (loaded for it),
+    strain_check() checks the strains between readings."""
 
     def __init__(self, board, config, store):
         from apps.bridge_setup import set_up  # at boot only: unloaded after
@@ -81,25 +82,6 @@ class Bridge:
             for i, ue in enumerate(strains(self.strain_adcs.read(), self.counts_per_ue, self.zero_ue)):
                 values[STRAINS[i]] = ue
         return values
-
-    def reading(self):
-        values = self.strains()
-        mean_x = sample_window(self.accelerometer, self.window)
-        rms, peak, freq = vibration(self.window, _SAMPLE_RATE_HZ, floor=1 / COUNTS_PER_G)
-        values.update(vibration_rms=rms, vibration_peak=peak, vibration_freq=freq, tilt=along_x_tilt(mean_x),
-                      crack_width=self.board.crack_gauge_volts() * self.crack_mm_per_v,
-                      temperature=self.thermometer.celsius(),
-                      battery=self.battery.measure(self.settings["battery_low_v"]), battery_low=self.battery.low)
-        return values
-
-    def alarm(self, values):
-        """(the "alarm" message's values, the bit mask of the episodes it reports) for a reading; the values empty
-        when none is due."""
-        measured = {"tilt_change": values["tilt"] - self.tilt_zero_deg}
-        for name in CHECKS:
-            if name in values:
-                measured[name] = values[name]
-        return self.check(measured)
 
     def check(self, measured):
         """Feed {alarm field: value} to the threshold checks (a check whose field is missing is left as it was);
@@ -125,18 +107,6 @@ class Bridge:
         return alarm, episodes, now_ms + self.strain_check_ms
 
 
-
-def _log_line(values):
-    strain = ""
-    for name in STRAINS:
-        if name in values:
-            strain += " %s=%d" % (name, values[name])
-    return ("reading %s vibration rms=%.3fg peak=%.3fg freq=%.1fHz tilt=%.2fdeg crack=%.2fmm temperature=%.1fC "
-            "battery=%.2fV%s") % (strain[1:], values["vibration_rms"], values["vibration_peak"],
-                                  values["vibration_freq"], values["tilt"], values["crack_width"],
-                                  values["temperature"], values["battery"], " LOW" if values["battery_low"] else "")
-
-
 def _send_alarm(app, node, alarm, reported):
     """Send the "alarm" message `alarm` (apps.runtime.send_alarm) for the episodes in the bit mask `reported`."""
     line = "alarm:"
@@ -153,21 +123,21 @@ def run(app, node):
     """The app's loop, forever: one reading per interval_s slot (apps.runtime.run_slots), a due threshold alarm
     ahead of it, the strains checked between readings; the slow fields take turns."""
     settings = app.settings
-    first_slow = [0]
-
-    def reading():
-        """The reading's message and log line, a due alarm sent first; its values go with this frame, before the
-        reading is sent."""
-        values = app.reading()
-        node.mac.battery_level = app.battery.level(values["battery"])
-        alarm, reported = app.alarm(values)
-        if alarm:
-            _send_alarm(app, node, alarm, reported)
-        sent, first_slow[0] = fit_reading(KIND, values, SLOW_FIELDS, first_slow[0])
-        return encode_reading(KIND, "reading", sent), _log_line(values)
+    first_slow = 0
 
     def step():
-        message, line = reading()
+        """One reading (apps/bridge_reading.py, loaded for it), a due alarm sent first."""
+        nonlocal first_slow
+        from apps.bridge_reading import reading
+
+        try:
+            alarm, reported, message, line, first_slow = reading(app, node, first_slow)
+        finally:
+            unload("apps.bridge_reading")
+            unload("drivers.vibration")  # only a reading computes the vibration window
+        del reading  # the last reference to its module's code: freed before the messages are sent
+        if alarm:
+            _send_alarm(app, node, alarm, reported)
         send_message(node, app, KIND, message, settings["confirmed"], line)
 
     def between(now_ms):

@@ -1,0 +1,38 @@
+"""A bridge reading (apps.bridge): the strains, a vibration window of the ADXL345 (drivers/vibration.py), tilt, crack
+width, temperature and battery, the threshold checks on them, and the reading's log line. The app's loop loads this
+module (and drivers/vibration.py with it) for each reading and unloads both before the messages are sent, so their
+code is not in the heap while the radio works."""
+from apps.bridge import CHECKS, KIND, SLOW_FIELDS, STRAINS
+from apps.runtime import fit_reading
+from cbor import encode_reading
+from drivers.adxl345 import COUNTS_PER_G
+from drivers.vibration import along_x_tilt, sample_window, vibration
+
+
+def reading(app, node, first_slow):
+    """One reading of the Bridge `app`, the battery level told to the MAC; returns (the due "alarm" message's values,
+    empty when none is due; the bit mask of the episodes it reports; the reading's message (the slow fields from
+    SLOW_FIELDS[first_slow] on, apps.runtime.fit_reading); its log line; the slow field to start with next time)."""
+    values = app.strains()
+    mean_x = sample_window(app.accelerometer, app.window)
+    rms, peak, freq = vibration(app.window, app.accelerometer.rate_hz, floor=1 / COUNTS_PER_G)
+    volts = app.battery.measure(app.settings["battery_low_v"])
+    node.mac.battery_level = app.battery.level(volts)
+    values.update(vibration_rms=rms, vibration_peak=peak, vibration_freq=freq, tilt=along_x_tilt(mean_x),
+                  crack_width=app.board.crack_gauge_volts() * app.crack_mm_per_v,
+                  temperature=app.thermometer.celsius(), battery=volts, battery_low=app.battery.low)
+    measured = {"tilt_change": values["tilt"] - app.tilt_zero_deg}
+    for name in CHECKS:
+        if name in values:
+            measured[name] = values[name]
+    alarm, reported = app.check(measured)
+    sent, first_slow = fit_reading(KIND, values, SLOW_FIELDS, first_slow)
+    strain = ""
+    for name in STRAINS:
+        if name in values:
+            strain += " %s=%d" % (name, values[name])
+    line = ("reading %s vibration rms=%.3fg peak=%.3fg freq=%.1fHz tilt=%.2fdeg crack=%.2fmm temperature=%.1fC "
+            "battery=%.2fV%s") % (strain[1:], values["vibration_rms"], values["vibration_peak"],
+                                  values["vibration_freq"], values["tilt"], values["crack_width"],
+                                  values["temperature"], values["battery"], " LOW" if values["battery_low"] else "")
+    return alarm, reported, encode_reading(KIND, "reading", sent), line, first_slow
