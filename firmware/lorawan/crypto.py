@@ -1,6 +1,6 @@
-"""LoRaWAN 1.0.x crypto on MicroPython's cryptolib: AES-CMAC (RFC 4493) as one CBC pass with cached subkeys, data-frame MIC
-(B0 block) and FRMPayload encryption (A_i blocks through ECB). The OTAA join's crypto is in lorawan/join.py and
-lorawan/join_accept.py."""
+"""LoRaWAN 1.0.x crypto on MicroPython's cryptolib: AES-CMAC (RFC 4493) as one CBC pass, data-frame MIC (B0 block) and
+FRMPayload encryption (A_i blocks through ECB). The OTAA join's crypto is in lorawan/join.py and lorawan/join_accept.py.
+Keys are plain 16-byte bytes: no object per key stays in the heap (the subkeys cost two doublings per CMAC)."""
 from cryptolib import aes
 from micropython import const
 
@@ -23,33 +23,29 @@ def _double(block):
     return out
 
 
-class Cmac:
-    """AES-CMAC with one key; K1/K2 are computed once here."""
-
-    def __init__(self, key):
-        if len(key) != 16:
-            raise MacError("bad_key_length")
-        self.key = bytes(key)
-        self._k1 = _double(aes(self.key, _ECB).encrypt(_ZERO_BLOCK))
-        self._k2 = _double(self._k1)
-
-    def digest(self, message, prefix=b""):
-        """The 16-byte CMAC of prefix + message (the prefix saves a concatenation, e.g. for the B0 block)."""
-        total = len(prefix) + len(message)
-        blocks = max(1, (total + 15) // 16)
-        buf = bytearray(blocks * 16)
-        buf[:len(prefix)] = prefix
-        buf[len(prefix):total] = message
-        if total and total % 16 == 0:
-            subkey = self._k1
-        else:
-            buf[total] = 0x80
-            subkey = self._k2
-        last = (blocks - 1) * 16
-        for i in range(16):
-            buf[last + i] ^= subkey[i]
-        aes(self.key, _CBC, _ZERO_BLOCK).encrypt(buf, buf)
-        return bytes(buf[last:])
+def cmac(key, message, prefix=b""):
+    """The 16-byte AES-CMAC with `key` (16 bytes) of prefix + message (the prefix saves a concatenation, e.g. for the
+    B0 block). One CBC object does it all: encrypting the zero block first gives L = AES(key, 0), the subkeys' root,
+    and leaves L as the chaining value, which XORing L into the first block cancels."""
+    if len(key) != 16:
+        raise MacError("bad_key_length")
+    total = len(prefix) + len(message)
+    blocks = max(1, (total + 15) // 16)
+    buf = bytearray(blocks * 16)
+    buf[:len(prefix)] = prefix
+    buf[len(prefix):total] = message
+    cipher = aes(key, _CBC, _ZERO_BLOCK)
+    chaining = cipher.encrypt(_ZERO_BLOCK)
+    subkey = _double(chaining)  # K1
+    if not total or total % 16:
+        buf[total] = 0x80
+        subkey = _double(subkey)  # K2
+    last = (blocks - 1) * 16
+    for i in range(16):
+        buf[i] ^= chaining[i]
+        buf[last + i] ^= subkey[i]
+    cipher.encrypt(buf, buf)
+    return bytes(buf[last:])
 
 
 def _block(first, direction, dev_addr_le, fcnt, last):
@@ -66,9 +62,9 @@ def _block(first, direction, dev_addr_le, fcnt, last):
     return block
 
 
-def data_mic(nwk_cmac, direction, dev_addr_le, fcnt, msg):
+def data_mic(nwk_s_key, direction, dev_addr_le, fcnt, msg):
     """MIC (4 bytes) of a data frame: cmac(NwkSKey, B0 | msg), msg = MHDR..FRMPayload; direction 0 up, 1 down."""
-    return nwk_cmac.digest(msg, _block(0x49, direction, dev_addr_le, fcnt, len(msg)))[:4]
+    return cmac(nwk_s_key, msg, _block(0x49, direction, dev_addr_le, fcnt, len(msg)))[:4]
 
 
 def crypt_payload(key, direction, dev_addr_le, fcnt, data):

@@ -37,7 +37,7 @@ def open_downlink(mac, frame, window, rssi, snr):
     if ahead > _MAX_FCNT_GAP:
         raise MacError("fcnt_stale" if ahead >= 0x8000 else "fcnt_gap")
     fcnt = mac.fcnt_down + ahead
-    if data_mic(mac._nwk, 1, dev_addr, fcnt, memoryview(frame)[:-4]) != bytes(frame[-4:]):
+    if data_mic(mac._nwk_s_key, 1, dev_addr, fcnt, memoryview(frame)[:-4]) != bytes(frame[-4:]):
         raise MacError("mic_mismatch")
     fport = frame[fopts_end] if fopts_end < len(frame) - 4 else None
     if fport == 0 and fopts_end > 8:
@@ -48,7 +48,7 @@ def open_downlink(mac, frame, window, rssi, snr):
         mac._ack_next = True
     payload = b""
     if fport is not None:
-        key = mac._nwk.key if fport == 0 else mac._app_s_key
+        key = mac._nwk_s_key if fport == 0 else mac._app_s_key
         payload = bytes(crypt_payload(key, 1, dev_addr, fcnt, memoryview(frame)[fopts_end + 1:-4]))
     commands = payload if fport == 0 else bytes(frame[8:fopts_end])
     answers = mac._answers

@@ -5,6 +5,7 @@ per boot, so its code need not stay in the heap, and it is not loaded in the rec
 of the MAC, it reads and sets the Mac's state; the Mac ends the attempt (idle again) after join_failed."""
 from micropython import const
 
+from lorawan.crypto import cmac
 from lorawan.events import JoinFailed, MacError
 
 _JOIN_REQUEST = const(0x00)
@@ -34,14 +35,14 @@ def start_join(mac, now_ms):
 def join_request(mac):
     """The JoinRequest frame of the next DevNonce, which is used from now on."""
     nonce = mac.dev_nonce
-    euis, app_cmac = mac._otaa
+    euis, app_key = mac._otaa
     msg = bytearray(19)
     msg[0] = _JOIN_REQUEST
     msg[1:17] = euis
     msg[17], msg[18] = nonce & 0xFF, nonce >> 8
     mac.dev_nonce = nonce + 1  # used from now on, even if the radio fails
     mac._join_nonce = nonce
-    return bytes(msg) + join_request_mic(app_cmac, msg)
+    return bytes(msg) + join_request_mic(app_key, msg)
 
 
 def join_failed(mac, now_ms):
@@ -59,6 +60,6 @@ def join_failed(mac, now_ms):
     return [JoinFailed(mac.join_attempts, mac._join_nonce, mac.next_join_ms)]
 
 
-def join_request_mic(app_cmac, msg):
+def join_request_mic(app_key, msg):
     """MIC (4 bytes) of a JoinRequest: cmac(AppKey, MHDR | JoinEUI | DevEUI | DevNonce)."""
-    return app_cmac.digest(msg)[:4]
+    return cmac(app_key, msg)[:4]

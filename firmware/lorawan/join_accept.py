@@ -6,7 +6,7 @@ state; the Mac ends the attempt (idle again) after both."""
 from cryptolib import aes
 from micropython import const
 
-from lorawan.crypto import Cmac
+from lorawan.crypto import cmac
 from lorawan.events import MacError
 
 _ECB = const(1)
@@ -24,10 +24,10 @@ def open_join_accept(mac, frame):
         raise MacError("bad_join_accept_length")
     if frame[0] != _JOIN_ACCEPT:
         raise MacError("not_join_accept")
-    app_cmac = mac._otaa[1]
+    app_key = mac._otaa[1]
     msg = bytearray(frame)
-    aes(app_cmac.key, _ECB).encrypt(memoryview(frame)[1:], memoryview(msg)[1:])
-    if app_cmac.digest(memoryview(msg)[:-4])[:4] != msg[-4:]:
+    aes(app_key, _ECB).encrypt(memoryview(frame)[1:], memoryview(msg)[1:])
+    if cmac(app_key, memoryview(msg)[:-4])[:4] != msg[-4:]:
         raise MacError("mic_mismatch")
     nonce = mac._join_nonce
     keys = bytearray(32)
@@ -35,8 +35,8 @@ def open_join_accept(mac, frame):
         keys[start] = 1 + start // 16
         keys[start + 1:start + 7] = msg[1:7]
         keys[start + 7], keys[start + 8] = nonce & 0xFF, nonce >> 8 & 0xFF
-    aes(app_cmac.key, _ECB).encrypt(keys, keys)
-    mac._nwk = Cmac(keys[:16])
+    aes(app_key, _ECB).encrypt(keys, keys)
+    mac._nwk_s_key = bytes(keys[:16])
     mac._app_s_key = bytes(keys[16:])
     mac._dev_addr = bytes(msg[7:11])
     return msg

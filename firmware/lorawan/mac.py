@@ -197,7 +197,7 @@ class Mac:
         body.extend(fopts)
         body.append(fport)
         body.extend(crypt_payload(self._app_s_key, 0, self._dev_addr, fcnt, payload))
-        body.extend(data_mic(self._nwk, 0, self._dev_addr, fcnt, body))
+        body.extend(data_mic(self._nwk_s_key, 0, self._dev_addr, fcnt, body))
         return bytes(body)
 
     def _try_send(self, now_ms):

@@ -3,7 +3,6 @@ lorawan/node.py's node_from_config loads this module for it and forgets it after
 import os
 
 from config import ConfigError, hex_bytes, lorawan_options
-from lorawan.crypto import Cmac
 from lorawan.mac import Mac
 from lorawan.node import Node
 from lorawan.region import EU868
@@ -39,14 +38,13 @@ def node_from_config(config, make_radio, store):
 def activate_abp(mac, dev_addr, nwk_s_key, app_s_key, fcnt_up=0, fcnt_down=0):
     """Personalise `mac`: dev_addr as an int (as printed, MSB first), 16-byte session keys, counters to resume from."""
     mac._dev_addr = dev_addr.to_bytes(4, "little")
-    mac._nwk = Cmac(nwk_s_key)
+    mac._nwk_s_key = bytes(nwk_s_key)
     mac._app_s_key = bytes(app_s_key)
     mac.fcnt_up, mac.fcnt_down = fcnt_up, fcnt_down
 
 
 def set_otaa(mac, dev_eui, join_eui, app_key, dev_nonce):
     """OTAA credentials of `mac`: 8-byte EUIs as printed (MSB first), the 16-byte AppKey, the next DevNonce to use."""
-    app_cmac = Cmac(app_key)
-    mac._otaa = (bytes(reversed(join_eui)) + bytes(reversed(dev_eui)), app_cmac)
+    mac._otaa = (bytes(reversed(join_eui)) + bytes(reversed(dev_eui)), bytes(app_key))
     mac.dev_nonce = dev_nonce
 
