@@ -22,7 +22,7 @@ def sample_window(accelerometer, zs):
 
 def along_x_tilt(mean_x_counts):
     """Degrees the x axis is raised above the horizontal, from its mean count (1 g = COUNTS_PER_G counts)."""
-    return math.degrees(math.asin(max(-1.0, min(1.0, mean_x_counts / COUNTS_PER_G))))
+    return math.degrees(math.asin(max(-1, min(1, mean_x_counts / COUNTS_PER_G))))  # int bounds: no boxed floats
 
 
 def vibration(samples, rate_hz, floor=0.0):
