@@ -38,7 +38,8 @@ def test_the_median_of_pings_drops_a_minority_of_spurious_echoes(cases):
 
 def test_fill_from_the_container_geometry_and_emptying_detection():
     out = run_micropython("""
-from apps.waste import TiltWatch, fill_percent
+from apps.waste import TiltWatch
+from apps.waste_reading import fill_percent
 for d in (1.3, 1.25, 0.7, 0.34, 0.1, 0.05, 2.0):
     print(fill_percent(d, 1.2, 0.1))
 watch = TiltWatch(60, 20)

@@ -8,7 +8,8 @@ container).
 Fire: a temperature over `fire_temp_c`, or a rise faster than `fire_rise_c_per_min` between two samples at least
 RATE_WINDOW_MS apart, starts a fire episode (it ends once the temperature is FIRE_HYSTERESIS_C under the limit and the
 rise slowed to under half its limit). The "alarm" message goes at once, as a confirmed uplink followed by a reading, and
-with every reading until the network acknowledged it, once per episode (apps.runtime.Episodes).
+with every reading until the network acknowledged it, once per episode (apps.runtime.Episodes). A reading is taken
+by apps/waste_reading.py, loaded for it.
 
 Settings (config "settings", interval_s at the top level; interval_s, confirmed, battery_low_v, fire_temp_c and
 fire_rise_c_per_min also by the FPort 3 "config" downlink): interval_s (900), confirmed (false), battery_low_v (3.4),
@@ -22,7 +23,6 @@ import math
 from micropython import const
 
 from apps.runtime import Episodes, first_delay_ms, guarded, over_limit, send_alarm, send_message, start_settings
-from cbor import encode_reading
 from drivers.adxl345 import ADXL345
 from drivers.mb7040 import MB7040
 from drivers.tmp102 import TMP102
@@ -34,12 +34,6 @@ SETTINGS = ('[["interval_s", 900, 10, 86400], ["confirmed", false, null, null], 
             '["fire_temp_c", 70, 0, 125], ["fire_rise_c_per_min", 8.0, 0, 100]]')
 _FIRE_HYSTERESIS_C = const(5)
 _RATE_WINDOW_MS = const(20000)  # a rise rate over a shorter time would mostly be the sensor's 0.0625 °C steps
-
-
-def fill_percent(distance_m, depth_m, offset_m):
-    """Fill level 0..100 % of a container `depth_m` deep whose sensor sits `offset_m` above the full mark."""
-    fill = (depth_m + offset_m - distance_m) / depth_m * 100
-    return max(0, min(100, round(fill)))
 
 
 def tilt_from_upright(accelerometer):
@@ -95,13 +89,10 @@ class FireWatch:
         self._rising = over_limit(self._rising, self.rate, limit_rate, limit_rate / 2)
         return self.episode.update(self._hot or self._rising)
 
-    def alarm(self):
-        """The "alarm" message's values."""
-        return {"fire": True, "temperature": self.celsius, "rise_rate": max(-100.0, min(100.0, self.rate))}
-
 
 class Waste:
-    """The container's sensors; reading() returns the values to report."""
+    """The container's sensors, emptying and fire watches; a reading is taken by apps/waste_reading.py (loaded for
+    it)."""
 
     def __init__(self, board, config, store):
         from apps.waste_setup import set_up  # at boot only: unloaded after
@@ -129,29 +120,10 @@ class Waste:
             celsius = self.thermometer.celsius()
         return self.fire.sample(now_ms, celsius, values["fire_temp_c"], values["fire_rise_c_per_min"])
 
-    def reading(self):
-        distance = self.ranger.distance_m(self.pings)
-        tilt = tilt_from_upright(self.accelerometer)
-        self.last_fill = fill_percent(distance, self.depth_m, self.offset_m)
-        volts = self.battery.measure(self.settings["battery_low_v"])
-        return {"fill_level": self.last_fill, "distance": distance, "temperature": self.thermometer.celsius(),
-                "tilt": round(tilt), "battery": volts, "battery_low": self.battery.low}
-
     def interval_ms(self):
         """The reporting interval: halved while the container is fuller than fast_fill_pct."""
         interval_ms = int(self.settings["interval_s"] * 1000)
         return interval_ms // 2 if self.last_fill > self.fast_fill_pct else interval_ms
-
-
-
-def _log_line(values):
-    return "reading fill=%d%% distance=%.3fm temperature=%.1fC tilt=%ddeg battery=%.2fV%s" % (
-        values["fill_level"], values["distance"], values["temperature"], values["tilt"], values["battery"],
-        " LOW" if values["battery_low"] else "")
-
-
-def _alarm_line(alarm):
-    return "alarm: fire: temperature=%.1fC rise=%.1fC/min" % (alarm["temperature"], alarm["rise_rate"])
 
 
 App = Waste  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config
@@ -163,18 +135,17 @@ def run(app, node):
     logged and the loop goes on (apps.runtime.guarded)."""
     settings = app.settings
 
-    def reading():
-        """The reading's message and log line, a due fire alarm sent first; its values go with this frame, before
-        the reading is sent."""
-        values = app.reading()
-        node.mac.battery_level = app.battery.level(values["battery"])
-        if app.fire_due(node.now_ms(), values["temperature"]):
-            alarm = app.fire.alarm()
-            send_alarm(node, app, KIND, encode_reading(KIND, "alarm", alarm), app.fire.episode, 1, _alarm_line(alarm))
-        return encode_reading(KIND, "reading", values), _log_line(values)
-
     def step():
-        message, line = reading()
+        """One reading (apps/waste_reading.py, loaded for it), a due fire alarm sent first."""
+        from apps.waste_reading import reading
+
+        try:
+            alarm, message, line = reading(app, node)
+        finally:
+            unload("apps.waste_reading")
+        del reading  # the last reference to its module's code: freed before the messages are sent
+        if alarm is not None:
+            send_alarm(node, app, KIND, alarm[0], app.fire.episode, 1, alarm[1])
         send_message(node, app, KIND, message, settings["confirmed"], line)
 
     failures = 0
