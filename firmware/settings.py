@@ -16,21 +16,20 @@ import json
 from apps.runtime import valid_setting
 
 
-def load(config, store, spec):
+def load(config, settings, store, spec):
     """(values, dropped) at boot: {name: value} of every setting in `spec` (interval_s from the top level of
-    config.json, the others from its "settings" section, a kept remote change over either) and the names of the remote
-    changes an installed config.json overrode (dropped from the store at once). ConfigError for an installed value out
-    of range."""
-    from config import ConfigError, section
-
+    config.json, the others from its "settings" section `settings` (config.section's), a kept remote change over
+    either) and the names of the remote changes an installed config.json overrode (dropped from the store at once).
+    ConfigError for an installed value out of range."""
     values, dropped, remote = {}, [], {}
     stored = store.get("settings")
     stored = stored if type(stored) is dict else {}
-    settings = section(config, "settings")
     for name, default, low, high in json.loads(spec):
         table, where = (config, "config") if name == "interval_s" else (settings, "settings")
         installed = table.get(name, default)
         if not valid_setting(installed, low, high):
+            from config import ConfigError  # loaded for the error only: config.py is unloaded while settings load
+
             kind = "true or false" if low is None else "a number in [%s, %s]" % (low, high)
             raise ConfigError("%s.%s must be %s" % (where, name, kind))
         entry = stored.get(name)

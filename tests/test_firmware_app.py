@@ -76,7 +76,8 @@ from remote_settings import apply
 from settings import load
 from store import Store
 store = Store()
-values, dropped = load(json.loads({config!r}), store, SETTINGS)
+config = json.loads({config!r})
+values, dropped = load(config, config.get("settings", {{}}), store, SETTINGS)
 print(json.dumps({{"values": values, "dropped": dropped}}))
 applied, refused = apply(values, store, SETTINGS, {changes!r})
 print(json.dumps({{"applied": applied, "refused": refused}}))
@@ -115,7 +116,8 @@ from apps.streetlight import SETTINGS
 from settings import load
 from store import Store
 store = Store()
-values, _dropped = load(json.loads({json.dumps(json.dumps(CONFIG))}), store, SETTINGS)
+config = json.loads({json.dumps(json.dumps(CONFIG))})
+values, _dropped = load(config, config["settings"], store, SETTINGS)
 for payload, fcnt in (({load_schema("streetlight").encode("config", {"interval_s": 20}).hex()!r}, 4),
                       ('a1011903e8', 5), ('a11712', 6), ('a10120', '?'), ('a101', 7)):
     for line in apply_config('streetlight', values, store, bytes.fromhex(payload), fcnt):
@@ -141,7 +143,7 @@ for bad in ({{"interval_s": 5}}, {{"settings": {{"confirmed": "yes"}}}}, {{"sett
     config = json.loads({json.dumps(json.dumps(CONFIG))})
     config.update(bad)
     try:
-        load(config, Store(), SETTINGS)
+        load(config, config.get("settings", {{}}), Store(), SETTINGS)
     except ConfigError as exc:
         print(exc)
 """, cwd=tmp_path).splitlines()

@@ -123,14 +123,17 @@ def fit_reading(kind, values, slow_fields, first_slow):
 
 def start_settings(config, store, spec):
     """The app's settings at boot, the last step of its start (settings.load, then the boot banner): their {name:
-    value} dict. settings.py and config.py are unloaded after: config.json has been read."""
+    value} dict. config.py is unloaded before settings.py is loaded (config.json has been read; its "settings"
+    section checked), settings.py after."""
+    from config import section
+
+    settings = section(config, "settings")
+    del section  # the last reference to its module's code
+    unload("config")
     from settings import load, print_banner
 
     try:
-        try:
-            values, dropped = load(config, store, spec)
-        finally:
-            unload("config")  # before the banner: boot's high-water mark is near
+        values, dropped = load(config, settings, store, spec)
         print_banner(values, dropped, spec)
         return values
     finally:
