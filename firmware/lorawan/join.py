@@ -13,6 +13,7 @@ _JOIN_BACKOFF_FIRST_MS = const(15000)
 _JOIN_BACKOFF_MAX_MS = const(3600000)
 _JOIN_ATTEMPTS_PER_DR = const(2)
 _HOUR_MS = const(3600000)
+_JOIN_ACCEPT_DELAY1_MS = const(5000)  # (JOIN_ACCEPT_DELAY2 is 1 s after, as RX2)
 
 
 def start_join(mac, now_ms):
@@ -25,7 +26,7 @@ def start_join(mac, now_ms):
     mac._dev_addr = None
     mac.region.reset_channels()
     mac._reset_session()
-    mac._joining = True
+    mac.rx1_delay_ms = _JOIN_ACCEPT_DELAY1_MS  # until the JoinAccept's RxDelay sets the session's
     mac._attempt = 0
     if mac._join_since is None:
         mac._join_since = now_ms
@@ -40,8 +41,7 @@ def join_request(mac):
     msg[0] = _JOIN_REQUEST
     msg[1:17] = euis
     msg[17], msg[18] = nonce & 0xFF, nonce >> 8
-    mac.dev_nonce = nonce + 1  # used from now on, even if the radio fails
-    mac._join_nonce = nonce
+    mac.dev_nonce = nonce + 1  # used from now on, even if the radio fails (the attempt's is dev_nonce - 1)
     return bytes(msg) + join_request_mic(app_key, msg)
 
 
@@ -57,7 +57,7 @@ def join_failed(mac, now_ms):
     cap = min(_JOIN_BACKOFF_MAX_MS, _JOIN_BACKOFF_FIRST_MS << min(mac.join_attempts - 1, 12))
     delay = cap // 2 + mac.region.random(cap // 2 + 1)
     mac.next_join_ms = mac._tx_end + max(duty_ms, delay)
-    return [JoinFailed(mac.join_attempts, mac._join_nonce, mac.next_join_ms)]
+    return [JoinFailed(mac.join_attempts, mac.dev_nonce - 1, mac.next_join_ms)]
 
 
 def join_request_mic(app_key, msg):

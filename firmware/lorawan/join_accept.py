@@ -29,7 +29,7 @@ def open_join_accept(mac, frame):
     aes(app_key, _ECB).encrypt(memoryview(frame)[1:], memoryview(msg)[1:])
     if cmac(app_key, memoryview(msg)[:-4])[:4] != msg[-4:]:
         raise MacError("mic_mismatch")
-    nonce = mac._join_nonce
+    nonce = mac.dev_nonce - 1  # the attempt's DevNonce
     keys = bytearray(32)
     for start in (0, 16):
         keys[start] = 1 + start // 16

@@ -17,7 +17,7 @@ def start_session(mac, accept, window):
     if len(accept) == 33 and not _apply_cflist(mac.region, accept[13:29]):
         mac.count("bad_cflist")
     mac.join_attempts = 0
-    return [Joined(mac.dev_addr, mac._join_nonce, window, mac._tx_dr)]
+    return [Joined(mac.dev_addr, mac.dev_nonce - 1, window, mac.data_rate)]
 
 
 def _apply_cflist(region, cflist):

@@ -39,8 +39,7 @@ _CONFIRMED_UP = const(0x80)
 _FCTRL_ADR = const(0x80)
 _FCTRL_ADR_ACK_REQ = const(0x40)
 _FCTRL_ACK = const(0x20)
-_RECEIVE_DELAY1_MS = const(1000)
-_JOIN_ACCEPT_DELAY1_MS = const(5000)  # RX2 (and JOIN_ACCEPT_DELAY2) is 1 s after RX1
+_RECEIVE_DELAY1_MS = const(1000)  # RX2 is 1 s after RX1 (a join's too: lorawan/join.py sets its RX1 delay)
 _RX_EARLY_MS = const(5)  # windows open early: TX end is seen up to a poll late, the preamble must find us listening
 _RX_PREAMBLE_SYMBOLS = const(8)  # a window stays open this many symbols past its nominal start to catch a preamble
 _CONFIRMED_TRIES = const(8)
@@ -82,8 +81,7 @@ class Mac:
         self.join_attempts = 0  # failed attempts since the last successful join
         self.next_join_ms = 0
         self._join_since = None
-        self._joining = False
-        self._pending = None  # (fport, confirmed) of the frame in flight
+        self._pending = None  # (fport, confirmed, fcnt) of the data frame in flight; None when idle or joining
         self._attempt = 0
         self._reset_session()
 
@@ -164,15 +162,14 @@ class Mac:
         limit = self.region.max_payload(self.data_rate)
         if len(payload) > limit:
             return [NotSent("payload_too_long", "%d bytes, DR%d takes %d" % (len(payload), self.data_rate, limit))]
-        self._pending = (fport, confirmed)
+        self._pending = (fport, confirmed, self.fcnt_up)
         self._attempt = 0
-        self._frame_fcnt = self.fcnt_up
         self._frame = self._build(fport, payload, confirmed, min(_MAX_FOPTS, limit - len(payload)))
         return self._try_send(now_ms)
 
     def _build(self, fport, payload, confirmed, fopts_room):
         """The frame; its FOpts carry the commands (answers, then requests) that fit in fopts_room bytes, whole."""
-        fcnt = self._frame_fcnt
+        fcnt = self.fcnt_up
         wanted = list(self._answers)
         if self._link_check_wanted:
             wanted.append(_LINK_CHECK_REQ)
@@ -202,21 +199,22 @@ class Mac:
 
     def _try_send(self, now_ms):
         dr = self.data_rate
-        airtime_us = self.region.airtime_us(_JOIN_REQUEST_LEN if self._joining else len(self._frame), dr)
+        joining = self._pending is None
+        airtime_us = self.region.airtime_us(_JOIN_REQUEST_LEN if joining else len(self._frame), dr)
         freq, free_at = self.region.next_channel(dr, now_ms, airtime_us)
         if freq is None:
             self.state = _WAIT
             return [("wait", free_at, "duty_cycle")]
-        if self._joining:
+        if joining:
             from lorawan.join import join_request
 
             frame = join_request(self)
             unload("lorawan.join")  # not needed in the receive windows (join_failed loads it again for a failure)
-            fcnt, nonce = None, self._join_nonce
+            fcnt, nonce = None, self.dev_nonce - 1  # the DevNonce join_request used
         else:
-            frame, fcnt, nonce = self._frame, self._frame_fcnt, None
+            frame, fcnt, nonce = self._frame, self._pending[2], None
         self._attempt += 1
-        self._tx_freq, self._tx_dr, self._tx_airtime_us = freq, dr, airtime_us
+        self._tx_freq, self._tx_airtime_us = freq, airtime_us
         self.state = _TX
         radio = self.region.radio_config(freq, dr, self.tx_power_dbm, True)
         return [("transmit", frame, radio, airtime_us, fcnt, nonce)]
@@ -229,12 +227,10 @@ class Mac:
         self._tx_end = now_ms
         self.state = _RX1
         events = []
-        if self._joining:
-            self._rx1_delay_now = _JOIN_ACCEPT_DELAY1_MS
-        else:
-            self._rx1_delay_now = self.rx1_delay_ms
+        if self._pending is not None:  # a data frame (the data rate is the one it left at)
+            fport, _, fcnt = self._pending
             if self._attempt == 1:  # a new frame left: counters, and what its FOpts and FCtrl carried is delivered
-                self.fcnt_up = self._frame_fcnt + 1
+                self.fcnt_up = fcnt + 1
                 sent = self._fopts_sent
                 for command in sent:  # answers sent are delivered, but the sticky ones repeat until a downlink
                     if command[0] not in STICKY_ANSWERS and command in self._answers:
@@ -245,10 +241,9 @@ class Mac:
                     self._ack_next = False
                 if self.adr:
                     self.adr_ack_cnt += 1
-            events.append(Sent(self._frame_fcnt, self._pending[0], self._tx_freq, self._tx_dr, self._tx_airtime_us,
-                               self._attempt))
-        dr = self.region.rx1_dr(self._tx_dr, self.rx1_dr_offset)
-        events.append(self._window(1, self.region.rx1_freq(self._tx_freq), dr, now_ms + self._rx1_delay_now))
+            events.append(Sent(fcnt, fport, self._tx_freq, self.data_rate, self._tx_airtime_us, self._attempt))
+        dr = self.region.rx1_dr(self.data_rate, self.rx1_dr_offset)
+        events.append(self._window(1, self.region.rx1_freq(self._tx_freq), dr, now_ms + self.rx1_delay_ms))
         return events
 
     def _window(self, number, freq, dr, nominal_ms):
@@ -267,7 +262,7 @@ class Mac:
         raise MacError("unexpected_rx_timeout")
 
     def _after_rx1(self, now_ms):
-        rx2_at = self._tx_end + self._rx1_delay_now + 1000
+        rx2_at = self._tx_end + self.rx1_delay_ms + 1000
         if now_ms > rx2_at - _RX_EARLY_MS:
             self.count("rx2_missed")
             return self._finish(now_ms, False)
@@ -280,7 +275,7 @@ class Mac:
             raise MacError("unexpected_rx")
         window = 1 if self.state == _RX1 else 2
         try:
-            if self._joining:  # the JoinAccept's part of the join code (the JoinRequest's was unloaded once built)
+            if self._pending is None:  # a join's window: the JoinAccept's part of the join code (the JoinRequest's was unloaded once built)
                 from lorawan.join_accept import open_join_accept
 
                 try:
@@ -292,7 +287,6 @@ class Mac:
 
                 events = start_session(self, accept, window)
                 unload("lorawan.join_settings")
-                self._joining = False
                 self.state = _IDLE
                 return events
             events, acked = self._open_downlink(frame, window, rssi, snr)
@@ -303,14 +297,13 @@ class Mac:
         return events + self._finish(now_ms, acked, heard=True)
 
     def _finish(self, now_ms, acked, heard=False):
-        if self._joining:
+        if self._pending is None:  # a join's
             from lorawan.join import join_failed
 
             events = join_failed(self, now_ms)
-            self._joining = False
             self.state = _IDLE
             return events
-        confirmed = self._pending[1]
+        _, confirmed, fcnt = self._pending
         tries = _CONFIRMED_TRIES if confirmed else self.nb_trans
         if not acked and self._attempt < tries and not (heard and not confirmed):
             self.state = _WAIT
@@ -318,14 +311,13 @@ class Mac:
             return [("wait", now_ms + low + self.region.random(high - low + 1), "retransmission")]
         self.state = _IDLE
         self._pending = None
-        return [Done(self._frame_fcnt, acked if confirmed else None)]
+        return [Done(fcnt, acked if confirmed else None)]
 
     def cancel(self):
         """Abandon the exchange in progress (the runner's radio failed). A frame that may have left keeps its FCnt used
         (a DevNonce is used as soon as its JoinRequest is built)."""
-        if not self._joining and (self.state == _TX or self._attempt):
-            self.fcnt_up = max(self.fcnt_up, self._frame_fcnt + 1)
-        self._joining = False
+        if self._pending is not None and (self.state == _TX or self._attempt):
+            self.fcnt_up = max(self.fcnt_up, self._pending[2] + 1)
         self.state = _IDLE
         self._pending = None
 
