@@ -2,8 +2,8 @@
 string, applies each request to the MAC's and the region's state and returns the answers for the next new uplink;
 LinkCheckAns and DeviceTimeAns become events. A contiguous block of LinkADRReq is applied as one, as 1.0.4 asks: channel
 masks in order, DR, TX power and NbTrans from the last one, all or nothing, and one LinkADRAns per request with the same
-status. A CID this device does not know ends the walk (its length is unknown) and is counted. adr_backoff() is ADR's
-other side, the device's steps back when no downlink comes (the MAC loads this module for them too)."""
+status. A CID this device does not know ends the walk (its length is unknown) and is counted. ADR's other side, the
+device's steps back when no downlink comes, is lorawan/adr_backoff.py."""
 from math import floor
 
 from micropython import const
@@ -35,6 +35,7 @@ def handle_commands(mac, data, snr, tx_end_ms):
     """Apply the requests in `data` (a downlink heard with `snr` dB after an uplink that ended at tx_end_ms).
     Returns (events, answers)."""
     events, answers, adr_block = [], [], []
+    region = mac.region
     pos = 0
     while pos < len(data):
         cid = data[pos]
@@ -56,40 +57,39 @@ def handle_commands(mac, data, snr, tx_end_ms):
             seconds = args[0] | args[1] << 8 | args[2] << 16 | args[3] << 24
             events.append(DeviceTime(seconds * 1000 + args[4] * 125 // 32, tx_end_ms))
         elif cid == _DUTY_CYCLE:
-            mac.region.aggregate_divisor = 1 << (args[0] & 0x0F)
+            region.aggregate_divisor = 1 << (args[0] & 0x0F)
             answers.append(bytes((_DUTY_CYCLE,)))
         elif cid == _RX_PARAM_SETUP:
-            answers.append(bytes((_RX_PARAM_SETUP, _rx_param_setup(mac, args))))
+            offset, rx2_dr, freq_khz = args[0] >> 4 & 0x07, args[0] & 0x0F, _freq_khz(args, 1)
+            offset_ok, dr_ok, freq_ok = offset <= 5, region.valid_dr(rx2_dr), region.valid_frequency(freq_khz, False)
+            if offset_ok and dr_ok and freq_ok:
+                mac.rx1_dr_offset, mac.rx2_dr, mac.rx2_freq_khz = offset, rx2_dr, freq_khz
+            status = (4 if offset_ok else 0) | (2 if dr_ok else 0) | (1 if freq_ok else 0)
+            answers.append(bytes((_RX_PARAM_SETUP, status)))
         elif cid == _DEV_STATUS:
             margin = max(-32, min(31, floor(snr + 0.5)))
             answers.append(bytes((_DEV_STATUS, mac.battery_level, margin & 0x3F)))
         elif cid == _NEW_CHANNEL:
-            answers.append(bytes((_NEW_CHANNEL, _new_channel(mac.region, args))))
+            index, freq_khz, min_dr, max_dr = args[0], _freq_khz(args, 1), args[4] & 0x0F, args[4] >> 4
+            fixed = index < len(region.DEFAULT_CHANNELS) or index >= len(region.channel_freqs)
+            freq_ok = not fixed and (freq_khz == 0 or region.valid_frequency(freq_khz))
+            dr_ok = not fixed and min_dr <= max_dr and region.valid_dr(max_dr)
+            if freq_ok and dr_ok:
+                region.set_channel(index, freq_khz, min_dr, max_dr)
+            answers.append(bytes((_NEW_CHANNEL, (2 if dr_ok else 0) | (1 if freq_ok else 0))))
         elif cid == _RX_TIMING_SETUP:
             mac.rx1_delay_ms = 1000 * ((args[0] & 0x0F) or 1)
             answers.append(bytes((_RX_TIMING_SETUP,)))
-        else:
-            answers.append(bytes((_DL_CHANNEL, _dl_channel(mac.region, args))))
+        else:  # DlChannelReq
+            index, freq_khz = args[0], _freq_khz(args, 1)
+            exists = index < len(region.channel_freqs) and region.channel_freqs[index] != 0
+            freq_ok = region.valid_frequency(freq_khz, False)
+            if exists and freq_ok:
+                region.dl_freqs[index] = freq_khz
+            answers.append(bytes((_DL_CHANNEL, (2 if exists else 0) | (1 if freq_ok else 0))))
     if adr_block:  # a LinkADRReq block cut short by a broken command after it
         _link_adr(mac, adr_block, answers)
     return events, answers
-
-
-def adr_backoff(mac, due):
-    """The ADR back-off steps not yet taken of the `due` ones at this ADR_ACK_CNT (the MAC takes one per ADR_ACK_DELAY
-    frames without a downlink from ADR_ACK_LIMIT + ADR_ACK_DELAY on): TX power to the default first, then one DR lower
-    per step down to DR0, then the default channels on again and NbTrans 1."""
-    while mac._adr_steps < due:
-        mac._adr_steps += 1
-        if mac.tx_power_dbm != mac.default_tx_power_dbm:
-            mac.tx_power_dbm = mac.default_tx_power_dbm
-        elif mac.data_rate > 0:
-            mac.data_rate -= 1
-        else:
-            region = mac.region
-            region.channel_mask |= (1 << len(region.DEFAULT_CHANNELS)) - 1
-            mac.nb_trans = 1
-        mac.count("adr_backoff")
 
 
 def _link_adr(mac, block, answers):
@@ -130,33 +130,3 @@ def _link_adr(mac, block, answers):
     status = (4 if power is not None else 0) | (2 if dr_ok else 0) | (1 if mask_ok else 0)
     for _ in block:
         answers.append(bytes((_LINK_ADR, status)))
-
-
-def _rx_param_setup(mac, args):
-    offset, rx2_dr = args[0] >> 4 & 0x07, args[0] & 0x0F
-    freq_khz = _freq_khz(args, 1)
-    region = mac.region
-    offset_ok, dr_ok, freq_ok = offset <= 5, region.valid_dr(rx2_dr), region.valid_frequency(freq_khz, False)
-    if offset_ok and dr_ok and freq_ok:
-        mac.rx1_dr_offset, mac.rx2_dr, mac.rx2_freq_khz = offset, rx2_dr, freq_khz
-    return (4 if offset_ok else 0) | (2 if dr_ok else 0) | (1 if freq_ok else 0)
-
-
-def _new_channel(region, args):
-    index, freq_khz = args[0], _freq_khz(args, 1)
-    min_dr, max_dr = args[4] & 0x0F, args[4] >> 4
-    fixed = index < len(region.DEFAULT_CHANNELS) or index >= len(region.channel_freqs)
-    freq_ok = not fixed and (freq_khz == 0 or region.valid_frequency(freq_khz))
-    dr_ok = not fixed and min_dr <= max_dr and region.valid_dr(max_dr)
-    if freq_ok and dr_ok:
-        region.set_channel(index, freq_khz, min_dr, max_dr)
-    return (2 if dr_ok else 0) | (1 if freq_ok else 0)
-
-
-def _dl_channel(region, args):
-    index, freq_khz = args[0], _freq_khz(args, 1)
-    exists = index < len(region.channel_freqs) and region.channel_freqs[index] != 0
-    freq_ok = region.valid_frequency(freq_khz, False)
-    if exists and freq_ok:
-        region.dl_freqs[index] = freq_khz
-    return (2 if exists else 0) | (1 if freq_ok else 0)

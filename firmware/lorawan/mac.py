@@ -1,29 +1,30 @@
 """Sans-IO LoRaWAN 1.0.4 Class A MAC (end device). Pure state: no radio, no clock, no sleeping.
 
 Inputs are method calls with the time they happen at (`now_ms`, any monotonic millisecond count): join(), uplink(),
-tx_done(), rx(), rx_timeout(), wake(). Each returns a list holding actions for the runner ("transmit", "open_rx",
-"wait" tuples, lorawan/events.py) and events for the app (Sent, Downlink, LinkCheck, DeviceTime, Joined, JoinFailed, NotSent, RxIgnored, Done), in the order
-they happen. Uplinks are built, encrypted and MICed here; a downlink is checked and decrypted by lorawan/downlink.py and
-its MAC commands handled by lorawan/commands.py (each loaded only while a downlink is handled); the answers go in the
-next new uplink's FOpts, and RXParamSetupAns, RXTimingSetupAns and DlChannelAns repeat until a downlink arrives.
+tx_done(), rx(), rx_timeout(), wake(). Each returns a list holding actions for the runner ("transmit", "open_rx", "wait"
+tuples, lorawan/events.py) and events for the app (Sent, Downlink, LinkCheck, DeviceTime, Joined, JoinFailed, NotSent,
+RxIgnored, Done), in the order they happen. Uplinks are built, encrypted and MICed here; a downlink is checked and
+decrypted by lorawan/downlink.py and its MAC commands handled by lorawan/commands.py (each loaded only while a downlink
+is handled); the answers go in the next new uplink's FOpts, and RXParamSetupAns, RXTimingSetupAns and DlChannelAns
+repeat until a downlink arrives.
 
 Activation (lorawan/node_config.py, loaded at boot) is ABP (activate_abp) or OTAA (set_otaa, then join();
-lorawan/join.py, join_accept.py and join_settings.py, loaded while the node joins, one at a time). Each
-join() is one attempt with a fresh DevNonce, which the transmit action carries so that the runner persists the next one before
-the JoinRequest leaves. A failed attempt gives JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle
+lorawan/join.py, join_accept.py and join_settings.py, loaded while the node joins, one at a time). Each join() is one
+attempt with a fresh DevNonce, which the transmit action carries so that the runner persists the next one before the
+JoinRequest leaves. A failed attempt gives JoinFailed with the earliest time of the next: the 1.0.4 join duty cycle
 (1 %, 0.1 % after an hour, 0.01 % after eleven hours of trying) or a random delay that doubles per failure, whichever is
 longer; every second failure lowers the join DR by one, and the session keeps the DR whose JoinRequest got through. The
 JoinNonce is not required to grow: 1.0.4 does not ask it of a device, and a join server that lost its state could
 otherwise never join the node again.
 
 ADR: with `adr` on, uplinks carry the ADR bit; after ADR_ACK_LIMIT new frames without any downlink they set ADRACKReq,
-and every ADR_ACK_DELAY further frames step back: TX power to the default first, then one DR lower per step down to
-DR0, then the default channels are enabled again and NbTrans returns to 1. An OTAA session that heard nothing for
-SESSION_STALE_AFTER frames even so is stale: the network may have lost it, and the runner ends it (end_stale_session)
-and joins again.
+and every ADR_ACK_DELAY further frames step back (lorawan/adr_backoff.py, loaded for a step): TX power to the default
+first, then one DR lower per step down to DR0, then the default channels are enabled again and NbTrans returns to 1. An
+OTAA session that heard nothing for SESSION_STALE_AFTER frames even so is stale: the network may have lost it, and the
+runner ends it (end_stale_session) and joins again.
 
-Repetitions (NbTrans for unconfirmed frames, retries until ACK up to CONFIRMED_TRIES for confirmed ones) resend the
-same bytes with the same FCnt on a newly drawn channel. A payload longer than the DR allows gives NotSent, never a
+Repetitions (NbTrans for unconfirmed frames, retries until ACK up to CONFIRMED_TRIES for confirmed ones) resend the same
+bytes with the same FCnt on a newly drawn channel. A payload longer than the DR allows gives NotSent, never a
 truncation.
 """
 from micropython import const
@@ -155,10 +156,10 @@ class Mac:
             raise MacError("fcnt_exhausted")
         due = (self.adr_ack_cnt - _ADR_ACK_LIMIT) // _ADR_ACK_DELAY
         if self.adr and due > self._adr_steps:  # rare (no downlink for long): the code is loaded for it
-            from lorawan.commands import adr_backoff
+            from lorawan.adr_backoff import adr_backoff
 
             adr_backoff(self, due)
-            unload("lorawan.commands")
+            unload("lorawan.adr_backoff")
         limit = self.region.max_payload(self.data_rate)
         if len(payload) > limit:
             return [NotSent("payload_too_long", "%d bytes, DR%d takes %d" % (len(payload), self.data_rate, limit))]
@@ -275,7 +276,7 @@ class Mac:
             raise MacError("unexpected_rx")
         window = 1 if self.state == _RX1 else 2
         try:
-            if self._pending is None:  # a join's window: the JoinAccept's part of the join code (the JoinRequest's was unloaded once built)
+            if self._pending is None:  # a join's window: the JoinAccept's part of the join code
                 from lorawan.join_accept import open_join_accept
 
                 try:
