@@ -29,13 +29,9 @@ class Store:
             self.data, self.problem = read_state(path)
         finally:
             unload("store_read")
-
-    def get(self, key, default=None):
-        return self.data.get(key, default)
-
-    def put(self, key, value):
-        """Change a value in memory; flush() writes it."""
-        self.data[key] = value
+        # the state dict's own methods, bound (no methods of ours): get(key, default=None) a value; put(key, value)
+        # changes one in memory, flush() writes it
+        self.get, self.put = self.data.get, self.data.__setitem__
 
     def flush(self):
         """Write the whole state atomically."""
