@@ -239,12 +239,12 @@ def test_device_time_and_link_check_on_demand():
     answer = down(0, fopts=[LinkCheckAns(margin=20, gw_count=2),
                             DeviceTimeAns(gps_seconds=1_400_000_000, fraction=128)])
     steps = run_ups(f"""
-mac.request_link_check()
-mac.request_device_time()
+mac.link_check_wanted = True
+mac.device_time_wanted = True
 up()
 up()
-mac.request_device_time()
-mac.request_link_check()
+mac.device_time_wanted = True
+mac.link_check_wanted = True
 up(replies=['{answer}'])
 """)
     assert answers(steps[0]) == [LinkCheckReq(), DeviceTimeReq()]
@@ -269,7 +269,7 @@ mac = Mac(EU868(seed=3))
 activate_abp(mac, {DEV_ADDR}, B('{NWK.hex()}'), B('{APP.hex()}'))
 node = Node(ScriptedRadio(['{answer}']), mac)
 print(json.dumps([node.gps_time_ms()]))
-mac.request_device_time()
+mac.device_time_wanted = True
 node.send(1, b'x')
 print(json.dumps([node.gps_time_ms(), node.now_ms()]))
 time.sleep_ms(10_000)

@@ -97,7 +97,8 @@ class Mac:
         self.fcnt_down = 0  # next FCntDown this device accepts
         self.adr_ack_cnt = self._adr_steps = 0
         self._answers = []  # MAC command answers (bytes) for the next new uplink
-        self._link_check_wanted = self._device_time_wanted = False
+        # set by the app to ask the network for LinkCheckAns / DeviceTimeAns in the next new uplink (once)
+        self.link_check_wanted = self.device_time_wanted = False
         self._ack_next = False
 
     @property
@@ -115,14 +116,6 @@ class Mac:
     def dev_addr(self):
         """The DevAddr as printed (int), None before activation."""
         return None if self._dev_addr is None else int.from_bytes(self._dev_addr, "little")
-
-    def request_link_check(self):
-        """Ask the network for LinkCheckAns in the next new uplink."""
-        self._link_check_wanted = True
-
-    def request_device_time(self):
-        """Ask the network for DeviceTimeAns in the next new uplink."""
-        self._device_time_wanted = True
 
     def count(self, name):
         """Add one to counter `name` (dropped frames, ignored commands, back-off steps, ...)."""
@@ -160,7 +153,7 @@ class Mac:
 
             adr_backoff(self, due)
             unload("lorawan.adr_backoff")
-        limit = self.region.max_payload(self.data_rate)
+        limit = self.region.MAX_PAYLOAD[self.data_rate]
         if len(payload) > limit:
             return [NotSent("payload_too_long", "%d bytes, DR%d takes %d" % (len(payload), self.data_rate, limit))]
         self._pending = (fport, confirmed, self.fcnt_up)
@@ -172,9 +165,9 @@ class Mac:
         """The frame; its FOpts carry the commands (answers, then requests) that fit in fopts_room bytes, whole."""
         fcnt = self.fcnt_up
         wanted = list(self._answers)
-        if self._link_check_wanted:
+        if self.link_check_wanted:
             wanted.append(_LINK_CHECK_REQ)
-        if self._device_time_wanted:
+        if self.device_time_wanted:
             wanted.append(_DEVICE_TIME_REQ)
         chosen, size = [], 0
         for command in wanted:
@@ -236,8 +229,8 @@ class Mac:
                 for command in sent:  # answers sent are delivered, but the sticky ones repeat until a downlink
                     if command[0] not in STICKY_ANSWERS and command in self._answers:
                         self._answers.remove(command)
-                self._link_check_wanted = self._link_check_wanted and _LINK_CHECK_REQ not in sent
-                self._device_time_wanted = self._device_time_wanted and _DEVICE_TIME_REQ not in sent
+                self.link_check_wanted = self.link_check_wanted and _LINK_CHECK_REQ not in sent
+                self.device_time_wanted = self.device_time_wanted and _DEVICE_TIME_REQ not in sent
                 if self._frame[5] & _FCTRL_ACK:
                     self._ack_next = False
                 if self.adr:

@@ -62,6 +62,7 @@ class EU868:
     (0: the uplink's own)."""
 
     DEFAULT_CHANNELS = DEFAULT_CHANNELS
+    MAX_PAYLOAD = MAX_PAYLOAD
     RX2_FREQ_KHZ = _RX2_FREQ_KHZ
     RX2_DR = _RX2_DR
 
@@ -175,9 +176,6 @@ class EU868:
 
     def valid_dr(self, dr):
         return 0 <= dr < len(SPREADING_FACTORS)
-
-    def max_payload(self, dr):
-        return MAX_PAYLOAD[dr]
 
     def airtime_us(self, phy_len, dr, crc=True):
         """Time on air of a PHYPayload of `phy_len` bytes at data rate `dr` (uplinks carry a CRC, downlinks do not)."""
