@@ -25,7 +25,7 @@ from array import array
 
 from micropython import const
 
-from apps.runtime import Episodes, over_limit, run_slots, send_alarm, send_message, start_settings
+from apps.runtime import Episodes, over_limit, run_slots, send_alarm, send_message
 from cbor import encode_reading
 from drivers.adxl345 import ADXL345
 from drivers.tmp102 import TMP102
@@ -73,7 +73,9 @@ class Bridge:
         self.accelerometer = ADXL345(board.i2c(), rate_hz=_SAMPLE_RATE_HZ)
         self.window = array("f", bytes(4 * _WINDOW_SAMPLES))  # z in g, refilled by each reading: no float per sample
         self.store = store
-        self.settings = start_settings(config, store, SETTINGS)
+        from settings import start  # at boot only: unloaded once the settings are read
+
+        self.settings = start(config, store, SETTINGS)
 
     def strains(self):
         """{"strain_1": µε, ...} of the channels fitted."""

@@ -15,7 +15,7 @@ import time
 
 from micropython import const
 
-from apps.runtime import Battery, Episodes, over_limit, run_slots, send_alarm, send_message, start_settings
+from apps.runtime import Battery, Episodes, over_limit, run_slots, send_alarm, send_message
 from cbor import encode_reading
 from drivers.scd41 import SCD41
 
@@ -31,7 +31,7 @@ class Environment:
     """The room's sensor; reading() returns the values to report, ventilate_due() whether the alarm is due."""
 
     def __init__(self, board, config, store):
-        from config import section  # at boot only: start_settings unloads it
+        from config import section  # at boot only: settings.start unloads it
 
         self.battery = Battery(board, section(config, "calibration"))
         self.sensor = SCD41(board.i2c())
@@ -39,7 +39,9 @@ class Environment:
         self.ventilate = Episodes()  # one condition: CO2 over the limit
         self._over = False
         self.store = store
-        self.settings = start_settings(config, store, SETTINGS)
+        from settings import start  # at boot only: unloaded once the settings are read
+
+        self.settings = start(config, store, SETTINGS)
 
     def measure(self):
         """(CO2 ppm, °C, %) of the next measurement; OSError when none comes within MEASUREMENT_WAIT_MS."""

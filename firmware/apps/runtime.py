@@ -1,10 +1,10 @@
-"""What every node app shares: its settings at boot (settings.py, loaded for the job), sending a message (the log
-lines of how the send went and of joins and downlinks are written by apps/network_events.py, loaded after each send;
-a FPort 3 "config" downlink is applied at once), random offsets that keep nodes powered up together from colliding,
-the reporting loop (one reading per interval slot; a failed reading is logged, RESET_AFTER_FAILURES in a row reset the
-board; control work between readings), the battery (voltage, low flag with hysteresis, DevStatus level), routine
-readings fitted into PAYLOAD_BUDGET bytes (slow fields take turns), and alarms: an episode per alarm condition, its
-"alarm" message sent at once as a confirmed uplink and again with every reading until the network acknowledged it."""
+"""What every node app shares: sending a message (the log lines of how the send went and of joins and downlinks are
+written by apps/network_events.py, loaded after each send; a FPort 3 "config" downlink is applied at once), random
+offsets that keep nodes powered up together from colliding, the reporting loop (one reading per interval slot; a failed
+reading is logged, RESET_AFTER_FAILURES in a row reset the board; control work between readings), the battery
+(voltage, low flag with hysteresis, DevStatus level), routine readings fitted into PAYLOAD_BUDGET bytes (slow fields
+take turns), and alarms: an episode per alarm condition, its "alarm" message sent at once as a confirmed uplink and
+again with every reading until the network acknowledged it. An app's settings are read at boot by settings.py."""
 import os
 
 import machine
@@ -26,7 +26,7 @@ class Battery:
     voltage, the low flag (set below a limit, cleared only BATTERY_HYSTERESIS_V above it) and the DevStatus level."""
 
     def __init__(self, board, calibration):
-        from config import battery_calibration  # at boot only: apps.runtime.start_settings unloads it
+        from config import battery_calibration  # at boot only: settings.start unloads it
 
         self.board = board
         self.divider, self.empty_v, self.full_v = battery_calibration(calibration, board.BATTERY_DIVIDER)
@@ -121,33 +121,6 @@ def fit_reading(kind, values, slow_fields, first_slow):
     return chosen, first_slow if left_out is None else left_out
 
 
-def start_settings(config, store, spec):
-    """The app's settings at boot, the last step of its start (settings.load, then the boot banner): their {name:
-    value} dict. config.py is unloaded before settings.py is loaded (config.json has been read; its "settings"
-    section checked), settings.py after."""
-    from config import section
-
-    settings = section(config, "settings")
-    del section  # the last reference to its module's code
-    unload("config")
-    from settings import load, print_banner
-
-    try:
-        values, dropped = load(config, settings, store, spec)
-        print_banner(values, dropped, spec)
-        return values
-    finally:
-        unload("settings")
-
-
-def valid_setting(value, low, high):
-    """Whether `value` is in a setting's range: [low, high] for a number, a bool when low is None (settings.py's
-    table)."""
-    if low is None:
-        return value is True or value is False
-    return type(value) in (int, float) and low <= value <= high
-
-
 def apply_config(kind, values, store, payload, fcnt):
     """Apply a "config" downlink payload to the settings `values` of the `kind` app (its ranges: apps.<kind>'s
     SETTINGS) at once; returns its log lines (`fcnt` as the lines show it). The payload is decoded by cbor_decode.py,
@@ -168,6 +141,7 @@ def apply_config(kind, values, store, payload, fcnt):
         return configure(values, store, spec, decoded, fcnt)
     finally:
         unload("remote_settings")
+        unload("settings")  # loaded by remote_settings, for valid_setting
 
 
 def random_below(n):

@@ -26,7 +26,7 @@ battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), t
 """
 from micropython import const
 
-from apps.runtime import Episodes, run_slots, send_alarm, send_message, start_settings
+from apps.runtime import Episodes, run_slots, send_alarm, send_message
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
 from modules import unload
@@ -69,7 +69,9 @@ class Streetlight:
         self.presence_events = 0
         self.pir_sensed = False
         self.night = False
-        self.settings = start_settings(config, store, SETTINGS)
+        from settings import start  # at boot only: unloaded once the settings are read
+
+        self.settings = start(config, store, SETTINGS)
 
     def update_meter(self, now_ms):
         """Energy up to now at the last measured power (the lamp drew it until now), then measure the power now."""

@@ -22,7 +22,7 @@ import math
 
 from micropython import const
 
-from apps.runtime import Episodes, first_delay_ms, guarded, over_limit, send_alarm, send_message, start_settings
+from apps.runtime import Episodes, first_delay_ms, guarded, over_limit, send_alarm, send_message
 from drivers.adxl345 import ADXL345
 from drivers.mb7040 import MB7040
 from drivers.tmp102 import TMP102
@@ -107,7 +107,9 @@ class Waste:
         self.fire = FireWatch()
         self.last_fill = 0
         self.store = store
-        self.settings = start_settings(config, store, SETTINGS)
+        from settings import start  # at boot only: unloaded once the settings are read
+
+        self.settings = start(config, store, SETTINGS)
 
     def emptied(self):
         """Check the tilt once; True when that completes an emptying."""
