@@ -16,11 +16,12 @@ class HX711Bank:
     def read(self):
         """One conversion of every chip: a list of signed counts."""
         waited = 0
-        while not self._ready():
-            if waited >= _READY_TIMEOUT_MS:
-                raise OSError("HX711 not ready after %d ms" % _READY_TIMEOUT_MS)  # unplugged, or powered down
-            time.sleep_ms(10)
-            waited += 10
+        for pin in self._data:  # until every chip has a conversion ready: a data line once low stays low until read
+            while pin():
+                if waited >= _READY_TIMEOUT_MS:
+                    raise OSError("HX711 not ready after %d ms" % _READY_TIMEOUT_MS)  # unplugged, or powered down
+                time.sleep_ms(10)
+                waited += 10
         values = [0] * len(self._data)
         for _ in range(24):
             self._clock(1)
@@ -33,10 +34,3 @@ class HX711Bank:
             if values[i] & 0x800000:
                 values[i] -= 0x1000000
         return values
-
-    def _ready(self):
-        """Whether every chip has a conversion ready (its data line low)."""
-        for pin in self._data:
-            if pin():
-                return False
-        return True

@@ -24,17 +24,11 @@ class INA219:
         self._i2c, self._address = i2c, address
         self._buf = bytearray(2)
         self.power_lsb_w = 20 * 10e-6 / shunt_ohm  # 20 x Current_LSB
-        self._write(_CONFIG, _CONFIG_32V_320MV_12BIT_CONTINUOUS)
-        self._write(_CALIBRATION, _CALIBRATION_4096)
-
-    def _write(self, register, value):
-        self._buf[0], self._buf[1] = value >> 8 & 0xFF, value & 0xFF
-        self._i2c.writeto_mem(self._address, register, self._buf)
-
-    def _read(self, register):
-        self._i2c.readfrom_mem_into(self._address, register, self._buf)
-        return self._buf[0] << 8 | self._buf[1]
+        for register, value in ((_CONFIG, _CONFIG_32V_320MV_12BIT_CONTINUOUS), (_CALIBRATION, _CALIBRATION_4096)):
+            self._buf[0], self._buf[1] = value >> 8, value & 0xFF
+            i2c.writeto_mem(address, register, self._buf)
 
     def power_watts(self):
         """Active power drawn through the shunt (the lamp's), in watts."""
-        return self._read(_POWER) * self.power_lsb_w
+        self._i2c.readfrom_mem_into(self._address, _POWER, self._buf)
+        return (self._buf[0] << 8 | self._buf[1]) * self.power_lsb_w
