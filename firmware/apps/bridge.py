@@ -9,7 +9,7 @@ Threshold alarms, checked with every reading: |strain| of a channel over `strain
 `vibration_rms_limit`, vibration peak over `vibration_peak_limit`, |tilt - tilt at installation| over `tilt_limit`,
 crack width over `crack_limit`; the strains also every `strain_check_s` between readings (a heavy vehicle crosses in
 seconds; the vibration window is only sampled with a reading). Each check trips above its limit and clears only below
-limit - hysteresis_pct % of it; a check that trips starts an episode (apps.runtime.Episodes): the "alarm" message names
+limit - hysteresis_pct % of it; a check that trips starts an episode (apps.runtime.alarm_due): the "alarm" message names
 the tripped quantities with their values and goes at once as a confirmed uplink, and with every reading until
 acknowledged.
 
@@ -25,7 +25,7 @@ from array import array
 
 from micropython import const
 
-from apps.runtime import Episodes, over_limit, run_slots, send_alarm, send_message
+from apps.runtime import alarm_due, over_limit, run_slots, send_alarm, send_message
 from cbor import encode_reading
 from drivers.adxl345 import ADXL345
 from drivers.tmp102 import TMP102
@@ -66,7 +66,7 @@ class Bridge:
         channels = set_up(self, board, config)
         unload("apps.bridge_setup")
         del set_up  # the last reference to its module's code: freed before the settings are read
-        self.episodes = Episodes()  # check i's at bit i
+        self.alarms_active = self.alarms_acked = 0  # check i's episode at bit i (apps.runtime.alarm_due)
         self.board = board
         self.strain_adcs = board.strain_adcs(channels) if channels else None
         self.thermometer = TMP102(board.i2c())
@@ -89,13 +89,13 @@ class Bridge:
         """Feed {alarm field: value} to the threshold checks (a check whose field is missing is left as it was);
         returns (the alarm's values, the bit mask of the episodes it reports), the values empty when no alarm is
         due."""
-        settings, episodes = self.settings, self.episodes
+        settings = self.settings
         alarm, due = {}, 0
         for i, name in enumerate(CHECKS):
             if name in measured:
                 value, limit = measured[name], settings[LIMITS[i]]
-                over = over_limit(episodes.active >> i & 1, abs(value), limit, limit * settings["hysteresis_pct"] / 100)
-                if episodes.update(over, i):
+                hysteresis = limit * settings["hysteresis_pct"] / 100
+                if alarm_due(self, over_limit(self.alarms_active >> i & 1, abs(value), limit, hysteresis), i):
                     alarm[name] = value
                     due |= 1 << i
         return alarm, due
@@ -115,7 +115,7 @@ def _send_alarm(app, node, alarm, reported):
     for name in CHECKS:
         if name in alarm:
             line += " %s=%g" % (name, alarm[name])
-    send_alarm(node, app, KIND, encode_reading(KIND, "alarm", alarm), app.episodes, reported, line)
+    send_alarm(node, app, KIND, encode_reading(KIND, "alarm", alarm), reported, line)
 
 
 App = Bridge  # startup.py sets the app up at boot: App(board, config, store) takes what it needs from config

@@ -4,7 +4,7 @@ boot; a reading waits for the next measurement (up to MEASUREMENT_WAIT_MS) and r
 
 Ventilate alarm: CO2 over `co2_limit_ppm` starts an episode (it ends once CO2 fell under co2_limit_ppm -
 co2_hysteresis_ppm); the "alarm" message (ventilate, co2, co2_limit) goes at once, as a confirmed uplink before the
-reading, and with every reading until the network acknowledged it, once per episode (apps.runtime.Episodes).
+reading, and with every reading until the network acknowledged it, once per episode (apps.runtime.alarm_due).
 
 Settings (config "settings", interval_s at the top level; all also by the FPort 3 "config" downlink): interval_s (300),
 confirmed (false), battery_low_v (3.4), co2_limit_ppm (1000: the German Umweltbundesamt's guide value for classrooms),
@@ -15,7 +15,7 @@ import time
 
 from micropython import const
 
-from apps.runtime import Battery, Episodes, over_limit, run_slots, send_alarm, send_message
+from apps.runtime import Battery, alarm_due, over_limit, run_slots, send_alarm, send_message
 from cbor import encode_reading
 from drivers.scd41 import SCD41
 
@@ -36,7 +36,7 @@ class Environment:
         self.battery = Battery(board, section(config, "calibration"))
         self.sensor = SCD41(board.i2c())
         self.sensor.start_periodic_measurement()
-        self.ventilate = Episodes()  # one condition: CO2 over the limit
+        self.alarms_active = self.alarms_acked = 0  # one condition: CO2 over the limit
         self._over = False
         self.store = store
         from settings import start  # at boot only: unloaded once the settings are read
@@ -63,7 +63,7 @@ class Environment:
         """Feed a CO2 reading; True while the ventilate alarm is due."""
         values = self.settings
         self._over = over_limit(self._over, co2, values["co2_limit_ppm"], values["co2_hysteresis_ppm"])
-        return self.ventilate.update(self._over)
+        return alarm_due(self, self._over)
 
     def alarm(self, co2):
         """The "alarm" message's values."""
@@ -95,7 +95,7 @@ def run(app, node):
         node.mac.battery_level = app.battery.level(values["battery"])
         if app.ventilate_due(values["co2"]):
             alarm = app.alarm(values["co2"])
-            send_alarm(node, app, KIND, encode_reading(KIND, "alarm", alarm), app.ventilate, 1, _alarm_line(alarm))
+            send_alarm(node, app, KIND, encode_reading(KIND, "alarm", alarm), 1, _alarm_line(alarm))
         return encode_reading(KIND, "reading", values), _log_line(values)
 
     def step():

@@ -51,23 +51,18 @@ def over_limit(was_over, value, limit, hysteresis):
     return value > (limit - hysteresis if was_over else limit)
 
 
-class Episodes:
-    """An app's alarm conditions, condition i at bit i of two int masks (no object per condition). An episode runs
-    from when its condition holds until it no longer does; its alarm is due from the start until the network
-    acknowledged it (the `acked` mask), and not again within the episode."""
-
-    def __init__(self):
-        self.active = self.acked = 0
-
-    def update(self, active, i=0):
-        """Feed whether condition i holds now; returns whether its alarm is due."""
-        bit = 1 << i
-        if active:
-            self.active |= bit
-        else:
-            self.active &= ~bit
-            self.acked &= ~bit
-        return bool(self.active & ~self.acked & bit)
+def alarm_due(app, holds, i=0):
+    """Feed whether the app's alarm condition i holds now; returns whether its alarm is due. An app keeps its
+    conditions at bit i of two int masks (no object per condition): app.alarms_active while condition i holds (an
+    episode), app.alarms_acked once the network acknowledged its alarm, which is then not due again within the
+    episode."""
+    bit = 1 << i
+    if holds:
+        app.alarms_active |= bit
+    else:
+        app.alarms_active &= ~bit
+        app.alarms_acked &= ~bit
+    return bool(app.alarms_active & ~app.alarms_acked & bit)
 
 
 def send_message(node, app, kind, message, confirmed, line):
@@ -90,12 +85,12 @@ def send_message(node, app, kind, message, confirmed, line):
     return acked
 
 
-def send_alarm(node, app, kind, message, episodes, reported, line):
+def send_alarm(node, app, kind, message, reported, line):
     """Send an "alarm" message (send_message) at once as a confirmed uplink; once the network acknowledged it, the
-    conditions it reports (the bit mask `reported` of `episodes`) are no longer due (until acknowledged it goes again
-    with the next reading)."""
+    alarm conditions it reports (the bit mask `reported`, alarm_due's bits) are no longer due (until acknowledged it
+    goes again with the next reading)."""
     if send_message(node, app, kind, message, True, line):
-        episodes.acked |= reported
+        app.alarms_acked |= reported
 
 
 def fit_reading(kind, values, slow_fields, first_slow):

@@ -10,7 +10,7 @@ sensed (public safety). The reading counts the presence events (PIR going high) 
 
 A lamp whose power draw is implausible for its commanded state (on: under FAULT_FRACTION of lamp_rated_w times the
 level; off: over OFF_LIMIT_W) is a fault: the "alarm" message goes at once as a confirmed uplink, before the reading,
-and with every reading until the network acknowledged it, once per fault episode (apps.runtime.Episodes). The reading
+and with every reading until the network acknowledged it, once per fault episode (apps.runtime.alarm_due). The reading
 carries battery_low (set below `battery_low_v`, with hysteresis); energy, ambient light and battery voltage take turns
 when all fields would not fit in 24 bytes. A reading is taken by apps/streetlight_reading.py, loaded for it. One short
 log line per reading, alarm and event worth knowing (join, applied setting, ignored downlink, night dimming), never
@@ -26,7 +26,7 @@ battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), t
 """
 from micropython import const
 
-from apps.runtime import Episodes, run_slots, send_alarm, send_message
+from apps.runtime import run_slots, send_alarm, send_message
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
 from modules import unload
@@ -63,7 +63,7 @@ class Streetlight:
         self.readings = 0
         self.power_w = 0.0
         self._last_ms = None
-        self.fault = Episodes()  # one condition: the lamp fault
+        self.alarms_active = self.alarms_acked = 0  # one condition: the lamp fault (apps.runtime.alarm_due)
         self.lit_since_ms = None  # the dusk switch-on: the schedule counts from it
         self.presence_until_ms = None
         self.presence_events = 0
@@ -132,7 +132,7 @@ def run(app, node):
             unload("apps.streetlight_reading")
         del reading  # the last reference to its module's code: freed before the messages are sent
         if alarm is not None:  # until acknowledged: an alarm lost on the air goes again with the next reading
-            send_alarm(node, app, KIND, alarm[0], app.fault, 1, alarm[1])
+            send_alarm(node, app, KIND, alarm[0], 1, alarm[1])
         send_message(node, app, KIND, message, settings["confirmed"], line)
 
     run_slots(node, settings, step, app.control)

@@ -4,10 +4,10 @@ sent, so its code is not in the heap while the radio works.
 
 A lamp whose power draw is implausible for its commanded state (on: under FAULT_FRACTION of lamp_rated_w times the
 level; off: over OFF_LIMIT_W) is a fault: its "alarm" message is due once per fault episode until the network
-acknowledged it (apps.runtime.Episodes)."""
+acknowledged it (apps.runtime.alarm_due)."""
 from micropython import const
 
-from apps.runtime import fit_reading
+from apps.runtime import alarm_due, fit_reading
 from apps.streetlight import KIND, SLOW_FIELDS
 from cbor import encode_reading
 
@@ -63,7 +63,7 @@ def lamp_fault(app, values):
         faulty = power_w < FAULT_FRACTION * expected_w
     else:
         faulty = power_w > OFF_LIMIT_W
-    if not app.fault.update(faulty):
+    if not alarm_due(app, faulty):
         return None
     return {"lamp_fault": True, "power": min(400.0, power_w), "expected_power": min(400.0, expected_w),
             "dim_level": values["dim_level"]}

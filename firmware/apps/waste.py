@@ -8,7 +8,7 @@ container).
 Fire: a temperature over `fire_temp_c`, or a rise faster than `fire_rise_c_per_min` between two samples at least
 RATE_WINDOW_MS apart, starts a fire episode (it ends once the temperature is FIRE_HYSTERESIS_C under the limit and the
 rise slowed to under half its limit). The "alarm" message goes at once, as a confirmed uplink followed by a reading, and
-with every reading until the network acknowledged it, once per episode (apps.runtime.Episodes). A reading is taken
+with every reading until the network acknowledged it, once per episode (apps.runtime.alarm_due). A reading is taken
 by apps/waste_reading.py, loaded for it.
 
 Settings (config "settings", interval_s at the top level; interval_s, confirmed, battery_low_v, fire_temp_c and
@@ -22,7 +22,7 @@ import math
 
 from micropython import const
 
-from apps.runtime import Episodes, first_delay_ms, guarded, over_limit, send_alarm, send_message
+from apps.runtime import alarm_due, first_delay_ms, guarded, over_limit, send_alarm, send_message
 from drivers.adxl345 import ADXL345
 from drivers.mb7040 import MB7040
 from drivers.tmp102 import TMP102
@@ -69,16 +69,15 @@ class TiltWatch:
 
 
 class FireWatch:
-    """The fire episode from temperature samples: over the temperature limit, or rising faster than the rate limit."""
+    """Fire from temperature samples: over the temperature limit, or rising faster than the rate limit."""
 
     def __init__(self):
-        self.episode = Episodes()  # one condition: fire
         self.celsius, self.rate = None, 0.0
         self._base = None  # (ms, °C) the rise is measured from
         self._hot = self._rising = False
 
     def sample(self, now_ms, celsius, limit_c, limit_rate):
-        """Feed one sample; returns whether the alarm is due."""
+        """Feed one sample; returns whether there is a fire (its episode: apps.runtime.alarm_due)."""
         self.celsius = celsius
         if self._base is None:
             self._base = (now_ms, celsius)
@@ -87,7 +86,7 @@ class FireWatch:
             self._base = (now_ms, celsius)
         self._hot = over_limit(self._hot, celsius, limit_c, _FIRE_HYSTERESIS_C)
         self._rising = over_limit(self._rising, self.rate, limit_rate, limit_rate / 2)
-        return self.episode.update(self._hot or self._rising)
+        return self._hot or self._rising
 
 
 class Waste:
@@ -105,6 +104,7 @@ class Waste:
         self.thermometer = TMP102(board.i2c())
         self.accelerometer = ADXL345(board.i2c())
         self.fire = FireWatch()
+        self.alarms_active = self.alarms_acked = 0  # one condition: fire (apps.runtime.alarm_due)
         self.last_fill = 0
         self.store = store
         from settings import start  # at boot only: unloaded once the settings are read
@@ -120,7 +120,7 @@ class Waste:
         values = self.settings
         if celsius is None:
             celsius = self.thermometer.celsius()
-        return self.fire.sample(now_ms, celsius, values["fire_temp_c"], values["fire_rise_c_per_min"])
+        return alarm_due(self, self.fire.sample(now_ms, celsius, values["fire_temp_c"], values["fire_rise_c_per_min"]))
 
     def interval_ms(self):
         """The reporting interval: halved while the container is fuller than fast_fill_pct."""
@@ -147,7 +147,7 @@ def run(app, node):
             unload("apps.waste_reading")
         del reading  # the last reference to its module's code: freed before the messages are sent
         if alarm is not None:
-            send_alarm(node, app, KIND, alarm[0], app.fire.episode, 1, alarm[1])
+            send_alarm(node, app, KIND, alarm[0], 1, alarm[1])
         send_message(node, app, KIND, message, settings["confirmed"], line)
 
     failures = 0
@@ -163,7 +163,7 @@ def run(app, node):
                     print("emptied: tipped to %d deg and back (emptying %d); fill restarts"
                           % (round(app.tilt.max_deg), app.tilt.emptyings))
                     break
-                burning = app.fire.episode.active
+                burning = app.alarms_active
                 if app.fire_due(now) and not burning:  # a new fire episode: its alarm goes at once
                     break
             except OSError as exc:
