@@ -28,7 +28,6 @@ class CborError(ValueError):
 
 _MAX_ITEM = const(9)  # bytes of the longest head: initial byte + 8-byte argument
 _MAX_ENTRY = const(11)  # bytes of the longest map entry: a key (< 256: 2 bytes at most) and its value's head
-_buffer = bytearray(_MAX_ENTRY)  # reused for every payload; replaced by a larger one for a message that might not fit
 
 
 def _fields(kind, message):
@@ -80,16 +79,15 @@ def entry_bytes(kind, message, name, value):
     spec = _fields(kind, message)[1].get(name)
     if spec is None:
         raise CborError("unknown_field", name)
-    return _put_field(_buffer, 0, name, value, spec)  # _buffer as scratch: no payload is being built now
+    return _put_field(bytearray(_MAX_ENTRY), 0, name, value, spec)
 
 
 def encode_reading(kind, message, values):
     """(fport, payload) for `values` ({field name: engineering value}) of `message` of node `kind`.
 
     Uses the generated table schema_v1.MESSAGES: raw = round(value * factor), keys ascending (the table's order),
-    bools as CBOR bools. Fields missing from `values` (or None) are left out. The payload is built in a reused
-    buffer."""
-    global _buffer
+    bools as CBOR bools. Fields missing from `values` (or None) are left out. The payload is built in a buffer of
+    this call's (none kept between readings)."""
     fport, fields = _fields(kind, message)
     used = 0
     for name in fields:
@@ -99,10 +97,7 @@ def encode_reading(kind, message, values):
         for name in values:
             if name not in fields:
                 raise CborError("unknown_field", name)
-    need = _MAX_ITEM + _MAX_ENTRY * used  # the map head, then a key and a value per field
-    if len(_buffer) < need:
-        _buffer = bytearray(need)
-    buf = _buffer
+    buf = bytearray(_MAX_ITEM + _MAX_ENTRY * used)  # the map head, then a key and a value per field
     pos = _head(buf, 0, 5, used)
     for name in fields:
         value = values.get(name)
