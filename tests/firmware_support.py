@@ -127,8 +127,8 @@ class ScriptedRadio:
 
 
 # The MAC tests' helpers, apart from fwtest (which the memory run loads for ScriptedRadio: these are not on a board)
-FWSHOW_MODULE = '''"""MAC test helpers: describe() gives a MAC action or event as a dict, show() prints a list of them as
-one JSON line."""
+FWSHOW_MODULE = '''"""MAC test helpers: describe() gives a MAC action or event as a dict, show() prints a list of
+them as one JSON line."""
 import json
 
 
