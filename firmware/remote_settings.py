@@ -2,8 +2,8 @@
 loaded for the downlink once cbor_decode.py has decoded it (apps.runtime.apply_config) and unloaded after."""
 import json
 
+from apps.runtime import valid_setting
 from cbor import CborError
-from settings import valid_setting
 
 
 def apply(values, store, spec, changes):

@@ -8,11 +8,12 @@ ranges, which are those of the schema's config message (a test keeps them equal)
 An app declares its settings as JSON text, `[[name, default, low, high], ...]` with low and high null for a bool: the
 node keeps it for config downlinks, and one string takes a fraction of the heap a tuple of tuples of boxed floats does.
 This module is loaded at boot (start(), called by the app as it starts) and unloaded after; a config downlink's
-changes are applied by remote_settings.py, loaded with this module for that. What stays in the heap is the app's
-{name: value} dict and the store's "settings" entry.
+changes are applied by remote_settings.py, loaded for that. What stays in the heap is the app's {name: value} dict
+and the store's "settings" entry.
 """
 import json
 
+from apps.runtime import valid_setting
 from modules import unload
 
 
@@ -31,13 +32,6 @@ def start(config, store, spec):
         return values
     finally:
         unload("settings")
-
-
-def valid_setting(value, low, high):
-    """Whether `value` is in a setting's range: [low, high] for a number, a bool when low is None (a spec's entry)."""
-    if low is None:
-        return value is True or value is False
-    return type(value) in (int, float) and low <= value <= high
 
 
 def load(config, settings, store, spec):

@@ -116,6 +116,14 @@ def fit_reading(kind, values, slow_fields, first_slow):
     return chosen, first_slow if left_out is None else left_out
 
 
+def valid_setting(value, low, high):
+    """Whether `value` is in a setting's range: [low, high] for a number, a bool when low is None (a spec's entry:
+    settings.py at boot, remote_settings.py for a config downlink)."""
+    if low is None:
+        return value is True or value is False
+    return type(value) in (int, float) and low <= value <= high
+
+
 def apply_config(kind, values, store, payload, fcnt):
     """Apply a "config" downlink payload to the settings `values` of the `kind` app (its ranges: apps.<kind>'s
     SETTINGS) at once; returns its log lines (`fcnt` as the lines show it). The payload is decoded by cbor_decode.py,
@@ -136,7 +144,6 @@ def apply_config(kind, values, store, payload, fcnt):
         return configure(values, store, spec, decoded, fcnt)
     finally:
         unload("remote_settings")
-        unload("settings")  # loaded by remote_settings, for valid_setting
 
 
 def random_below(n):
