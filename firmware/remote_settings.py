@@ -42,7 +42,11 @@ def configure(values, store, spec, decoded, fcnt):
         return ["config downlink fcnt %s refused: %s" % (fcnt, decoded)]
     _name, changes, unknown = decoded
     applied, refused = apply(values, store, spec, changes)
-    lines = ["config: %s %s -> %s (downlink fcnt %s)" % (name, old, new, fcnt) for name, old, new in applied]
-    lines += ["config: %s not applied: %s (downlink fcnt %s)" % (name, why, fcnt) for name, why in refused]
-    lines += ["config: unknown key %s ignored (downlink fcnt %s)" % (key, fcnt) for key in unknown]
+    lines = []  # by loops: a comprehension's code would be loaded with this module
+    for name, old, new in applied:
+        lines.append("config: %s %s -> %s (downlink fcnt %s)" % (name, old, new, fcnt))
+    for name, why in refused:
+        lines.append("config: %s not applied: %s (downlink fcnt %s)" % (name, why, fcnt))
+    for key in unknown:
+        lines.append("config: unknown key %s ignored (downlink fcnt %s)" % (key, fcnt))
     return lines
