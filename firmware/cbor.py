@@ -1,8 +1,8 @@
 """Compact canonical CBOR (RFC 8949) for MicroPython, as much as a node sends: `encode_reading`, which turns a reading
-into its payload (a map of small int keys to ints and bools) through the generated schema table in a reused buffer;
-`entry_bytes`, the bytes one field takes in a payload (to fit a reading into a budget); and CborError. No general
-encoder: the node never sends anything else, and its code would only take heap. The decoder for downlinks is
-cbor_decode.py, loaded only while a downlink is decoded."""
+into its payload (a map of small int keys to ints and bools) through the generated schema table (no buffer kept
+between readings); `entry_bytes`, the bytes one field takes in a payload (to fit a reading into a budget); and
+CborError. No general encoder: the node never sends anything else, and its code would only take heap. The decoder for
+downlinks is cbor_decode.py, loaded only while a downlink is decoded."""
 from micropython import const
 
 from schema_v1 import MESSAGES
