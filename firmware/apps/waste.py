@@ -68,30 +68,9 @@ class TiltWatch:
         return False
 
 
-class FireWatch:
-    """Fire from temperature samples: over the temperature limit, or rising faster than the rate limit."""
-
-    def __init__(self):
-        self.celsius, self.rate = None, 0.0
-        self._base = None  # (ms, °C) the rise is measured from
-        self._hot = self._rising = False
-
-    def sample(self, now_ms, celsius, limit_c, limit_rate):
-        """Feed one sample; returns whether there is a fire (its episode: apps.runtime.alarm_due)."""
-        self.celsius = celsius
-        if self._base is None:
-            self._base = (now_ms, celsius)
-        elif now_ms - self._base[0] >= _RATE_WINDOW_MS:
-            self.rate = (celsius - self._base[1]) * 60000 / (now_ms - self._base[0])
-            self._base = (now_ms, celsius)
-        self._hot = over_limit(self._hot, celsius, limit_c, _FIRE_HYSTERESIS_C)
-        self._rising = over_limit(self._rising, self.rate, limit_rate, limit_rate / 2)
-        return self._hot or self._rising
-
-
 class Waste:
-    """The container's sensors, emptying and fire watches; a reading is taken by apps/waste_reading.py (loaded for
-    it)."""
+    """The container's sensors, emptying watch and fire check; a reading is taken by apps/waste_reading.py (loaded
+    for it)."""
 
     def __init__(self, board, config, store):
         from apps.waste_setup import set_up  # at boot only: unloaded after
@@ -103,7 +82,9 @@ class Waste:
         self.ranger = MB7040(board.i2c())
         self.thermometer = TMP102(board.i2c())
         self.accelerometer = ADXL345(board.i2c())
-        self.fire = FireWatch()
+        self.rise_base = None  # (ms, °C) the temperature's rise is measured from
+        self.rise_rate = 0.0  # °C/min
+        self.hot = self.rising = False  # over fire_temp_c, rising faster than fire_rise_c_per_min (with hysteresis)
         self.alarms_active = self.alarms_acked = 0  # one condition: fire (apps.runtime.alarm_due)
         self.last_fill = 0
         self.store = store
@@ -116,11 +97,22 @@ class Waste:
         return self.tilt.update(tilt_from_upright(self.accelerometer))
 
     def fire_due(self, now_ms, celsius=None):
-        """Sample the temperature (measured now unless given); True while a fire alarm is due."""
+        """Sample the temperature (measured now unless given); True while a fire alarm is due: a fire is a
+        temperature over fire_temp_c or a rise faster than fire_rise_c_per_min, measured over RATE_WINDOW_MS at least
+        (apps.runtime.over_limit, each with its hysteresis)."""
         values = self.settings
         if celsius is None:
             celsius = self.thermometer.celsius()
-        return alarm_due(self, self.fire.sample(now_ms, celsius, values["fire_temp_c"], values["fire_rise_c_per_min"]))
+        base = self.rise_base
+        if base is None:
+            self.rise_base = (now_ms, celsius)
+        elif now_ms - base[0] >= _RATE_WINDOW_MS:
+            self.rise_rate = (celsius - base[1]) * 60000 / (now_ms - base[0])
+            self.rise_base = (now_ms, celsius)
+        rate_limit = values["fire_rise_c_per_min"]
+        self.hot = over_limit(self.hot, celsius, values["fire_temp_c"], _FIRE_HYSTERESIS_C)
+        self.rising = over_limit(self.rising, self.rise_rate, rate_limit, rate_limit / 2)
+        return alarm_due(self, self.hot or self.rising)
 
     def interval_ms(self):
         """The reporting interval: halved while the container is fuller than fast_fill_pct."""

@@ -22,10 +22,9 @@ def reading(app, node):
     node.mac.battery_level = app.battery.level(volts)
     alarm = None
     if app.fire_due(node.now_ms(), celsius):
-        fire = app.fire
-        rise_rate = max(-100.0, min(100.0, fire.rate))
-        alarm = (encode_reading(KIND, "alarm", {"fire": True, "temperature": fire.celsius, "rise_rate": rise_rate}),
-                 "alarm: fire: temperature=%.1fC rise=%.1fC/min" % (fire.celsius, rise_rate))
+        rise_rate = max(-100.0, min(100.0, app.rise_rate))
+        alarm = (encode_reading(KIND, "alarm", {"fire": True, "temperature": celsius, "rise_rate": rise_rate}),
+                 "alarm: fire: temperature=%.1fC rise=%.1fC/min" % (celsius, rise_rate))
     values = {"fill_level": app.last_fill, "distance": distance, "temperature": celsius, "tilt": tilt,
               "battery": volts, "battery_low": app.battery.low}
     line = "reading fill=%d%% distance=%.3fm temperature=%.1fC tilt=%ddeg battery=%.2fV%s" % (
