@@ -33,8 +33,9 @@ class Store:
         # changes one in memory, flush() writes it
         self.get, self.put = self.data.get, self.data.__setitem__
 
-    def flush(self):
-        """Write the whole state atomically."""
+    def flush(self, **changes):
+        """Write the whole state atomically, `changes` ({key: value}) put in first."""
+        self.data.update(changes)
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.data, f)
@@ -48,23 +49,18 @@ class Store:
     def boot_fcnt_up(self):
         """The FCntUp to resume from at boot (past any counter used before), with the lease moved ahead and saved."""
         start = self.data.get("fcnt_up_limit", 0)
-        self.data["fcnt_up_limit"] = start + self.fcnt_step
-        self.flush()
+        self.flush(fcnt_up_limit=start + self.fcnt_step)
         return start
 
     def reserve_fcnt_up(self, fcnt):
         """Call before sending a frame with counter `fcnt`: extends (and saves) the lease when `fcnt` reaches it."""
         if fcnt >= self.data.get("fcnt_up_limit", 0):
-            self.data["fcnt_up_limit"] = fcnt + self.fcnt_step
-            self.flush()
+            self.flush(fcnt_up_limit=fcnt + self.fcnt_step)
 
     def start_session(self):
         """A new OTAA session begins at FCnt 0: lease its first counters and reset FCntDown, in one write."""
-        self.data["fcnt_up_limit"] = self.fcnt_step
-        self.data["fcnt_down"] = 0
-        self.flush()
+        self.flush(fcnt_up_limit=self.fcnt_step, fcnt_down=0)
 
     def use_dev_nonce(self, dev_nonce):
         """Call before a JoinRequest with `dev_nonce` leaves: saves dev_nonce + 1 as the next DevNonce."""
-        self.data["dev_nonce"] = dev_nonce + 1
-        self.flush()
+        self.flush(dev_nonce=dev_nonce + 1)
