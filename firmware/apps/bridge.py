@@ -21,14 +21,8 @@ strain_channels (3), strain_counts_per_ue (1073.74: quarter bridge, gauge factor
 ([0, 0, 0]: each channel's strain at installation, subtracted), tilt_zero_deg (0.0: the tilt at installation),
 crack_mm_per_v (10.0), battery_divider (the board's), battery_empty_v (3.3), battery_full_v (4.2).
 """
-from array import array
-
-from micropython import const
-
 from apps.runtime import alarm_due, over_limit, run_slots, send_alarm, send_message
 from cbor import encode_reading
-from drivers.adxl345 import ADXL345
-from drivers.tmp102 import TMP102
 from modules import unload
 
 KIND = "bridge"
@@ -45,8 +39,6 @@ STRAINS = ("strain_1", "strain_2", "strain_3")  # each strain channel's field
 CHECKS = STRAINS + ("vibration_rms", "vibration_peak", "tilt_change", "crack_width")
 LIMITS = ("strain_limit_ue", "strain_limit_ue", "strain_limit_ue", "vibration_rms_limit", "vibration_peak_limit",
           "tilt_limit", "crack_limit")
-_WINDOW_SAMPLES = const(64)
-_SAMPLE_RATE_HZ = const(50)  # the ADXL345's output data rate: a reading's vibration window takes 64 / 50 s
 
 
 def strains(counts, counts_per_ue, zero_ue):
@@ -57,22 +49,16 @@ def strains(counts, counts_per_ue, zero_ue):
 
 
 class Bridge:
-    """The bridge's sensors and alarm checks; a reading is taken by apps/bridge_reading.py (loaded for it),
+    """The bridge's sensors and alarm checks (set up by apps/bridge_setup.py: the sensors, calibration, the alarm
+    masks alarms_active and alarms_acked); a reading is taken by apps/bridge_reading.py (loaded for it),
     strain_check() checks the strains between readings."""
 
     def __init__(self, board, config, store):
         from apps.bridge_setup import set_up  # at boot only: unloaded after
 
-        channels = set_up(self, board, config)
+        set_up(self, board, config, store)
         unload("apps.bridge_setup")
         del set_up  # the last reference to its module's code: freed before the settings are read
-        self.alarms_active = self.alarms_acked = 0  # check i's episode at bit i (apps.runtime.alarm_due)
-        self.board = board
-        self.strain_adcs = board.strain_adcs(channels) if channels else None
-        self.thermometer = TMP102(board.i2c())
-        self.accelerometer = ADXL345(board.i2c(), rate_hz=_SAMPLE_RATE_HZ)
-        self.window = array("f", bytes(4 * _WINDOW_SAMPLES))  # z in g, refilled by each reading: no float per sample
-        self.store = store
         from settings import start  # at boot only: unloaded once the settings are read
 
         self.settings = start(config, store, SETTINGS)

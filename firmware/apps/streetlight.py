@@ -27,8 +27,6 @@ battery_divider (the board's), battery_empty_v (3.3) and battery_full_v (4.2), t
 from micropython import const
 
 from apps.runtime import run_slots, send_alarm, send_message
-from drivers.bh1750 import BH1750
-from drivers.ina219 import INA219
 from modules import unload
 
 KIND = "streetlight"
@@ -45,39 +43,25 @@ _SCHEDULE_POLL_MS = const(60000)  # while lit without a PIR: the schedule counts
 
 
 class Streetlight:
-    """The lamp controller and meter: control(now_ms) sets the level between readings (schedule, presence); a
-    reading (apps/streetlight_reading.py) does the dusk/dawn step and reads the values to report."""
+    """The lamp controller and meter (set up by apps/streetlight_setup.py: the sensors, lamp, calibration and the
+    control state): control(now_ms) sets the level between readings (schedule, presence); a reading
+    (apps/streetlight_reading.py) does the dusk/dawn step and reads the values to report."""
 
     def __init__(self, board, config, store):
         from apps.streetlight_setup import set_up  # at boot only: unloaded after
 
-        shunt_ohm = set_up(self, board, config)
+        set_up(self, board, config, store)
         unload("apps.streetlight_setup")
         del set_up  # the last reference to its module's code: freed before the settings are read
-        self.store = store
-        self.light = BH1750(board.i2c())
-        self.meter = INA219(board.i2c(), shunt_ohm=shunt_ohm)
-        self.lamp = board.lamp()
-        self.pir = board.presence() if hasattr(board, "presence") else None
-        self.energy_wh = store.get("energy_wh", 0.0)
-        self.readings = 0
-        self.power_w = 0.0
-        self._last_ms = None
-        self.alarms_active = self.alarms_acked = 0  # one condition: the lamp fault (apps.runtime.alarm_due)
-        self.lit_since_ms = None  # the dusk switch-on: the schedule counts from it
-        self.presence_until_ms = None
-        self.presence_events = 0
-        self.pir_sensed = False
-        self.night = False
         from settings import start  # at boot only: unloaded once the settings are read
 
         self.settings = start(config, store, SETTINGS)
 
     def update_meter(self, now_ms):
         """Energy up to now at the last measured power (the lamp drew it until now), then measure the power now."""
-        if self._last_ms is not None:  # the lamp drew the last measured power since then
-            self.energy_wh += self.power_w * (now_ms - self._last_ms) / _MS_PER_HOUR
-        self._last_ms = now_ms
+        if self.metered_ms is not None:  # the lamp drew the last measured power since then
+            self.energy_wh += self.power_w * (now_ms - self.metered_ms) / _MS_PER_HOUR
+        self.metered_ms = now_ms
         self.power_w = max(0.0, self.meter.power_watts())
 
     def night_dimming(self, now_ms):

@@ -23,9 +23,6 @@ import math
 from micropython import const
 
 from apps.runtime import alarm_due, first_delay_ms, guarded, over_limit, send_alarm, send_message
-from drivers.adxl345 import ADXL345
-from drivers.mb7040 import MB7040
-from drivers.tmp102 import TMP102
 from modules import unload
 
 KIND = "waste"
@@ -69,25 +66,16 @@ class TiltWatch:
 
 
 class Waste:
-    """The container's sensors, emptying watch and fire check; a reading is taken by apps/waste_reading.py (loaded
-    for it)."""
+    """The container's sensors, emptying watch and fire check (set up by apps/waste_setup.py: the sensors,
+    calibration, the fire check's state, the alarm masks); a reading is taken by apps/waste_reading.py (loaded for
+    it)."""
 
     def __init__(self, board, config, store):
         from apps.waste_setup import set_up  # at boot only: unloaded after
 
-        tip_deg, upright_deg = set_up(self, board, config)
+        set_up(self, board, config, store)
         unload("apps.waste_setup")
         del set_up  # the last reference to its module's code: freed before the settings are read
-        self.tilt = TiltWatch(tip_deg, upright_deg)
-        self.ranger = MB7040(board.i2c())
-        self.thermometer = TMP102(board.i2c())
-        self.accelerometer = ADXL345(board.i2c())
-        self.rise_base = None  # (ms, °C) the temperature's rise is measured from
-        self.rise_rate = 0.0  # °C/min
-        self.hot = self.rising = False  # over fire_temp_c, rising faster than fire_rise_c_per_min (with hysteresis)
-        self.alarms_active = self.alarms_acked = 0  # one condition: fire (apps.runtime.alarm_due)
-        self.last_fill = 0
-        self.store = store
         from settings import start  # at boot only: unloaded once the settings are read
 
         self.settings = start(config, store, SETTINGS)
