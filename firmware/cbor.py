@@ -90,13 +90,11 @@ def encode_reading(kind, message, values):
     this call's (none kept between readings)."""
     fport, fields = _fields(kind, message)
     used = 0
-    for name in fields:
-        if values.get(name) is not None:
+    for name in values:
+        if name not in fields:
+            raise CborError("unknown_field", name)
+        if values[name] is not None:
             used += 1
-    if used != len(values):
-        for name in values:
-            if name not in fields:
-                raise CborError("unknown_field", name)
     buf = bytearray(_MAX_ITEM + _MAX_ENTRY * used)  # the map head, then a key and a value per field
     pos = _head(buf, 0, 5, used)
     for name in fields:
