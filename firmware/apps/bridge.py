@@ -34,9 +34,9 @@ SETTINGS = ('[["interval_s", 600, 10, 86400], ["confirmed", false, null, null], 
 # every reading carries the strains and the vibration peak; these take turns in the rest of the 24 bytes
 SLOW_FIELDS = ("vibration_rms", "vibration_freq", "tilt", "crack_width", "temperature", "battery", "battery_low")
 STRAINS = ("strain_1", "strain_2", "strain_3")  # each strain channel's field
-# the threshold checks: each alarm field and, at the same index, the setting that limits its magnitude (two flat
-# tuples take less heap than a tuple of pairs)
-CHECKS = STRAINS + ("vibration_rms", "vibration_peak", "tilt_change", "crack_width")
+# the threshold checks: each alarm field (the strains first, as in STRAINS) and, at the same index, the setting that
+# limits its magnitude (two flat tuples take less heap than a tuple of pairs)
+CHECKS = ("strain_1", "strain_2", "strain_3", "vibration_rms", "vibration_peak", "tilt_change", "crack_width")
 LIMITS = ("strain_limit_ue", "strain_limit_ue", "strain_limit_ue", "vibration_rms_limit", "vibration_peak_limit",
           "tilt_limit", "crack_limit")
 

@@ -2,11 +2,17 @@
 width, temperature and battery, the threshold checks on them, and the reading's log line. The app's loop loads this
 module (and drivers/vibration.py with it) for each reading and unloads both before the messages are sent, so their
 code is not in the heap while the radio works."""
+from array import array
+
+from micropython import const
+
 from apps.bridge import CHECKS, KIND, SLOW_FIELDS, STRAINS
 from apps.runtime import fit_reading
 from cbor import encode_reading
 from drivers.adxl345 import COUNTS_PER_G
 from drivers.vibration import along_x_tilt, sample_window, vibration
+
+_WINDOW_SAMPLES = const(64)
 
 
 def reading(app, node, first_slow):
@@ -14,8 +20,10 @@ def reading(app, node, first_slow):
     empty when none is due; the bit mask of the episodes it reports; the reading's message (the slow fields from
     SLOW_FIELDS[first_slow] on, apps.runtime.fit_reading); its log line; the slow field to start with next time)."""
     values = app.strains()
-    mean_x = sample_window(app.accelerometer, app.window)
-    rms, peak, freq = vibration(app.window, app.accelerometer.rate_hz, floor=1 / COUNTS_PER_G)
+    window = array("f", bytes(4 * _WINDOW_SAMPLES))  # z in g: no float per sample; freed with this reading
+    mean_x = sample_window(app.accelerometer, window)
+    rms, peak, freq = vibration(window, app.accelerometer.rate_hz, floor=1 / COUNTS_PER_G)
+    del window
     volts = app.battery.measure(app.settings["battery_low_v"])
     node.mac.battery_level = app.battery.level(volts)
     values.update(vibration_rms=rms, vibration_peak=peak, vibration_freq=freq, tilt=along_x_tilt(mean_x),

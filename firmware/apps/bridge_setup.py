@@ -1,8 +1,6 @@
 """The bridge app's set-up: its sensors, and its calibration and boot-only setting from config.json, checked (a
 ConfigError names the bad value): apps.bridge.Bridge() loads this module while it is set up and unloads it after, as
 its code is not needed once the node runs."""
-from array import array
-
 from micropython import const
 
 from apps.runtime import Battery
@@ -10,13 +8,12 @@ from config import ConfigError, number, section
 from drivers.adxl345 import ADXL345
 from drivers.tmp102 import TMP102
 
-_WINDOW_SAMPLES = const(64)
 _SAMPLE_RATE_HZ = const(50)  # the ADXL345's output data rate: a reading's vibration window takes 64 / 50 s
 
 
 def set_up(app, board, config, store):
-    """Set up the app's sensors (strain_adcs: None without strain channels, thermometer, accelerometer and its
-    window), its calibration from config.json (strain_check_ms, counts_per_ue, zero_ue, tilt_zero_deg,
+    """Set up the app's sensors (strain_adcs: None without strain channels, thermometer, accelerometer), its
+    calibration from config.json (strain_check_ms, counts_per_ue, zero_ue, tilt_zero_deg,
     crack_mm_per_v, battery), its alarm masks, board and store."""
     calibration = section(config, "calibration")
     app.strain_check_ms = int(number(section(config, "settings"), "strain_check_s", 10, 0, 3600) * 1000)
@@ -34,4 +31,3 @@ def set_up(app, board, config, store):
     app.strain_adcs = board.strain_adcs(channels) if channels else None
     app.thermometer = TMP102(board.i2c())
     app.accelerometer = ADXL345(board.i2c(), rate_hz=_SAMPLE_RATE_HZ)
-    app.window = array("f", bytes(4 * _WINDOW_SAMPLES))  # z in g, refilled by each reading: no float per sample
