@@ -25,16 +25,13 @@ class MB7040:
         self._i2c, self._address = i2c, address
         self._buf = bytearray(2)
 
-    def ping_cm(self):
-        """One ping: the range in centimetres."""
-        self._i2c.writeto(self._address, bytes((_RANGE_COMMAND,)))
-        time.sleep_ms(_PING_MS)
-        self._i2c.readfrom_into(self._address, self._buf)
-        return self._buf[0] << 8 | self._buf[1]
-
     def distance_m(self, pings=5):
-        """The median of `pings` pings, in metres."""
+        """The median of `pings` pings, in metres (each ping: the range command, then its range in centimetres once
+        ranged)."""
         ranges = []
         for _ in range(pings):
-            ranges.append(self.ping_cm())
+            self._i2c.writeto(self._address, bytes((_RANGE_COMMAND,)))
+            time.sleep_ms(_PING_MS)
+            self._i2c.readfrom_into(self._address, self._buf)
+            ranges.append(self._buf[0] << 8 | self._buf[1])
         return median(ranges) / 100
