@@ -1,6 +1,7 @@
 """The I2C sensor drivers in micropython against a register-level fake bus: the ADXL345's set-up (its id checked, the
 data-rate code, full resolution, measuring; drivers/adxl345_setup.py unloaded after) and its signed samples, the
-TMP102's signed 12-bit temperature."""
+TMP102's signed 12-bit temperature, the INA219's configuration, calibration and power for its shunt (a shunt not above
+zero refused; drivers/ina219_setup.py unloaded after)."""
 from __future__ import annotations
 
 import struct
@@ -69,3 +70,25 @@ from drivers.tmp102 import TMP102
 print(TMP102(FakeI2C({{0x00: {register!r}}})).celsius())
 """)
     assert float(out) == count * 0.0625
+
+
+@pytest.mark.parametrize("shunt_ohm, power_register, watts", [(0.1, 18000, 36.0), (0.01, 1000, 20.0)])
+def test_ina219_is_configured_and_calibrated_and_reads_power_for_its_shunt(shunt_ohm, power_register, watts):
+    out = run_micropython(FAKE_BUS + f"""
+from drivers.ina219 import INA219
+monitor = INA219(FakeI2C({{3: {power_register.to_bytes(2, "big")!r}}}), shunt_ohm={shunt_ohm!r})
+print(monitor.power_watts(), "drivers.ina219_setup" in sys.modules)
+""").splitlines()
+    # CONFIG (0) 32 V, PGA /8, 12-bit, continuous; CALIBRATION (5) 4096; Power_LSB = 20 x 10 uV / shunt
+    assert out[:2] == ["write 64 0 399f", "write 64 5 1000"]
+    power, setup_loaded = out[2].split()
+    assert float(power) == pytest.approx(watts) and setup_loaded == "False"
+
+
+@pytest.mark.parametrize("shunt_ohm", [0, -0.1])
+def test_ina219_with_a_shunt_not_above_zero_is_a_value_error(shunt_ohm):
+    with pytest.raises(MicroPythonError, match="ValueError: INA219 shunt_ohm must be > 0"):
+        run_micropython(FAKE_BUS + f"""
+from drivers.ina219 import INA219
+INA219(FakeI2C({{}}), shunt_ohm={shunt_ohm!r})
+""")
