@@ -136,6 +136,40 @@ print(json.dumps([mac.counters]))
     assert steps[11] == [{"mic_mismatch": 2, "bad_join_accept_length": 2}]
 
 
+def test_a_join_cut_short_by_a_memory_error_leaves_the_node_unjoined_to_join_again():
+    """The JoinAccept's settings are applied by lorawan/join_settings.py, loaded for them: if that fails (no heap
+    left for its code), the node must not be in a session without the network's settings; it joins again."""
+    accept = join_accept(dev_addr=0x01020304, rx_delay=5)
+    steps = run_steps(f"""
+import sys
+
+
+class NoMemory:  # stands in for the module: what the import finds in sys.modules
+    @staticmethod
+    def start_session(mac, accept, window):
+        raise MemoryError("memory allocation failed")
+
+
+sys.modules["lorawan.join_settings"] = NoMemory
+show(mac.join(0))
+show(mac.tx_done(60))
+try:
+    mac.rx(B('{accept}'), 5070)
+except MemoryError:
+    mac.cancel()  # as the runner does when the exchange fails
+del sys.modules["lorawan.join_settings"]
+print(json.dumps([mac.activated, mac.dev_addr]))
+show(mac.join(300_000))
+show(mac.tx_done(300_060))
+show(mac.rx(B('{accept}'), 305_070))
+print(json.dumps([mac.activated, mac.dev_addr, mac.rx1_delay_ms]))
+""")
+    assert steps[2] == [False, None], "no session without the JoinAccept's settings"
+    assert steps[3][0]["type"] == "Transmit" and steps[3][0]["dev_nonce"] == 1
+    assert steps[5] == [{"type": "Joined", "dev_addr": 0x01020304, "dev_nonce": 1, "window": 1, "dr": 5}]
+    assert steps[6] == [True, 0x01020304, 5000]
+
+
 def test_failed_join_attempts_back_off_with_fresh_nonces_lower_dr_and_the_join_duty_cycle():
     steps = run_steps("""
 from fwshow import describe

@@ -14,9 +14,10 @@ _JOIN_ACCEPT = const(0x20)
 
 
 def open_join_accept(mac, frame):
-    """Check a JoinAccept heard in a join window (length, type, MIC), decrypt it and set the session's keys and DevAddr;
-    returns the decrypted JoinAccept (MHDR | JoinNonce | NetID | DevAddr | DLSettings | RxDelay | [CFList] | MIC) for
-    lorawan/join_settings.py. MacError(reason) for a frame to drop.
+    """Check a JoinAccept heard in a join window (length, type, MIC), decrypt it and set the session's keys; returns the
+    decrypted JoinAccept (MHDR | JoinNonce | NetID | DevAddr | DLSettings | RxDelay | [CFList] | MIC) for
+    lorawan/join_settings.py, which activates the session (its DevAddr) once its settings are applied. MacError(reason)
+    for a frame to drop.
 
     The network encrypted with AES-decrypt, so the node uses AES-encrypt (ECB, with the AppKey), as it does for the
     session keys: NwkSKey | AppSKey = aes(AppKey, 0x01 | JoinNonce | NetID | DevNonce | pad, 0x02 | the same)."""
@@ -38,5 +39,4 @@ def open_join_accept(mac, frame):
     aes(app_key, _ECB).encrypt(keys, keys)
     mac._nwk_s_key = bytes(keys[:16])
     mac._app_s_key = bytes(keys[16:])
-    mac._dev_addr = bytes(msg[7:11])
     return msg

@@ -7,7 +7,9 @@ from lorawan.events import Joined
 
 def start_session(mac, accept, window):
     """Apply the settings of `accept` (a JoinAccept decrypted and checked by lorawan/join_accept.py, heard in
-    RX`window`); the join is over: [Joined]. A setting out of range is counted and left at its default."""
+    RX`window`), then activate the session (its DevAddr): the join is over, [Joined]. A setting out of range is counted
+    and left at its default. Activation comes last: a join cut short before (a MemoryError loading this module) leaves
+    the node unjoined, to join again, never in a session without the network's settings."""
     offset, rx2_dr = accept[11] >> 4 & 0x07, accept[11] & 0x0F
     if offset <= 5 and mac.region.valid_dr(rx2_dr):
         mac.rx1_dr_offset, mac.rx2_dr = offset, rx2_dr
@@ -17,7 +19,9 @@ def start_session(mac, accept, window):
     if len(accept) == 33 and not _apply_cflist(mac.region, accept[13:29]):
         mac.count("bad_cflist")
     mac.join_attempts = 0
-    return [Joined(mac.dev_addr, mac.dev_nonce - 1, window, mac.data_rate)]
+    joined = [Joined(int.from_bytes(accept[7:11], "little"), mac.dev_nonce - 1, window, mac.data_rate)]
+    mac._dev_addr = bytes(accept[7:11])
+    return joined
 
 
 def _apply_cflist(region, cflist):
