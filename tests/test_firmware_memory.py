@@ -184,8 +184,8 @@ def memory_run(kind: str, firmware: Path, heap: str, after: str = "") -> list[st
 
 
 def shortfalls(kind: str, lines: list[str]) -> list[str]:
-    """What the output `lines` of a `kind` app's memory_run() lacks of a complete run, [] when nothing: the join, the
-    config downlink applied, READINGS readings sent, the MAC commands answered in the uplink after the downlink, every
+    """What the output `lines` of a `kind` app's memory_run() lacks of a complete run, [] when nothing: the join (at the
+    first JoinRequest), the config downlink applied, READINGS readings sent, the MAC commands answered in the uplink after the downlink, every
     payload decoded without warnings, no error logged (a reading that ran out of memory and was skipped counts), and
     the "finished" line."""
     text = [line for line in lines if not line.startswith("{")]
@@ -199,6 +199,10 @@ def shortfalls(kind: str, lines: list[str]) -> list[str]:
     keys, _accept = session()
     schema = load_schema(kind)
     frames = [bytes.fromhex(json.loads(line)["tx"]) for line in lines if line.startswith("{")]
+    join_requests = sum(1 for f in frames if f[0] >> 5 == MType.JOIN_REQUEST)
+    if join_requests != 1:  # the script answers the first one: a retry means its JoinAccept was lost on the node
+        problems.append(f"{join_requests} JoinRequests, not 1")
+        return problems  # (the uplinks are not in the session the script's JoinAccept set up)
     uplinks = [parse_data_frame(f) for f in frames if f[0] >> 5 != MType.JOIN_REQUEST]
     if len(uplinks) != READINGS:
         problems.append(f"{len(uplinks)} uplinks, not {READINGS}")
@@ -218,7 +222,8 @@ def test_each_app_with_the_lorawan_stack_runs_in_its_heap_budget(kind, firmware)
 
 
 def test_a_run_that_skipped_a_reading_or_lost_the_downlink_is_not_complete(firmware):
-    """shortfalls() sees a reading skipped for want of memory or a config downlink lost, not only a run that stops."""
+    """shortfalls() sees a reading skipped for want of memory, a config downlink or a JoinAccept lost, not only a run
+    that stops."""
     lines = memory_run("environment", firmware["environment"], "1M")
     assert shortfalls("environment", lines) == []
     skipped = lines[:-1] + ["reading failed (1 in a row): MemoryError: memory allocation failed, allocating 320 bytes",
@@ -226,6 +231,10 @@ def test_a_run_that_skipped_a_reading_or_lost_the_downlink_is_not_complete(firmw
     assert shortfalls("environment", skipped) == [f"logged: {skipped[-2]}"]
     lost = [line for line in lines if not line.startswith("config: ")]
     assert shortfalls("environment", lost) == ["the config downlink was not applied"]
+    first_join = next(i for i, line in enumerate(lines)  # MHDR 0x00: the JoinRequest
+                      if line.startswith("{") and json.loads(line)["tx"].startswith("00"))
+    retried = lines[:first_join + 1] + lines[first_join:]  # the first JoinAccept lost, joined at the second try
+    assert shortfalls("environment", retried) == ["2 JoinRequests, not 1"]
 # ---- one CBOR encode
 
 def worst_case(kind: str) -> dict[str, tuple[str, dict]]:
