@@ -34,12 +34,11 @@ ENCODE_GOAL_BYTES = 512
 HEAP_RANGE_KIB = (16, 1024)
 ROUNDS = 5
 
-# After the memory run: what each module the node did not keep adds while loaded beside the others (the boot, the join,
-# the downlink, MAC commands, a config: imported for the job, unloaded after); then what forgetting each module the node
-# kept frees (the app and the board first, so that the code they import is no longer referenced when its turn comes);
-# the interned names first (they stay for good).
+# After the memory run, at its end: what forgetting each module the node kept frees (the app and the board first, so
+# that the code they import is no longer referenced when its turn comes; the events module last, as every stack module
+# imports from it); the interned names first (they stay for good).
 RESIDENT_RUN = """
-import micropython, os, sys
+import micropython, sys
 
 
 def forget(name):
@@ -50,27 +49,11 @@ def forget(name):
 
 
 micropython.qstr_info()
-staged = []
-for folder in ('', 'lorawan', 'apps', 'drivers', 'boards'):
-    for file in os.listdir(folder or '.'):
-        if file.endswith('.mpy'):
-            staged.append((folder + '.' if folder else '') + file[:-4])
-for name in staged:
-    if name not in sys.modules and name not in ('time', 'fwtest', 'boards.memtest', 'modules', 'node_main'):
-        kept = list(sys.modules)
-        gc.collect()
-        before = gc.mem_alloc()
-        try:
-            __import__(name)
-            gc.collect()
-            print('job', name, gc.mem_alloc() - before)
-        except Exception:  # not for this board (boards.emu needs the rig), or runs at import (selftest)
-            pass
-        for added in [added for added in sys.modules if added not in kept]:
-            forget(added)
 FIRST = ('node_main', 'apps.%(kind)s', 'boards.memtest', 'fwtest', 'apps.runtime', 'lorawan.node', 'lorawan.mac')
 resident = [name for name in FIRST if name in sys.modules]
-resident += [name for name in sys.modules if name not in resident and '.' in name or name in ('cbor', 'schema_v1', 'store')]
+resident += [name for name in sys.modules if name not in resident and name != 'lorawan.events' and '.' in name
+             or name in ('cbor', 'schema_v1', 'store')]
+resident += ['lorawan.events'] if 'lorawan.events' in sys.modules else []
 for name in resident:
     gc.collect()
     before = gc.mem_alloc()
@@ -78,6 +61,21 @@ for name in resident:
     gc.collect()
     print('resident', name, before - gc.mem_alloc())
 """
+# After the memory run, in a process of its own (so that no other job's leftovers are counted): what a module the node
+# loads only for a job (the boot, a reading, the join, a downlink, MAC commands, a config) adds while loaded beside
+# what the node keeps, with whatever it imports that is not loaded yet.
+JOB_RUN = """
+gc.collect()
+before = gc.mem_alloc()
+try:
+    __import__(%(name)r)
+    gc.collect()
+    print('job', %(name)r, gc.mem_alloc() - before)
+except Exception:  # not for this board (boards.emu needs the rig)
+    pass
+"""
+# modules staged for a node that are neither kept nor loaded for a job by the memory run
+NOT_JOBS = ("selftest", "main", "time", "fwtest", "modules", "node_main")
 TIMING_RUN = """
 import gc, time
 from cbor import encode_reading
@@ -192,8 +190,17 @@ def main() -> None:
         for name, size in sorted(resident, key=lambda item: -item[1]):
             print(f"     {name:22} {size / 1024:5.1f} KiB")
         print(f"     {'(interned names)':22} {int(names['n_total_bytes']) / 1024:5.1f} KiB for {names['n_qstr']} names")
-        jobs = [(line.split()[1], int(line.split()[2])) for line in lines if line.startswith("job ")]
-        print("   while loaded for a job: " + ", ".join(f"{name} {size / 1024:.1f} KiB" for name, size in jobs))
+        kept = {name for name, _size in resident} | set(NOT_JOBS)
+        jobs = []
+        for module in sorted(installed[largest].rglob("*.mpy")):
+            name = ".".join(module.relative_to(installed[largest]).with_suffix("").parts)
+            if name not in kept and not name.startswith("boards."):
+                sizes = [int(line.split()[2]) for line in memory_run(largest, installed[largest], "2M",
+                                                                     after=JOB_RUN % {"name": name})
+                         if line.startswith("job ")]
+                if sizes:
+                    jobs.append((name, sizes[0] / 1024))
+        print("   while loaded for a job: " + ", ".join(f"{name} {size:.1f} KiB" for name, size in jobs))
 
         print(f"2. bytes allocated per cbor.encode_reading, worst-case message (goal <= {ENCODE_GOAL_BYTES} B)")
         out = []
