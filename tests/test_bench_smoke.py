@@ -55,3 +55,18 @@ def test_rig_speed_measures_one_board() -> None:
     out = run_bench("rig_speed.py", "--nodes", "1", "--window", "3", timeout_s=280)
     match = re.search(r"1 boards: +([\d.]+) virtual s / wall s", out)
     assert match and float(match[1]) > 1  # the free-running clock runs ahead of the wall clock
+
+
+def test_firmware_memory_prints_each_app_against_the_heap_goal() -> None:
+    out = run_bench("firmware_memory.py", "--n", "20")
+    needs = re.findall(r"^   (streetlight|waste|bridge|environment) +(\d+) KiB(  MISSED)?; in use ([\d.]+) KiB once up",
+                       out, re.MULTILINE)
+    assert sorted(kind for kind, *_ in needs) == ["bridge", "environment", "streetlight", "waste"]
+    for _kind, kib, missed, in_use in needs:
+        assert float(in_use) < int(kib)  # what is live once up fits in the smallest heap that completes the run
+        assert (int(kib) > 64) == bool(missed)
+    assert re.search(r"\(interned names\) +[\d.]+ KiB for \d+ names", out)
+    assert re.search(r"while loaded for a job: .*lorawan\.join [\d.]+ KiB", out)
+    encodes = re.findall(r"^   \w+/\w+ +(\d+) B for a (\d+)-byte payload", out, re.MULTILINE)
+    assert len(encodes) == 12 and all(int(used) > 0 for used, _size in encodes)
+    assert re.search(r"data-frame MIC \(AES-CMAC\) +[\d.]+ us = +[\d.]+ x baseline", out)
