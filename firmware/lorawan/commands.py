@@ -33,7 +33,8 @@ def _freq_khz(data, at):
 
 def handle_commands(mac, data, snr, tx_end_ms):
     """Apply the requests in `data` (a downlink heard with `snr` dB after an uplink that ended at tx_end_ms).
-    Returns (events, answers)."""
+    Returns (events, answers). Each request that takes more than a line has a function of its own: a module's code
+    is loaded as one block per function, and small blocks fit in the gaps of a busy heap."""
     events, answers, adr_block = [], [], []
     region = mac.region
     pos = 0
@@ -59,37 +60,49 @@ def handle_commands(mac, data, snr, tx_end_ms):
         elif cid == _DUTY_CYCLE:
             region.aggregate_divisor = 1 << (args[0] & 0x0F)
             answers.append(bytes((_DUTY_CYCLE,)))
-        elif cid == _RX_PARAM_SETUP:
-            offset, rx2_dr, freq_khz = args[0] >> 4 & 0x07, args[0] & 0x0F, _freq_khz(args, 1)
-            offset_ok, dr_ok, freq_ok = offset <= 5, region.valid_dr(rx2_dr), region.valid_frequency(freq_khz, False)
-            if offset_ok and dr_ok and freq_ok:
-                mac.rx1_dr_offset, mac.rx2_dr, mac.rx2_freq_khz = offset, rx2_dr, freq_khz
-            status = (4 if offset_ok else 0) | (2 if dr_ok else 0) | (1 if freq_ok else 0)
-            answers.append(bytes((_RX_PARAM_SETUP, status)))
         elif cid == _DEV_STATUS:
             margin = max(-32, min(31, floor(snr + 0.5)))
             answers.append(bytes((_DEV_STATUS, mac.battery_level, margin & 0x3F)))
-        elif cid == _NEW_CHANNEL:
-            index, freq_khz, min_dr, max_dr = args[0], _freq_khz(args, 1), args[4] & 0x0F, args[4] >> 4
-            fixed = index < len(region.DEFAULT_CHANNELS) or index >= len(region.channel_freqs)
-            freq_ok = not fixed and (freq_khz == 0 or region.valid_frequency(freq_khz))
-            dr_ok = not fixed and min_dr <= max_dr and region.valid_dr(max_dr)
-            if freq_ok and dr_ok:
-                region.set_channel(index, freq_khz, min_dr, max_dr)
-            answers.append(bytes((_NEW_CHANNEL, (2 if dr_ok else 0) | (1 if freq_ok else 0))))
         elif cid == _RX_TIMING_SETUP:
             mac.rx1_delay_ms = 1000 * ((args[0] & 0x0F) or 1)
             answers.append(bytes((_RX_TIMING_SETUP,)))
-        else:  # DlChannelReq
-            index, freq_khz = args[0], _freq_khz(args, 1)
-            exists = index < len(region.channel_freqs) and region.channel_freqs[index] != 0
-            freq_ok = region.valid_frequency(freq_khz, False)
-            if exists and freq_ok:
-                region.dl_freqs[index] = freq_khz
-            answers.append(bytes((_DL_CHANNEL, (2 if exists else 0) | (1 if freq_ok else 0))))
+        else:
+            answers.append(_rx_param_setup(mac, region, args) if cid == _RX_PARAM_SETUP
+                           else _new_channel(region, args) if cid == _NEW_CHANNEL
+                           else _dl_channel(region, args))
     if adr_block:  # a LinkADRReq block cut short by a broken command after it
         _link_adr(mac, adr_block, answers)
     return events, answers
+
+
+def _rx_param_setup(mac, region, args):
+    """Apply an RXParamSetupReq (all or nothing); its answer."""
+    offset, rx2_dr, freq_khz = args[0] >> 4 & 0x07, args[0] & 0x0F, _freq_khz(args, 1)
+    offset_ok, dr_ok, freq_ok = offset <= 5, region.valid_dr(rx2_dr), region.valid_frequency(freq_khz, False)
+    if offset_ok and dr_ok and freq_ok:
+        mac.rx1_dr_offset, mac.rx2_dr, mac.rx2_freq_khz = offset, rx2_dr, freq_khz
+    return bytes((_RX_PARAM_SETUP, (4 if offset_ok else 0) | (2 if dr_ok else 0) | (1 if freq_ok else 0)))
+
+
+def _new_channel(region, args):
+    """Apply a NewChannelReq (a frequency of 0 removes the channel); its answer."""
+    index, freq_khz, min_dr, max_dr = args[0], _freq_khz(args, 1), args[4] & 0x0F, args[4] >> 4
+    fixed = index < len(region.DEFAULT_CHANNELS) or index >= len(region.channel_freqs)
+    freq_ok = not fixed and (freq_khz == 0 or region.valid_frequency(freq_khz))
+    dr_ok = not fixed and min_dr <= max_dr and region.valid_dr(max_dr)
+    if freq_ok and dr_ok:
+        region.set_channel(index, freq_khz, min_dr, max_dr)
+    return bytes((_NEW_CHANNEL, (2 if dr_ok else 0) | (1 if freq_ok else 0)))
+
+
+def _dl_channel(region, args):
+    """Apply a DlChannelReq (RX1's frequency of an existing channel); its answer."""
+    index, freq_khz = args[0], _freq_khz(args, 1)
+    exists = index < len(region.channel_freqs) and region.channel_freqs[index] != 0
+    freq_ok = region.valid_frequency(freq_khz, False)
+    if exists and freq_ok:
+        region.dl_freqs[index] = freq_khz
+    return bytes((_DL_CHANNEL, (2 if exists else 0) | (1 if freq_ok else 0)))
 
 
 def _link_adr(mac, block, answers):
