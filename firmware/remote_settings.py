@@ -9,18 +9,16 @@ from cbor import CborError
 def apply(values, store, spec, changes):
     """Apply {name: value} from a downlink to `values` (settings.load()'s). Returns ([(name, old, new)] applied,
     [(name, why)] refused); the applied ones are saved at once. A value equal to the current one is neither."""
-    table = json.loads(spec)
     remote = store.get("settings")
     remote = remote if type(remote) is dict else {}
     applied, refused = [], []
     for name, value in changes.items():
-        entry = None
-        for candidate in table:
-            if candidate[0] == name:
-                entry = candidate
-        if entry is None:
+        start = spec.find('["%s"' % name)  # its entry alone is parsed: no copy of the whole table in the heap
+        if start < 0:
             refused.append((name, "not a setting of this node"))
-        elif not valid_setting(value, entry[2], entry[3]):
+            continue
+        _name, _default, low, high = json.loads(spec[start:spec.index("]", start) + 1])
+        if not valid_setting(value, low, high):
             refused.append((name, "%r out of range" % (value,)))
         elif value != values[name]:
             old = values[name]
