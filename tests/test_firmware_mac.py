@@ -34,7 +34,7 @@ def try_(call, *args):
     try:
         show(call(*args))
     except MacError as e:
-        print(json.dumps([{{'type': 'MacError', 'reason': e.reason}}]))
+        print(json.dumps([{{'type': 'MacError', 'reason': e.args[0]}}]))
 
 mac = Mac(EU868(seed={seed}), data_rate={data_rate})
 activate_abp(mac, {dev_addr:#x}, B('{nwk.hex()}'), B('{app.hex()}'), fcnt_up={fcnt_up})

@@ -38,8 +38,4 @@ Done = namedtuple("Done", "fcnt acked")
 
 class MacError(ValueError):
     """A call the MAC (with its region and crypto) cannot honour in its state or with its arguments, or a frame it
-    drops; `reason` is a short snake_case label."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
+    drops: MacError(reason), `reason` (its args[0]) a short snake_case label (no __init__ of its own to keep loaded)."""

@@ -285,8 +285,9 @@ class Mac:
                 return events
             events, acked = self._open_downlink(frame, window, rssi, snr)
         except MacError as exc:
-            self.count(exc.reason)
-            ignored = RxIgnored(exc.reason)
+            reason = exc.args[0]
+            self.count(reason)
+            ignored = RxIgnored(reason)
             return [ignored] + (self._after_rx1(now_ms) if window == 1 else self._finish(now_ms, False))
         return events + self._finish(now_ms, acked, heard=True)
 
