@@ -16,7 +16,7 @@ from micropython import const
 
 from modules import unload
 
-_GC_THRESHOLD = const(2048)
+_GC_THRESHOLD = const(512)
 gc.threshold(_GC_THRESHOLD)
 
 
