@@ -132,6 +132,8 @@ class UART:
 
 PROBE = '''
 import json
+import sys
+
 import machine
 
 board = __import__("boards." + BOARD, None, None, ("NAME",))
@@ -155,6 +157,7 @@ else:
         out["radio"] = "answered"
     except OSError as exc:  # RadioError: no SX1276 behind this machine
         out["radio"] = str(exc)
+    out["radio_setup_loaded"] = "drivers.sx1276_setup" in sys.modules
 out["built"] = machine.BUILT
 print(json.dumps(out))
 '''
@@ -197,6 +200,7 @@ def test_board_file_imports_and_wires_allowed_pins(board):
         assert tx != rx
     else:
         assert "SX1276 not found" in out["radio"], "radio() builds the SX1276 driver on its SPI"
+        assert out["radio_setup_loaded"] is False, "the driver's set-up module is unloaded even when its check fails"
         assert "SPI" in kinds
     if "strain_adcs" in out:
         assert out["strain_adcs"] == 3 and 0 < out["crack_v"] < 3.4
