@@ -3,14 +3,16 @@ SX1276(spi, cs, dio0, reset, dio1=None); configure(lora_cfg); send(packet, tx_at
 recv(timeout_ms=None, rx_length=0xFF, rx_packet=None) -> RxPacket | None; standby(); sleep().
 
 The constructor resets and sets up the chip with drivers/sx1276_setup.py (loaded for that, unloaded after): a missing or
-miswired radio raises RadioError there, which is the node's radio self-test. Waiting is polling with time.sleep_ms(1);
-the PA is PA_BOOST (as on Heltec boards). DIO1 is not used: RxTimeout is read from RegIrqFlags.
+miswired radio raises RadioError there, which is the node's radio self-test. send() is drivers/sx1276_tx.py's, loaded
+for each transmission; receiving stays here (a receive window opens on time, and the MAC checks what it heard at once).
+Waiting is polling with time.sleep_ms(1); the PA is PA_BOOST (as on Heltec boards). DIO1 is not used: RxTimeout is read
+from RegIrqFlags.
 """
 import time
 
 from micropython import const
 
-from drivers.lora_airtime import low_data_rate, symbol_us, time_on_air_us
+from drivers.lora_airtime import low_data_rate, symbol_us
 
 _OP_MODE = const(0x01)
 _FRF_MSB = const(0x06)
@@ -30,7 +32,6 @@ _MODEM_CONFIG2 = const(0x1E)
 _SYMB_TIMEOUT_LSB = const(0x1F)
 _PREAMBLE_MSB = const(0x20)
 _PREAMBLE_LSB = const(0x21)
-_PAYLOAD_LENGTH = const(0x22)
 _MAX_PAYLOAD_LENGTH = const(0x23)
 _MODEM_CONFIG3 = const(0x26)
 _INVERT_IQ = const(0x33)
@@ -42,14 +43,12 @@ _PA_DAC = const(0x4D)
 # RegOpMode values, all with LongRangeMode (LoRa) set
 _MODE_SLEEP = const(0x80)
 _MODE_STDBY = const(0x81)
-_MODE_TX = const(0x83)
 _MODE_RXCONTINUOUS = const(0x85)
 _MODE_RXSINGLE = const(0x86)
 _IRQ_RX_TIMEOUT = const(0x80)
 _IRQ_RX_DONE = const(0x40)
 _IRQ_CRC_ERROR = const(0x20)
 _DIO0_RX_DONE = const(0x00)
-_DIO0_TX_DONE = const(0x40)
 _MODEM_STAT_SIGNAL = const(0x01)  # signal detected: a packet is being received
 _MAX_SYMBOL_TIMEOUT = const(1023)
 _MAX_TOA_MS = const(10000)  # a 255-byte packet at SF12/125 kHz lasts ~9.2 s
@@ -127,39 +126,11 @@ class SX1276:
     # ---- TX
 
     def send(self, packet, tx_at_ms=None):
-        """Transmit `packet` (at ticks_ms `tx_at_ms` if given); returns time.ticks_ms() when TxDone was seen."""
-        length = len(packet)
-        if not 0 < length <= 255:
-            raise ValueError("packet length must be 1..255")
-        register, cfg = self._register, self._cfg
-        register(_OP_MODE, _MODE_STDBY)
-        register(_FIFO_ADDR_PTR, 0)
-        self._cs(0)
-        self._spi.write(b"\x80")  # RegFifo, written from RegFifoAddrPtr on
-        self._spi.write(packet)
-        self._cs(1)
-        register(_PAYLOAD_LENGTH, length)
-        register(_DIO_MAPPING1, _DIO0_TX_DONE)
-        register(_IRQ_FLAGS, 0xFF)
-        if tx_at_ms is not None:
-            delay = time.ticks_diff(tx_at_ms, time.ticks_ms())
-            if delay > 0:
-                time.sleep_ms(delay)
-        toa_ms = time_on_air_us(length, cfg["sf"], int(cfg["bw"]), cfg["coding_rate"], cfg["preamble_len"],
-                                cfg["crc_en"]) // 1000
-        register(_OP_MODE, _MODE_TX)
-        started = time.ticks_ms()
-        if toa_ms > 2:
-            time.sleep_ms(toa_ms - 1)  # nothing can happen before the packet is on the air
-        limit_ms = 3 * toa_ms + 100
-        while not self._dio0():
-            if time.ticks_diff(time.ticks_ms(), started) > limit_ms:
-                register(_OP_MODE, _MODE_STDBY)
-                raise RadioError("SX1276 TX did not finish (no TxDone on DIO0 within %d ms)" % limit_ms)
-            time.sleep_ms(1)
-        done = time.ticks_ms()
-        register(_IRQ_FLAGS, 0xFF)
-        return done
+        """Transmit `packet` (at ticks_ms `tx_at_ms` if given); returns time.ticks_ms() when TxDone was seen. The work
+        is drivers/sx1276_tx.py's, loaded for each transmission."""
+        from drivers.sx1276_tx import send  # unloads itself
+
+        return send(self, packet, tx_at_ms)
 
     # ---- RX
 
