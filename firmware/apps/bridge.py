@@ -122,7 +122,6 @@ def run(app, node):
             alarm, reported, message, line, first_slow = reading(app, node, first_slow)
         finally:
             unload("apps.bridge_reading")
-            unload("drivers.vibration")  # only a reading computes the vibration window
         del reading  # the last reference to its module's code: freed before the messages are sent
         if alarm:
             _send_alarm(app, node, alarm, reported)
