@@ -114,9 +114,12 @@ def crack_gauge_volts():
 def radio():
     with open("radio.json") as f:
         script = json.load(f)
+    if script["sx1276_kept"]:  # as an SX1276 board keeps its driver (the scripted radio still plays the air)
+        import drivers.sx1276  # noqa: F401
     gc.collect()
     print("started", gc.mem_alloc(), gc.mem_free())
-    return ScriptedRadio(script["replies"], exit_on_send=script["exit_on_send"])
+    return ScriptedRadio(script["replies"], exit_on_send=script["exit_on_send"],
+                         tx_module="drivers.sx1276_tx" if script["sx1276_kept"] else None)
 '''
 
 BOOT_RUN = """
@@ -162,13 +165,14 @@ def config_for(kind: str) -> dict:
             "settings": {}, "calibration": {}}
 
 
-def memory_run(kind: str, firmware: Path, heap: str, after: str = "") -> list[str]:
+def memory_run(kind: str, firmware: Path, heap: str, after: str = "", sx1276_kept: bool = False) -> list[str]:
     """Boot main.py of the `kind` app on boards/memtest from `firmware` (install(firmware, kind)), the board's root as
     on a real board (its files, config.json and state.json in one folder, imported by short relative paths: a module's
     __file__ takes heap), in a micropython with `heap`: an OTAA join, a config downlink (interval 30 s) carrying
     LinkADRReq and DevStatusReq, then READINGS uplinks; its output lines. The last line is "finished <gc.mem_alloc()>
     <gc.mem_free()>" when the run completed (then what the code `after` prints, run at the end); MicroPythonError if it
-    did not."""
+    did not. With `sx1276_kept` the board also keeps the SX1276 driver loaded and each send loads its TX module, as on
+    an SX1276 board (the bench's figure; the air is still the scripted radio's)."""
     keys, accept = session()
     schema = load_schema(kind)
     change = schema.encode("config", {"interval_s": 30})
@@ -176,7 +180,7 @@ def memory_run(kind: str, firmware: Path, heap: str, after: str = "") -> list[st
                          fport=schema.message("config").fport, frm_payload=change, fopts=LINK_ADR_REQ + DEV_STATUS_REQ)
     (firmware / "config.json").write_text(json.dumps(config_for(kind)))
     (firmware / "radio.json").write_text(json.dumps({"replies": [accept, keys.seal(downlink, 0).hex()],
-                                                     "exit_on_send": 2 + READINGS}))
+                                                     "exit_on_send": 2 + READINGS, "sx1276_kept": sx1276_kept}))
     (firmware / "state.json").unlink(missing_ok=True)
     return run_micropython(BOOT_RUN + after, path=[""], cwd=firmware, heap=heap).splitlines()
 
@@ -235,6 +239,18 @@ def test_a_run_that_skipped_a_reading_or_lost_the_downlink_is_not_complete(firmw
                       if line.startswith("{") and json.loads(line)["tx"].startswith("00"))
     retried = lines[:first_join + 1] + lines[first_join:]  # the first JoinAccept lost, joined at the second try
     assert shortfalls("environment", retried) == ["JoinRequests with DevNonces [0, 0], not [0]"]
+
+
+def test_the_run_with_the_sx1276_driver_kept_keeps_it_and_loads_its_tx_code_per_send(firmware):
+    """The bench's figure for an SX1276 board: the driver stays loaded; its TX module, loaded by each send, is not
+    kept."""
+    check = "import sys\nprint('driver', 'drivers.sx1276' in sys.modules, 'drivers.sx1276_tx' in sys.modules)\n"
+    lines = memory_run("environment", firmware["environment"], "1M", after=check, sx1276_kept=True)
+    assert shortfalls("environment", lines[:-1]) == [] and lines[-1] == "driver True False"
+    plain = memory_run("environment", firmware["environment"], "1M", after=check)
+    assert plain[-1] == "driver False False"
+
+
 # ---- one CBOR encode
 
 def worst_case(kind: str) -> dict[str, tuple[str, dict]]:
