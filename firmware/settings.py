@@ -5,8 +5,9 @@ a reboot. When a technician later installs a config.json whose value differs fro
 installed value wins (it is the newer decision) and the remote change is dropped. Values are checked against the app's
 ranges, which are those of the schema's config message (a test keeps them equal).
 
-An app declares its settings as JSON text, `[[name, default, low, high], ...]` with low and high null for a bool: the
-node keeps it for config downlinks, and one string takes a fraction of the heap a tuple of tuples of boxed floats does.
+An app declares its settings as JSON text, `[[name, default, low, high], ...]` with low and high null for a bool, in
+apps/<kind>_settings.py (SETTINGS): one string takes a fraction of the heap a tuple of tuples of boxed floats does, and
+its module is loaded only while the settings are read at boot and while a config downlink is applied.
 This module is loaded at boot (start(), called by the app as it starts) and unloaded after; a config downlink's
 changes are applied by remote_settings.py, loaded for that. What stays in the heap is the app's {name: value} dict
 and the store's "settings" entry.
@@ -17,20 +18,22 @@ from apps.runtime import valid_setting
 from modules import unload
 
 
-def start(config, store, spec):
-    """The app's settings at boot, the last step of its start (load, then the boot banner): their {name: value} dict.
-    config.py is unloaded first (config.json has been read; its "settings" section is checked here), this module
-    after."""
+def start(config, store, kind):
+    """The `kind` app's settings at boot, the last step of its start (load, then the boot banner): their {name: value}
+    dict. config.py is unloaded first (config.json has been read; its "settings" section is checked here), this module
+    and apps/<kind>_settings.py after."""
     from config import section
 
     settings = section(config, "settings")
     del section  # the last reference to its module's code
     unload("config")
+    spec = __import__("apps.%s_settings" % kind, None, None, ("SETTINGS",)).SETTINGS
     try:
         values, dropped = load(config, settings, store, spec)
         print_banner(values, dropped, spec)
         return values
     finally:
+        unload("apps.%s_settings" % kind)
         unload("settings")
 
 

@@ -71,7 +71,7 @@ BANNER_REST = ("battery_low_v=3.4 presence_level=100 presence_hold_s=60 night_di
 
 SETTINGS_RUN = """
 import json
-from apps.streetlight import SETTINGS
+from apps.streetlight_settings import SETTINGS
 from remote_settings import apply
 from settings import load
 from store import Store
@@ -112,7 +112,7 @@ def test_a_config_downlink_is_decoded_applied_and_logged_with_its_modules_unload
     out = run_micropython(f"""
 import json, sys
 from apps.runtime import apply_config
-from apps.streetlight import SETTINGS
+from apps.streetlight_settings import SETTINGS
 from settings import load
 from store import Store
 store = Store()
@@ -122,7 +122,8 @@ for payload, fcnt in (({load_schema("streetlight").encode("config", {"interval_s
                       ('a1011903e8', 5), ('a11712', 6), ('a10120', '?'), ('a101', 7)):
     for line in apply_config('streetlight', values, store, bytes.fromhex(payload), fcnt):
         print(line)
-print(values['interval_s'], [name for name in ('cbor_decode', 'remote_settings') if name in sys.modules])
+print(values['interval_s'], [name for name in ('cbor_decode', 'remote_settings', 'apps.streetlight_settings')
+                              if name in sys.modules])
 """, cwd=tmp_path).splitlines()
     assert out == ["config: interval_s 60 -> 20 (downlink fcnt 4)",
                    "config: interval_s 20 -> 1000 (downlink fcnt 5)",
@@ -135,7 +136,7 @@ print(values['interval_s'], [name for name in ('cbor_decode', 'remote_settings')
 def test_a_bad_installed_setting_is_a_config_error(tmp_path):
     out = run_micropython(f"""
 import json
-from apps.streetlight import SETTINGS
+from apps.streetlight_settings import SETTINGS
 from config import ConfigError
 from settings import load
 from store import Store

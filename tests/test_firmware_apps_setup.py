@@ -26,7 +26,7 @@ else:
     print(json.dumps([getattr(app, name) for name in %(attributes)r]))
     battery = app.battery
     print(battery.divider, battery.empty_v, battery.full_v)
-print(sorted(name for name in sys.modules if name.endswith('_setup') or name == 'config'))
+print(sorted(name for name in sys.modules if name.endswith(('_setup', '_settings')) or name in ('config', 'settings')))
 """
 
 CASES = {

@@ -10,7 +10,8 @@ from firmware_support import run_micropython
 
 @pytest.mark.parametrize("kind", available_kinds())
 def test_app_setting_ranges_are_the_schema_ranges(kind):
-    out = run_micropython(f"from apps.{kind} import SETTINGS\nprint(SETTINGS)")  # JSON text (firmware/settings.py)
+    # JSON text (firmware/settings.py)
+    out = run_micropython(f"from apps.{kind}_settings import SETTINGS\nprint(SETTINGS)")
     declared = {name: (default, low, high) for name, default, low, high in json.loads(out)}
     fields = {f.name: f for f in load_schema(kind).message("config").fields}
     assert set(declared) == set(fields)

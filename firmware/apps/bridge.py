@@ -26,11 +26,6 @@ from cbor import encode_reading
 from modules import unload
 
 KIND = "bridge"
-# JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
-SETTINGS = ('[["interval_s", 600, 10, 86400], ["confirmed", false, null, null], ["battery_low_v", 3.4, 0, 5], '
-            '["strain_limit_ue", 500, 0, 5000], ["vibration_rms_limit", 0.1, 0, 16], '
-            '["vibration_peak_limit", 0.3, 0, 16], ["tilt_limit", 1.0, 0, 90], ["crack_limit", 1.0, 0, 50], '
-            '["hysteresis_pct", 10, 0, 90]]')
 # every reading carries the strains and the vibration peak; these take turns in the rest of the 24 bytes
 SLOW_FIELDS = ("vibration_rms", "vibration_freq", "tilt", "crack_width", "temperature", "battery", "battery_low")
 STRAINS = ("strain_1", "strain_2", "strain_3")  # each strain channel's field
@@ -61,7 +56,7 @@ class Bridge:
         del set_up  # the last reference to its module's code: freed before the settings are read
         from settings import start  # at boot only: unloaded once the settings are read
 
-        self.settings = start(config, store, SETTINGS)
+        self.settings = start(config, store, KIND)
 
     def strains(self):
         """{"strain_1": µε, ...} of the channels fitted."""

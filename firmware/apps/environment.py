@@ -20,9 +20,6 @@ from cbor import encode_reading
 from drivers.scd41 import SCD41
 
 KIND = "environment"
-# JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
-SETTINGS = ('[["interval_s", 300, 10, 86400], ["confirmed", false, null, null], ["battery_low_v", 3.4, 0, 5], '
-            '["co2_limit_ppm", 1000, 400, 5000], ["co2_hysteresis_ppm", 200, 0, 1000]]')
 _MEASUREMENT_WAIT_MS = const(12000)  # longer than the SCD41's 5 s measurement interval
 _POLL_MS = const(500)
 
@@ -41,7 +38,7 @@ class Environment:
         self.store = store
         from settings import start  # at boot only: unloaded once the settings are read
 
-        self.settings = start(config, store, SETTINGS)
+        self.settings = start(config, store, KIND)
 
     def measure(self):
         """(CO2 ppm, °C, %) of the next measurement; OSError when none comes within MEASUREMENT_WAIT_MS."""

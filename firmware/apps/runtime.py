@@ -125,9 +125,10 @@ def valid_setting(value, low, high):
 
 
 def apply_config(kind, values, store, payload, fcnt):
-    """Apply a "config" downlink payload to the settings `values` of the `kind` app (its ranges: apps.<kind>'s
-    SETTINGS) at once; returns its log lines (`fcnt` as the lines show it). The payload is decoded by cbor_decode.py,
-    then applied by remote_settings.py: each loaded for its step and unloaded after, never both at once."""
+    """Apply a "config" downlink payload to the settings `values` of the `kind` app (its ranges: the SETTINGS of
+    apps/<kind>_settings.py) at once; returns its log lines (`fcnt` as the lines show it). The payload is decoded by
+    cbor_decode.py, then applied by remote_settings.py with the ranges: each loaded for its step and unloaded after,
+    cbor_decode.py and remote_settings.py never at once."""
     from cbor_decode import decode_message
 
     try:
@@ -137,13 +138,14 @@ def apply_config(kind, values, store, payload, fcnt):
     finally:
         del decode_message  # a function keeps its module's code alive: this name would, until apply_config returns
         unload("cbor_decode")
-    spec = __import__("apps." + kind, None, None, ("SETTINGS",)).SETTINGS  # the running app's module
+    spec = __import__("apps.%s_settings" % kind, None, None, ("SETTINGS",)).SETTINGS
     from remote_settings import configure
 
     try:
         return configure(values, store, spec, decoded, fcnt)
     finally:
         unload("remote_settings")
+        unload("apps.%s_settings" % kind)
 
 
 def random_below(n):

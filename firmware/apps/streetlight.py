@@ -30,11 +30,6 @@ from apps.runtime import run_slots, send_alarm, send_message
 from modules import unload
 
 KIND = "streetlight"
-# JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
-SETTINGS = ('[["interval_s", 60, 10, 86400], ["confirmed", false, null, null], ["dusk_lux", 50, 0, 1000], '
-            '["dim_level", 100, 0, 100], ["battery_low_v", 3.4, 0, 5], ["presence_level", 100, 0, 100], '
-            '["presence_hold_s", 60, 0, 3600], ["night_dim_after_min", 300, 0, 1440], '
-            '["night_dim_level", 50, 0, 100], ["night_dim_for_min", 0, 0, 1440]]')
 SLOW_FIELDS = ("energy", "ambient_light", "battery")  # take turns when the reading would exceed 24 bytes
 _MS_PER_HOUR = const(3600000)
 _MS_PER_MIN = const(60000)
@@ -55,7 +50,7 @@ class Streetlight:
         del set_up  # the last reference to its module's code: freed before the settings are read
         from settings import start  # at boot only: unloaded once the settings are read
 
-        self.settings = start(config, store, SETTINGS)
+        self.settings = start(config, store, KIND)
 
     def update_meter(self, now_ms):
         """Energy up to now at the last measured power (the lamp drew it until now), then measure the power now."""

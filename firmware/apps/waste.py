@@ -26,9 +26,6 @@ from apps.runtime import alarm_due, first_delay_ms, guarded, over_limit, send_al
 from modules import unload
 
 KIND = "waste"
-# JSON [[name, default, low, high], ...] (settings.py): the ranges of the schema's config message; low null for a bool
-SETTINGS = ('[["interval_s", 900, 10, 86400], ["confirmed", false, null, null], ["battery_low_v", 3.4, 0, 5], '
-            '["fire_temp_c", 70, 0, 125], ["fire_rise_c_per_min", 8.0, 0, 100]]')
 _FIRE_HYSTERESIS_C = const(5)
 _RATE_WINDOW_MS = const(20000)  # a rise rate over a shorter time would mostly be the sensor's 0.0625 °C steps
 
@@ -78,7 +75,7 @@ class Waste:
         del set_up  # the last reference to its module's code: freed before the settings are read
         from settings import start  # at boot only: unloaded once the settings are read
 
-        self.settings = start(config, store, SETTINGS)
+        self.settings = start(config, store, KIND)
 
     def emptied(self):
         """Check the tilt once; True when that completes an emptying."""
