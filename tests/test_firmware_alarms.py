@@ -76,7 +76,7 @@ def parsed(output: str) -> list:
 def test_limits_with_hysteresis_episodes_and_the_low_battery_flag():
     out = run_micropython("""
 import json
-from apps.runtime import Battery, alarm_due, over_limit
+from apps.runtime import alarm_due, battery_level, measure_battery, over_limit
 
 over, seen = False, []
 for value in (10, 50, 51, 47, 46, 44, 60):
@@ -100,8 +100,9 @@ class Board:
     def battery_volts(self, divider):
         return self.volts.pop(0)
 
-battery = Battery(Board(), {})
-print(json.dumps([(battery.measure(3.4), battery.low)[1] for _ in range(6)]), battery.level(3.75))
+from config import battery_calibration
+app.battery, app.battery_low = (Board(),) + battery_calibration({}, Board.BATTERY_DIVIDER), False
+print(json.dumps([(measure_battery(app, 3.4), app.battery_low)[1] for _ in range(6)]), battery_level(app.battery, 3.75))
 """).splitlines()
     assert json.loads(out[0]) == [False, False, True, True, True, False, True]  # over above 50, back below 45
     # due from the start of an episode until acknowledged; an acknowledged episode is quiet until it ends

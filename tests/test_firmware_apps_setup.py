@@ -24,8 +24,8 @@ except ConfigError as exc:
     print('error', exc)
 else:
     print(json.dumps([getattr(app, name) for name in %(attributes)r]))
-    battery = app.battery
-    print(battery.divider, battery.empty_v, battery.full_v)
+    _board, divider, empty_v, full_v = app.battery
+    print(divider, empty_v, full_v)
 print(sorted(name for name in sys.modules if name.endswith(('_setup', '_settings')) or name in ('config', 'settings')))
 """
 

@@ -145,16 +145,16 @@ show(mac.rx_timeout(103_100))
 
 def test_dev_status_margin_rounds_the_snr_and_battery_follows_the_board():
     out = run_firmware("""
-from apps.runtime import Battery
+from apps.runtime import battery_level
 from lorawan.commands import handle_commands
 from lorawan.mac import Mac
 from lorawan.region import EU868
 class Board:
     BATTERY_DIVIDER = 2
-battery = Battery(Board, {"battery_empty_v": 3.3, "battery_full_v": 4.2})
+battery = (Board, Board.BATTERY_DIVIDER, 3.3, 4.2)  # an app's: the board, divider, empty_v, full_v
 mac = Mac(EU868())
 for volts in (None, 3.0, 3.3, 3.6, 4.2, 4.5):
-    mac.battery_level = battery.level(volts)
+    mac.battery_level = battery_level(battery, volts)
     print([list(a) for a in handle_commands(mac, b'\\x06', -7.5, 0)[1]][0][1])
 for snr in (-7.5, -7.6, 0.49, 12.5, 40, -40):
     print(handle_commands(mac, b'\\x06', snr, 0)[1][0][2])

@@ -7,7 +7,7 @@ from array import array
 from micropython import const
 
 from apps.bridge import CHECKS, KIND, SLOW_FIELDS, STRAINS
-from apps.runtime import fit_reading
+from apps.runtime import battery_level, fit_reading, measure_battery
 from cbor import encode_reading
 from drivers.adxl345 import COUNTS_PER_G
 from modules import unload
@@ -31,11 +31,11 @@ def reading(app, node, first_slow):
     finally:
         unload("drivers.vibration")
     del along_x_tilt, sample_window, vibration  # the last references to its code: freed for the rest of the reading
-    volts = app.battery.measure(app.settings["battery_low_v"])
-    node.mac.battery_level = app.battery.level(volts)
+    volts = measure_battery(app, app.settings["battery_low_v"])
+    node.mac.battery_level = battery_level(app.battery, volts)
     values.update(vibration_rms=rms, vibration_peak=peak, vibration_freq=freq, tilt=tilt,
                   crack_width=app.board.crack_gauge_volts() * app.crack_mm_per_v,
-                  temperature=app.thermometer.celsius(), battery=volts, battery_low=app.battery.low)
+                  temperature=app.thermometer.celsius(), battery=volts, battery_low=app.battery_low)
     measured = {"tilt_change": tilt - app.tilt_zero_deg}
     for name in CHECKS:
         if name in values:

@@ -3,8 +3,7 @@ ConfigError names the bad value): apps.bridge.Bridge() loads this module while i
 its code is not needed once the node runs."""
 from micropython import const
 
-from apps.runtime import Battery
-from config import ConfigError, number, section
+from config import ConfigError, battery_calibration, number, section
 from drivers.adxl345 import ADXL345
 from drivers.tmp102 import TMP102
 
@@ -25,7 +24,8 @@ def set_up(app, board, config, store):
     app.zero_ue = zero
     app.tilt_zero_deg = number(calibration, "tilt_zero_deg", 0.0, -90, 90, "calibration")
     app.crack_mm_per_v = number(calibration, "crack_mm_per_v", 10.0, 0.001, 1000, "calibration")
-    app.battery = Battery(board, calibration)
+    app.battery = (board,) + battery_calibration(calibration, board.BATTERY_DIVIDER)  # apps.runtime.measure_battery's
+    app.battery_low = False
     app.alarms_active = app.alarms_acked = 0  # check i's episode at bit i (apps.runtime.alarm_due)
     app.board, app.store = board, store
     app.strain_adcs = board.strain_adcs(channels) if channels else None

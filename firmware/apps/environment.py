@@ -15,7 +15,8 @@ import time
 
 from micropython import const
 
-from apps.runtime import Battery, alarm_due, over_limit, run_slots, send_alarm, send_message
+from apps.runtime import (alarm_due, battery_level, measure_battery, over_limit, run_slots, send_alarm,
+                          send_message)
 from cbor import encode_reading
 from drivers.scd41 import SCD41
 
@@ -28,13 +29,14 @@ class Environment:
     """The room's sensor; reading() returns the values to report, ventilate_due() whether the alarm is due."""
 
     def __init__(self, board, config, store):
-        from config import section  # at boot only: settings.start unloads it
+        from config import battery_calibration, section  # at boot only: settings.start unloads it
 
-        self.battery = Battery(board, section(config, "calibration"))
+        # measure_battery's: the board and its calibration
+        self.battery = (board,) + battery_calibration(section(config, "calibration"), board.BATTERY_DIVIDER)
+        self.battery_low = False
         self.sensor = SCD41(board.i2c())
         self.sensor.start_periodic_measurement()
         self.alarms_active = self.alarms_acked = 0  # one condition: CO2 over the limit
-        self._over = False
         self.store = store
         from settings import start  # at boot only: unloaded once the settings are read
 
@@ -52,15 +54,15 @@ class Environment:
 
     def reading(self):
         co2, celsius, humidity = self.measure()
-        volts = self.battery.measure(self.settings["battery_low_v"])
+        volts = measure_battery(self, self.settings["battery_low_v"])
         return {"co2": co2, "temperature": celsius, "humidity": humidity, "battery": volts,
-                "battery_low": self.battery.low}
+                "battery_low": self.battery_low}
 
     def ventilate_due(self, co2):
         """Feed a CO2 reading; True while the ventilate alarm is due."""
         values = self.settings
-        self._over = over_limit(self._over, co2, values["co2_limit_ppm"], values["co2_hysteresis_ppm"])
-        return alarm_due(self, self._over)
+        over = over_limit(self.alarms_active & 1, co2, values["co2_limit_ppm"], values["co2_hysteresis_ppm"])
+        return alarm_due(self, over)
 
     def alarm(self, co2):
         """The "alarm" message's values."""
@@ -89,7 +91,7 @@ def run(app, node):
         """The reading's message and log line, a due ventilate alarm sent first; its values go with this frame,
         before the reading is sent."""
         values = app.reading()
-        node.mac.battery_level = app.battery.level(values["battery"])
+        node.mac.battery_level = battery_level(app.battery, values["battery"])
         if app.ventilate_due(values["co2"]):
             alarm = app.alarm(values["co2"])
             send_alarm(node, app, KIND, encode_reading(KIND, "alarm", alarm), 1, _alarm_line(alarm))

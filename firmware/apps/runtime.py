@@ -21,29 +21,23 @@ _CONTROL_RETRY_MS = const(10000)  # a failed control step between readings is tr
 BATTERY_HYSTERESIS_V = 0.1  # battery_low clears only this far above battery_low_v
 
 
-class Battery:
-    """The board's battery through its divider (calibration battery_divider, battery_empty_v, battery_full_v): the
-    voltage, the low flag (set below a limit, cleared only BATTERY_HYSTERESIS_V above it) and the DevStatus level."""
+def measure_battery(app, low_v):
+    """The voltage now of the app's battery, app.battery (the board, and battery_divider, battery_empty_v and
+    battery_full_v of config.battery_calibration); updates app.battery_low against the limit low_v: set below it,
+    cleared only BATTERY_HYSTERESIS_V above it."""
+    battery = app.battery
+    volts = battery[0].battery_volts(battery[1])
+    app.battery_low = volts < (low_v + BATTERY_HYSTERESIS_V if app.battery_low else low_v)
+    return volts
 
-    def __init__(self, board, calibration):
-        from config import battery_calibration  # at boot only: settings.start unloads it
 
-        self.board = board
-        self.divider, self.empty_v, self.full_v = battery_calibration(calibration, board.BATTERY_DIVIDER)
-        self.low = False
-
-    def measure(self, low_v):
-        """The voltage now; updates `low` against the limit low_v."""
-        volts = self.board.battery_volts(self.divider)
-        self.low = volts < (low_v + BATTERY_HYSTERESIS_V if self.low else low_v)
-        return volts
-
-    def level(self, volts):
-        """The DevStatusAns battery byte for `volts`: 1 (empty_v or less) .. 254 (full_v or more), 255 unknown."""
-        if volts is None:
-            return 255
-        level = 1 + round(253 * (volts - self.empty_v) / (self.full_v - self.empty_v))
-        return max(1, min(254, level))
+def battery_level(battery, volts):
+    """The DevStatusAns battery byte for `volts` of `battery` (an app's: measure_battery()): 1 (battery_empty_v or
+    less) .. 254 (battery_full_v or more), 255 unknown."""
+    if volts is None:
+        return 255
+    _board, _divider, empty_v, full_v = battery
+    return max(1, min(254, 1 + round(253 * (volts - empty_v) / (full_v - empty_v))))
 
 
 def over_limit(was_over, value, limit, hysteresis):

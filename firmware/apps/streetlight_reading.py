@@ -7,7 +7,7 @@ level; off: over OFF_LIMIT_W) is a fault: its "alarm" message is due once per fa
 acknowledged it (apps.runtime.alarm_due)."""
 from micropython import const
 
-from apps.runtime import alarm_due, fit_reading
+from apps.runtime import alarm_due, battery_level, fit_reading, measure_battery
 from apps.streetlight import KIND, SLOW_FIELDS
 from cbor import encode_reading
 
@@ -38,10 +38,10 @@ def reading(app, node, first_slow):
         app.store.put("energy_wh", app.energy_wh)
         app.store.flush()
     presence, app.presence_events = min(65535, app.presence_events), 0
-    volts = app.battery.measure(settings["battery_low_v"])
-    node.mac.battery_level = app.battery.level(volts)
+    volts = measure_battery(app, settings["battery_low_v"])
+    node.mac.battery_level = battery_level(app.battery, volts)
     values = {"lamp_on": lamp.on, "dim_level": lamp.level_pct, "power": app.power_w, "energy": app.energy_wh,
-              "ambient_light": min(65535, lux), "battery": volts, "battery_low": app.battery.low, "presence": presence}
+              "ambient_light": min(65535, lux), "battery": volts, "battery_low": app.battery_low, "presence": presence}
     alarm = lamp_fault(app, values)
     if alarm is not None:
         alarm = encode_reading(KIND, "alarm", alarm), "alarm: lamp fault: power=%.1fW expected=%.1fW dim=%d%%" % (

@@ -1,8 +1,7 @@
 """The streetlight app's set-up: its sensors, lamp and control state, and its calibration and boot-only setting
 from config.json, checked (a ConfigError names the bad value): apps.streetlight.Streetlight() loads this module while
 it is set up and unloads it after, as its code is not needed once the node runs."""
-from apps.runtime import Battery
-from config import number, section
+from config import battery_calibration, number, section
 from drivers.bh1750 import BH1750
 from drivers.ina219 import INA219
 
@@ -14,7 +13,8 @@ def set_up(app, board, config, store):
     app.hysteresis_lux = number(section(config, "settings"), "hysteresis_lux", 20, 0, 65535)
     shunt_ohm = number(calibration, "ina219_shunt_ohm", 0.1, 0.0001, 10, "calibration")
     app.lamp_rated_w = number(calibration, "lamp_rated_w", 36.0, 0.1, 400, "calibration")
-    app.battery = Battery(board, calibration)
+    app.battery = (board,) + battery_calibration(calibration, board.BATTERY_DIVIDER)  # apps.runtime.measure_battery's
+    app.battery_low = False
     app.store = store
     app.light = BH1750(board.i2c())
     app.meter = INA219(board.i2c(), shunt_ohm=shunt_ohm)

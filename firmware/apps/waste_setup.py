@@ -1,9 +1,8 @@
 """The waste app's set-up: its sensors, and its calibration and boot-only settings from config.json, checked (a
 ConfigError names the bad value): apps.waste.Waste() loads this module while it is set up and unloads it after, as its
 code is not needed once the node runs."""
-from apps.runtime import Battery
 from apps.waste import TiltWatch
-from config import number, section
+from config import battery_calibration, number, section
 from drivers.adxl345 import ADXL345
 from drivers.mb7040 import MB7040
 from drivers.tmp102 import TMP102
@@ -21,7 +20,8 @@ def set_up(app, board, config, store):
     app.depth_m = number(calibration, "container_depth_m", 1.2, 0.1, 10, "calibration")
     app.offset_m = number(calibration, "sensor_offset_m", 0.1, 0, 5, "calibration")
     app.pings = int(number(calibration, "pings", 5, 1, 15, "calibration"))
-    app.battery = Battery(board, calibration)
+    app.battery = (board,) + battery_calibration(calibration, board.BATTERY_DIVIDER)  # apps.runtime.measure_battery's
+    app.battery_low = False
     app.tilt = TiltWatch(tip_deg, upright_deg)
     app.ranger = MB7040(board.i2c())
     app.thermometer = TMP102(board.i2c())
