@@ -93,6 +93,20 @@ def airtime_us(pl: int, sf: int, bw_khz: int, cr: int = 1, crc: bool = True, pre
     return math.floor(((preamble + 4.25) * tsym + n * tsym) * 1e6 + 1e-6)
 
 
+def test_a_new_mac_and_region_start_idle_with_the_default_channels_and_their_set_up_module_unloaded():
+    out = json.loads(run_firmware("""
+import json, sys
+from lorawan.mac import Mac
+from lorawan.region import EU868
+mac = Mac(EU868(seed=7), data_rate=3, tx_power_dbm=12, adr=True)
+region = mac.region
+print(json.dumps([mac.state, mac.activated, mac.data_rate, mac.tx_power_dbm, mac.adr, mac.battery_level, mac.fcnt_up,
+                  list(region.channel_freqs[:4]), region.channel_mask, list(region.band_airtime[:3]),
+                  'lorawan.mac_setup' in sys.modules]))
+"""))
+    assert out == [0, False, 3, 12, True, 255, 0, [868100, 868300, 868500, 0], 0b111, [0, 0, 0], False]
+
+
 def test_class_a_timeline_of_an_unconfirmed_uplink():
     steps = run_steps("""
 show(mac.uplink(1, b'hello', 10_000))

@@ -69,22 +69,9 @@ class Mac:
     first uplink."""
 
     def __init__(self, region, data_rate=5, tx_power_dbm=14, adr=False):
-        self.region = region
-        self.data_rate = data_rate
-        self.default_tx_power_dbm = tx_power_dbm
-        self.adr = adr
-        self.battery_level = 255  # DevStatusAns: 0 external power, 1..254 level, 255 unknown
-        self.counters = {}
-        self.state = _IDLE
-        self._dev_addr = None
-        self._otaa = None
-        self.dev_nonce = 0  # next DevNonce (OTAA)
-        self.join_attempts = 0  # failed attempts since the last successful join
-        self.next_join_ms = 0
-        self._join_since = None
-        self._pending = None  # (fport, confirmed, fcnt) of the data frame in flight; None when idle or joining
-        self._attempt = 0
-        self._reset_session()
+        from lorawan.mac_setup import set_up_mac  # at boot only: it unloads itself
+
+        set_up_mac(self, region, data_rate, tx_power_dbm, adr)
 
     def _reset_session(self):
         region = self.region

@@ -67,18 +67,9 @@ class EU868:
     RX2_DR = _RX2_DR
 
     def __init__(self, seed=1):
-        self.band_free_at = [0] * _SUB_BAND_COUNT
-        # per sub-band: the newest slot counted, and a ring of the airtime (µs) started in each of the last _SLOTS slots
-        # (slot n at n % _SLOTS), which note_transmission zeroes as the newest slot moves on
-        self.band_newest_slot = array("i", bytearray(4 * _SUB_BAND_COUNT))
-        self.band_airtime = array("i", bytearray(4 * _SUB_BAND_COUNT * _SLOTS))
-        self.aggregate_free_at = 0
-        self._rand = (seed & 0xFFFFFFFF) or 1
-        self.channel_freqs = array("i", bytearray(4 * _MAX_CHANNELS))
-        self.dl_freqs = array("i", bytearray(4 * _MAX_CHANNELS))
-        self.channel_min_dr = bytearray(_MAX_CHANNELS)
-        self.channel_max_dr = bytearray(_MAX_CHANNELS)
-        self.reset_channels()
+        from lorawan.mac_setup import set_up_region  # at boot only: it unloads itself
+
+        set_up_region(self, seed)
 
     def reset_channels(self):
         """The channel plan of a device that has not joined: the default channels only, no DutyCycleReq limit."""
