@@ -183,7 +183,7 @@ def main() -> None:
                   f"in use {int(started) / 1024:.1f} KiB once up, {int(finished) / 1024:.1f} KiB at the end")
             print(f"      1 KiB less runs out {first_shortage(kind, firmware, needed - 1)}")
             with_driver = smallest_heap_kib(kind, firmware, sx1276_kept=True)
-            print(f"      with the SX1276 driver kept as on an SX1276 board (its TX code loaded per send): "
+            print(f"      with the SX1276 driver kept as on an SX1276 board (its configure and TX code loaded per call): "
                   f"{with_driver} KiB{verdict(with_driver is not None and with_driver <= HEAP_GOAL_KIB)}")
 
         largest = max((kind for kind in needs if needs[kind]), key=needs.get)

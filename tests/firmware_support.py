@@ -90,23 +90,30 @@ class RxPacket(bytearray):
     pass
 
 
+def load_for_the_call(module):
+    """Take the heap a real driver's call takes: the module that does its work, loaded for the call (None: nothing)."""
+    if module:
+        __import__(module)
+        __import__("modules").unload(module)
+
+
 class ScriptedRadio:
     """`replies`: one entry per recv() call, a hex frame or None (nothing heard: the window times out).
     `exit_on_send`: the send() number (1-based) at which the process ends, as if power was lost before the radio
-    transmitted. `tx_module`: a module each send() imports and unloads, as the real SX1276 driver loads its TX code
-    (drivers/sx1276_tx.py) for a send."""
+    transmitted. `configure_module`, `tx_module`: modules each configure() and send() import and unload, as the real
+    SX1276 driver loads its code for them (drivers/sx1276_configure.py, drivers/sx1276_tx.py) for each call."""
 
-    def __init__(self, replies=(), airtime_ms=60, exit_on_send=None, snr=7.0, tx_module=None):
+    def __init__(self, replies=(), airtime_ms=60, exit_on_send=None, snr=7.0, configure_module=None, tx_module=None):
         self.replies, self.airtime_ms, self.exit_on_send, self.snr = list(replies), airtime_ms, exit_on_send, snr
-        self.cfg, self.sends, self.tx_module = {}, 0, tx_module
+        self.cfg, self.sends = {}, 0
+        self.configure_module, self.tx_module = configure_module, tx_module
 
     def configure(self, cfg):
+        load_for_the_call(self.configure_module)
         self.cfg = dict(cfg)
 
     def send(self, frame, tx_at_ms=None):
-        if self.tx_module:  # the heap a real driver's send takes: its TX module, loaded for the send
-            __import__(self.tx_module)
-            __import__("modules").unload(self.tx_module)
+        load_for_the_call(self.tx_module)
         self.sends += 1
         if self.sends == self.exit_on_send:
             raise SystemExit
